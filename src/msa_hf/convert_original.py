@@ -1,0 +1,252 @@
+"""Convert checkpoints of the authors' MSA code into a ``from_pretrained`` folder.
+
+The original saves four plain state dicts (method spec section 8): the image tower
+(``img_model``), the gated MLP (``img_map``), BERT (``text_model``) and MSCMAT
+(``crossatt``). Every used tensor is mapped one to one; the unused ones are dropped and
+listed; anything else is an error, so a silent half-conversion cannot happen.
+
+Usage:
+
+    python -m msa_hf.convert_original --img-model img_model.pth --img-map img_map.pth \
+        --text-model text_model.pth --crossatt crossatt.pth --text-config bert-base-uncased/ \
+        --out msa-rsitmd
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoTokenizer
+
+from .configuration_msa import MSAConfig
+from .modeling_msa import MSAModel
+from .processing_msa import MSAImageProcessor, MSAProcessor
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
+
+# Keys the original saves but never uses in a forward pass.
+UNUSED_PATTERNS = {
+    "img_model": (r"feature_extractor\.fc\..*", r"norm_layer\..*", r"image_channel_reduce\..*", r"image_patch_proj\..*"),
+    "img_map": (),
+    "text_model": (r"bert_model\.pooler\..*", r"bert_model\.embeddings\.position_ids"),
+    "crossatt": (r"ln_post\..*",),
+}
+
+# (original file, regex on the original key, replacement giving our key)
+KEY_RULES: list[tuple[str, str, str]] = [
+    ("img_model", r"feature_extractor\.(.*)", r"vision_model.backbone.\1"),
+    ("img_model", r"fc(\d+)\.(weight|bias)", "image_projection.scale_projections.{k}.\\2"),
+    ("img_map", r"fc\.(weight|bias)", r"image_projection.fc.\1"),
+    ("img_map", r"att\.(weight|bias)", r"image_projection.gate.\1"),
+    ("img_map", r"fc2\.(weight|bias)", r"image_projection.out.\1"),
+    ("text_model", r"bert_model\.(.*)", r"text_model.\1"),
+    ("crossatt", r"fc(\d+)\.(weight|bias)", "mscmat.query_projections.{k}.\\2"),
+    ("crossatt", r"cross_attn(\d+)\.(.*)", "mscmat.attentions.{k}.\\2"),
+    ("crossatt", r"match_fc(\d+)\.(weight|bias)", "mscmat.match_heads.{k}.\\2"),
+    ("crossatt", r"ln_pre_t\.(weight|bias)", r"mscmat.query_norm.\1"),
+    ("crossatt", r"ln_pre_i\.(weight|bias)", r"mscmat.text_norm.\1"),
+]
+
+
+class ConversionError(ValueError):
+    """The original checkpoint does not fit the MSA layout."""
+
+
+def load_original(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load one original ``.pth`` state dict safely (no code execution)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Original checkpoint {path} does not exist.")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConversionError(f"{path} is not a plain state dict of tensors.")
+    return {key.removeprefix("module."): value for key, value in state.items()}
+
+
+def map_original_keys(states: dict[str, dict[str, torch.Tensor]]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Rename the four original state dicts into MSAModel keys.
+
+    Returns the mapped state dict and the sorted list of dropped ``file:key`` entries.
+    Raises `ConversionError` for a key that is neither mapped nor known to be unused.
+    """
+    mapped: dict[str, torch.Tensor] = {}
+    dropped: list[str] = []
+    unknown: list[str] = []
+    for source, state in states.items():
+        for key, tensor in state.items():
+            if any(re.fullmatch(pattern, key) for pattern in UNUSED_PATTERNS[source]):
+                dropped.append(f"{source}:{key}")
+                continue
+            for rule_source, pattern, replacement in KEY_RULES:
+                match = re.fullmatch(pattern, key) if rule_source == source else None
+                if match is None:
+                    continue
+                target = match.expand(replacement)
+                if "{k}" in target:  # original scales count from 1
+                    target = target.replace("{k}", str(int(match.group(1)) - 1))
+                mapped[target] = tensor
+                break
+            else:
+                unknown.append(f"{source}:{key}")
+    if unknown:
+        raise ConversionError(f"{len(unknown)} original keys have no place in MSA, e.g. {unknown[:5]}.")
+    return mapped, sorted(dropped)
+
+
+def infer_config(
+    states: dict[str, dict[str, torch.Tensor]], text_config: Any, vision_backbone: str, num_heads: int, image_size: int
+) -> MSAConfig:
+    """An MSAConfig whose shapes match the checkpoint (number of scales from ``fcK``)."""
+    scales = sorted(int(m.group(1)) for key in states["img_model"] if (m := re.fullmatch(r"fc(\d+)\.weight", key)))
+    if not scales:
+        raise ConversionError("img_model has no fc1..fcK scale projections; is it an MSA image tower?")
+    pooling = ["max"] * (len(scales) - 1) + ["avg"]
+    return MSAConfig(
+        vision_backbone=vision_backbone,
+        vision_out_indices=tuple(scales),
+        vision_pooling=pooling,
+        image_size=image_size,
+        text_config=text_config,
+        mscmat_num_heads=num_heads,
+    )
+
+
+def read_text_config(path: str | Path) -> Any:
+    """A BERT config from a folder (``config.json``) or a JSON file; ``model_type`` defaults to bert."""
+    path = Path(path)
+    if path.is_dir():
+        return AutoConfig.from_pretrained(path, local_files_only=True)
+    if not path.is_file():
+        raise FileNotFoundError(f"--text-config {path} is neither a folder with config.json nor a JSON file.")
+    config = json.loads(path.read_text())
+    config.setdefault("model_type", "bert")
+    return config
+
+
+def find_tokenizer_dir(text_config: Path, tokenizer: Path | None) -> Path | None:
+    if tokenizer is not None:
+        if not tokenizer.is_dir():
+            raise FileNotFoundError(f"--tokenizer {tokenizer} is not a folder.")
+        return tokenizer
+    if text_config.is_dir() and any((text_config / name).is_file() for name in TOKENIZER_FILES):
+        return text_config
+    return None
+
+
+def convert(
+    img_model: str | Path,
+    img_map: str | Path,
+    text_model: str | Path,
+    crossatt: str | Path,
+    text_config: str | Path,
+    out: str | Path,
+    tokenizer: str | Path | None = None,
+    vision_backbone: str = "resnet50",
+    num_heads: int = 12,
+    image_size: int = 224,
+    overwrite: bool = False,
+) -> MSAModel:
+    """Convert the four original files into ``out`` (written atomically) and return the model."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"--out {out} exists and is not empty; pass --overwrite to replace it.")
+    states = {
+        "img_model": load_original(img_model),
+        "img_map": load_original(img_map),
+        "text_model": load_original(text_model),
+        "crossatt": load_original(crossatt),
+    }
+    config = infer_config(states, read_text_config(text_config), vision_backbone, num_heads, image_size)
+    model = MSAModel(config)
+    mapped, dropped = map_original_keys(states)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(mapped))
+    extra = sorted(set(mapped) - set(expected))
+    if missing or extra:
+        raise ConversionError(
+            f"Checkpoint does not match MSAModel({vision_backbone}): missing {missing[:5]} ({len(missing)}), "
+            f"unexpected {extra[:5]} ({len(extra)})."
+        )
+    wrong = [f"{k}: {tuple(mapped[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if mapped[k].shape != v.shape]
+    if wrong:
+        raise ConversionError(f"{len(wrong)} tensors have the wrong shape, e.g. {wrong[:3]}.")
+    model.load_state_dict(mapped, strict=True)
+    model.eval()
+
+    tokenizer_dir = find_tokenizer_dir(Path(text_config), Path(tokenizer) if tokenizer else None)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.save_pretrained(staging)
+        if tokenizer_dir is not None:
+            image_processor = MSAImageProcessor(config.image_size, config.image_mean, config.image_std)
+            text_tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
+            MSAProcessor(image_processor, text_tokenizer, text_max_length=config.text_max_length).save_pretrained(staging)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+    print(f"Mapped {len(mapped)} tensors into {out}.")
+    print(f"Dropped {len(dropped)} unused original tensors:")
+    for key in dropped:
+        print(f"  {key}")
+    if tokenizer_dir is None:
+        print("No tokenizer found beside --text-config; saved the model only. Pass --tokenizer DIR to add the processor.")
+    else:
+        print(f"Saved MSAProcessor with the tokenizer from {tokenizer_dir}.")
+    return model
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="msa-convert-original", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--img-model", required=True, help="original img_model .pth")
+    parser.add_argument("--img-map", required=True, help="original img_map .pth")
+    parser.add_argument("--text-model", required=True, help="original text_model .pth")
+    parser.add_argument("--crossatt", required=True, help="original crossatt .pth")
+    parser.add_argument("--text-config", required=True, help="BERT config folder (config.json) or JSON file")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer folder, if not beside --text-config")
+    parser.add_argument("--out", required=True, help="output folder for from_pretrained")
+    parser.add_argument("--vision-backbone", default="resnet50", help="timm name of the image tower")
+    parser.add_argument("--num-heads", type=int, default=12, help="MSCMAT attention heads")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        convert(
+            args.img_model,
+            args.img_map,
+            args.text_model,
+            args.crossatt,
+            args.text_config,
+            args.out,
+            tokenizer=args.tokenizer,
+            vision_backbone=args.vision_backbone,
+            num_heads=args.num_heads,
+            image_size=args.image_size,
+            overwrite=args.overwrite,
+        )
+    except (ConversionError, FileNotFoundError, FileExistsError) as error:
+        print(f"msa-convert-original: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

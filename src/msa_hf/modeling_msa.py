@@ -1,0 +1,339 @@
+"""MSA: a dual encoder whose image tower is aligned to the text at every scale separately.
+
+Method spec: multi-scale image features (section 1), a gated global image embedding
+(section 2), a text tower whose [CLS] state is the global text embedding (section 3), and
+MSCMAT, which scores every (image, text) pair at every scale by cross-attention from one
+image-scale query to the text tokens (section 4). MSCMAT and the losses are training-only;
+retrieval is the cosine of the global embeddings.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .configuration_msa import MSAConfig
+from .losses import csmmc_loss, mscma_loss, triplet_loss
+
+
+@dataclass
+class MSAOutput(ModelOutput):
+    """Output of [`MSAModel`].
+
+    Args:
+        loss: ``loss_triplet + mscma_weight * loss_mscma + csmmc_weight * loss_csmmc``.
+        loss_triplet, loss_mscma, loss_csmmc: the three terms, unweighted.
+        logits_per_image: ``B_i×B_t`` cosine similarities (no temperature); rows images.
+        logits_per_text: its transpose.
+        image_embeds: ``B_i×D`` L2-normalised image embeddings.
+        text_embeds: ``B_t×D`` L2-normalised text embeddings.
+        scale_logits: ``S×B_i×B_t`` MSCMAT scores in (0, 1); only when the loss or
+            ``output_scale_logits`` asks for them.
+    """
+
+    loss: torch.FloatTensor | None = None
+    loss_triplet: torch.FloatTensor | None = None
+    loss_mscma: torch.FloatTensor | None = None
+    loss_csmmc: torch.FloatTensor | None = None
+    logits_per_image: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    scale_logits: torch.FloatTensor | None = None
+
+
+def _global_pool(features: torch.Tensor, mode: str) -> torch.Tensor:
+    """Pool one stage output (``B×C×H×W``) to a vector per image."""
+    if mode == "max":
+        return features.amax(dim=(-2, -1))
+    if mode == "avg":
+        return features.mean(dim=(-2, -1))
+    raise ValueError(f"Pooling {mode!r} does not apply to a convolutional feature map; use 'max' or 'avg'.")
+
+
+class MSAVisionTower(nn.Module):
+    """A timm ``features_only`` backbone whose chosen stages, globally pooled, are the scales."""
+
+    def __init__(self, config: MSAConfig) -> None:
+        super().__init__()
+        self.backbone = timm.create_model(
+            config.vision_backbone,
+            pretrained=False,
+            features_only=True,
+            out_indices=tuple(config.vision_out_indices),
+        )
+        # timm initialises its own backbone; transformers' init pass must leave it alone.
+        for module in self.backbone.modules():
+            module._is_hf_initialized = True
+        self.scale_channels: list[int] = list(self.backbone.feature_info.channels())
+        self.total_stride: int = max(self.backbone.feature_info.reduction())
+        self.pooling = list(config.vision_pooling)
+        self.in_channels = 3
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        return bool(getattr(self.backbone, "grad_checkpointing", False))
+
+    @gradient_checkpointing.setter
+    def gradient_checkpointing(self, enable: bool) -> None:
+        # transformers' gradient_checkpointing_enable() sets this flag; timm has its own switch.
+        self.backbone.set_grad_checkpointing(enable)
+
+    def check_pixel_values(self, pixel_values: torch.Tensor) -> None:
+        if pixel_values.ndim != 4:
+            raise ValueError(
+                f"`pixel_values` must be a 4-D batch (B, {self.in_channels}, H, W), got shape {tuple(pixel_values.shape)}."
+            )
+        if pixel_values.shape[1] != self.in_channels:
+            raise ValueError(
+                f"`pixel_values` has {pixel_values.shape[1]} channels; the image tower expects {self.in_channels} "
+                "(RGB). Convert grayscale/RGBA/multispectral input to RGB, e.g. with MSAProcessor."
+            )
+        height, width = pixel_values.shape[-2:]
+        if min(height, width) < self.total_stride:
+            raise ValueError(
+                f"Images of {height}x{width} are smaller than the backbone's total stride {self.total_stride}; "
+                f"resize them to at least {self.total_stride}x{self.total_stride} (the processor resizes to image_size)."
+            )
+
+    def forward(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        self.check_pixel_values(pixel_values)
+        stages = self.backbone(pixel_values)
+        return [_global_pool(stage, mode) for stage, mode in zip(stages, self.pooling)]
+
+
+class MSAImageProjection(nn.Module):
+    """Spec section 2: sum of per-scale Linears, then a gated MLP, giving the global embedding ``v``."""
+
+    def __init__(self, scale_channels: list[int], dim: int) -> None:
+        super().__init__()
+        self.scale_projections = nn.ModuleList(nn.Linear(channels, dim) for channels in scale_channels)
+        self.fc = nn.Linear(dim, dim)
+        self.gate = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, scale_features: list[torch.Tensor]) -> torch.Tensor:
+        summed = sum(proj(feat) for proj, feat in zip(self.scale_projections, scale_features))
+        hidden = self.fc(summed)
+        return self.out(hidden * torch.sigmoid(self.gate(hidden)))
+
+
+class MSCMAT(nn.Module):
+    """Multi-scale cross-modal alignment transformer (spec section 4).
+
+    Scores every (image, text) pair at every scale. Instead of repeating the batch into B²
+    pairs as the original does, each text's keys/values are projected once per scale, each
+    image's query once, and all pairs are scored with batched products. The output
+    projection and the matching head are folded into the query side
+    (``m·(W_o c) = (W_oᵀ(m⊙q))·c``), so no ``B²×d`` tensor is ever built: cost ``B²·L·d`` per
+    scale instead of ``B²·L·d²``. Attention weights keep ``nn.MultiheadAttention``'s layout so
+    original checkpoints convert one to one.
+    """
+
+    def __init__(self, scale_channels: list[int], hidden_size: int, num_heads: int, mask_padding: bool = False) -> None:
+        super().__init__()
+        if hidden_size % num_heads != 0:
+            raise ValueError(f"MSCMAT width {hidden_size} is not divisible by num_heads={num_heads}.")
+        self.num_heads = num_heads
+        self.mask_padding = mask_padding
+        self.query_projections = nn.ModuleList(nn.Linear(channels, hidden_size) for channels in scale_channels)
+        self.query_norm = nn.LayerNorm(hidden_size)
+        self.text_norm = nn.LayerNorm(hidden_size)
+        self.attentions = nn.ModuleList(
+            nn.MultiheadAttention(hidden_size, num_heads, batch_first=True) for _ in scale_channels
+        )
+        self.match_heads = nn.ModuleList(nn.Linear(hidden_size, 1) for _ in scale_channels)
+
+    def forward(
+        self,
+        scale_features: list[torch.Tensor],
+        text_tokens: torch.Tensor,
+        text_global: torch.Tensor,
+        text_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Score all pairs.
+
+        Args:
+            scale_features: S tensors ``B_i×C_k``, the pooled scales.
+            text_tokens: ``B_t×L×d`` token states after [CLS].
+            text_global: ``B_t×d`` L2-normalised global text embedding.
+            text_mask: ``B_t×L``, 1 for real tokens; used only when ``mask_padding`` is on.
+
+        Returns:
+            ``S×B_i×B_t`` scores in (0, 1).
+        """
+        if len(scale_features) != len(self.query_projections):
+            raise ValueError(f"MSCMAT has {len(self.query_projections)} scales, got {len(scale_features)} features.")
+        num_texts, length, dim = text_tokens.shape
+        heads, head_dim = self.num_heads, dim // self.num_heads
+        tokens = self.text_norm(text_tokens)
+        key_mask = None
+        if self.mask_padding and text_mask is not None:
+            key_mask = (text_mask == 0)[None, :, None, :]  # 1×B_t×1×L
+        scores = []
+        for features, project, attention, match in zip(
+            scale_features, self.query_projections, self.attentions, self.match_heads
+        ):
+            num_images = features.shape[0]
+            query = project(features)  # B_i×d, q before its LayerNorm
+            w_q, w_k, w_v = attention.in_proj_weight.chunk(3)
+            b_q, b_k, b_v = attention.in_proj_bias.chunk(3)
+            q_heads = F.linear(self.query_norm(query), w_q, b_q).view(num_images, heads, head_dim)
+            k_heads = F.linear(tokens, w_k, b_k).view(num_texts, length, heads, head_dim)
+            v_heads = F.linear(tokens, w_v, b_v).view(num_texts, length, heads, head_dim)
+            logits = torch.einsum("ihe,jlhe->ijhl", q_heads, k_heads) / math.sqrt(head_dim)
+            if key_mask is not None:
+                logits = logits.masked_fill(key_mask, float("-inf"))
+            weights = logits.softmax(dim=-1)  # B_i×B_t×H×L
+            matched_query = query * match.weight[0]  # m ⊙ q
+            folded = (matched_query @ attention.out_proj.weight).view(num_images, heads, head_dim)
+            value_scores = torch.einsum("ihe,jlhe->ijhl", folded, v_heads)
+            attended = (weights * value_scores).sum(dim=(-2, -1))
+            direct = matched_query @ (text_global + attention.out_proj.bias).t()
+            scores.append(torch.sigmoid(attended + direct + match.bias))
+        return torch.stack(scores)
+
+
+class MSAPreTrainedModel(PreTrainedModel):
+    """Weight initialisation and loading glue shared by MSA models."""
+
+    config_class = MSAConfig
+    base_model_prefix = "msa"
+    main_input_name = "pixel_values"
+    supports_gradient_checkpointing = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # MSA's own heads use PyTorch's default initialisation, as the original does. The
+        # towers initialise themselves (timm) or are sub-models with their own _init_weights.
+        if isinstance(module, (nn.Linear, nn.LayerNorm)):
+            module.reset_parameters()
+        elif isinstance(module, nn.MultiheadAttention):
+            module._reset_parameters()
+
+
+class MSAModel(MSAPreTrainedModel):
+    r"""MSA dual encoder with MSCMAT and the three training losses.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from msa_hf import MSAConfig, MSAModel
+    >>> model = MSAModel(MSAConfig.from_preset("msa-tiny")).eval()
+    >>> pixel_values = torch.randn(2, 3, 64, 64)
+    >>> input_ids = torch.randint(5, 100, (2, 16))
+    >>> out = model(input_ids=input_ids, pixel_values=pixel_values, return_loss=True)
+    >>> out.logits_per_image.shape, out.scale_logits.shape
+    (torch.Size([2, 2]), torch.Size([4, 2, 2]))
+    ```
+    """
+
+    def __init__(self, config: MSAConfig) -> None:
+        super().__init__(config)
+        self.vision_model = MSAVisionTower(config)
+        self.text_model = AutoModel.from_config(config.text_config)
+        if isinstance(getattr(self.text_model, "pooler", None), nn.Module):
+            self.text_model.pooler = None  # the spec takes [CLS]'s state; an unused pooler gets no gradient
+        text_dim = config.text_config.hidden_size
+        self.image_projection = MSAImageProjection(self.vision_model.scale_channels, config.projection_dim)
+        self.text_projection = (
+            nn.Identity() if config.projection_dim == text_dim else nn.Linear(text_dim, config.projection_dim)
+        )
+        self.mscmat = MSCMAT(
+            self.vision_model.scale_channels,
+            text_dim,
+            config.mscmat_num_heads,
+            mask_padding=config.mscmat_mask_padding,
+        )
+        self.post_init()
+
+    def get_scale_features(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        """The S pooled scale vectors ``s_k`` (spec section 1), shallow to deep."""
+        return self.vision_model(pixel_values)
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Global image embeddings ``v`` (``B×D``), unnormalised."""
+        return self.image_projection(self.get_scale_features(pixel_values))
+
+    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Global text embeddings ``t`` (``B×D``): the [CLS] state, unnormalised."""
+        hidden = self._encode_text(input_ids, attention_mask)
+        return self.text_projection(hidden[:, 0])
+
+    def _encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        if input_ids.ndim != 2:
+            raise ValueError(f"`input_ids` must be 2-D (batch, tokens), got shape {tuple(input_ids.shape)}.")
+        if attention_mask is not None and attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"`attention_mask` shape {tuple(attention_mask.shape)} differs from `input_ids` shape "
+                f"{tuple(input_ids.shape)}."
+            )
+        return self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        return_loss: bool | None = None,
+        image_ids: torch.Tensor | None = None,
+        output_scale_logits: bool | None = None,
+    ) -> MSAOutput:
+        """Embed both modalities; with ``return_loss`` also run MSCMAT and the three losses.
+
+        Args:
+            input_ids, attention_mask: tokenised captions (``B_t×N``), e.g. from `MSAProcessor`.
+            pixel_values: ``B_i×3×H×W`` normalised images.
+            return_loss: compute the MSA loss; needs ``B_i == B_t`` with pair i positive.
+            image_ids: ``B_t`` ids of each caption's image, used when
+                ``config.same_image_positives`` is on.
+            output_scale_logits: return the MSCMAT scores even without the loss.
+        """
+        if input_ids is None or pixel_values is None:
+            raise ValueError("MSAModel.forward needs both `input_ids` and `pixel_values`.")
+        if return_loss and pixel_values.shape[0] != input_ids.shape[0]:
+            raise ValueError(
+                f"The loss pairs image i with caption i, but got {pixel_values.shape[0]} images and "
+                f"{input_ids.shape[0]} captions."
+            )
+        scale_features = self.get_scale_features(pixel_values)
+        image_embeds = F.normalize(self.image_projection(scale_features), dim=-1)
+        hidden = self._encode_text(input_ids, attention_mask)
+        text_global = F.normalize(hidden[:, 0], dim=-1)
+        text_embeds = F.normalize(self.text_projection(hidden[:, 0]), dim=-1)
+        logits_per_image = image_embeds @ text_embeds.t()
+
+        scale_logits = None
+        if return_loss or output_scale_logits:
+            token_mask = attention_mask[:, 1:] if attention_mask is not None else None
+            scale_logits = self.mscmat(scale_features, hidden[:, 1:], text_global, token_mask)
+
+        loss = loss_triplet = loss_mscma = loss_csmmc = None
+        if return_loss:
+            ids = image_ids if self.config.same_image_positives else None
+            loss_triplet = triplet_loss(image_embeds, text_embeds, self.config.triplet_margin, ids)
+            loss_mscma = mscma_loss(scale_logits, ids)
+            loss_csmmc = csmmc_loss(scale_logits, self.config.csmmc_temperature)
+            loss = loss_triplet + self.config.mscma_weight * loss_mscma + self.config.csmmc_weight * loss_csmmc
+
+        return MSAOutput(
+            loss=loss,
+            loss_triplet=loss_triplet,
+            loss_mscma=loss_mscma,
+            loss_csmmc=loss_csmmc,
+            logits_per_image=logits_per_image,
+            logits_per_text=logits_per_image.t(),
+            image_embeds=image_embeds,
+            text_embeds=text_embeds,
+            scale_logits=scale_logits,
+        )
+
+
+__all__ = ["MSAModel", "MSAPreTrainedModel", "MSAOutput", "MSCMAT"]

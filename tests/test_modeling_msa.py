@@ -1,0 +1,306 @@
+"""MSAModel: outputs, MSCMAT against the per-pair definition, save/load, gradients, errors."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from transformers import AutoConfig, AutoModel
+
+from msa_hf import MSCMAT, MSAConfig, MSAModel, MSAOutput
+from msa_hf.losses import csmmc_loss, mscma_loss, triplet_loss
+
+
+def make_inputs(config, images=3, texts=3, seed=0, pad_from=9):
+    generator = torch.Generator().manual_seed(seed)
+    pixel_values = torch.randn(images, 3, config.image_size, config.image_size, generator=generator)
+    input_ids = torch.randint(5, config.text_config.vocab_size, (texts, config.text_max_length), generator=generator)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[:, pad_from:] = 0
+    input_ids[:, 0] = 2
+    input_ids = input_ids.masked_fill(attention_mask == 0, 0)
+    return {"pixel_values": pixel_values, "input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def mscmat_per_pair(mscmat, scale_features, tokens, text_global, text_mask=None):
+    """Spec section 4 verbatim: one nn.MultiheadAttention call per (scale, image, text)."""
+    num_scales = len(scale_features)
+    num_images, num_texts = scale_features[0].shape[0], tokens.shape[0]
+    out = torch.zeros(num_scales, num_images, num_texts, dtype=tokens.dtype)
+    for k in range(num_scales):
+        for i in range(num_images):
+            q = mscmat.query_projections[k](scale_features[k][i])
+            for j in range(num_texts):
+                kv = mscmat.text_norm(tokens[j])[None]
+                padding = None if text_mask is None else (text_mask[j] == 0)[None]
+                c, _ = mscmat.attentions[k](mscmat.query_norm(q)[None, None], kv, kv, key_padding_mask=padding)
+                out[k, i, j] = torch.sigmoid(mscmat.match_heads[k]((c[0, 0] + text_global[j]) * q))[0]
+    return out
+
+
+def test_forward_outputs(tiny_model, tiny_config):
+    inputs = make_inputs(tiny_config, images=2, texts=5)
+    with torch.no_grad():
+        out = tiny_model(**inputs)
+    assert isinstance(out, MSAOutput)
+    assert out.logits_per_image.shape == (2, 5) and out.logits_per_text.shape == (5, 2)
+    assert out.image_embeds.shape == (2, tiny_config.projection_dim)
+    assert out.text_embeds.shape == (5, tiny_config.projection_dim)
+    assert torch.allclose(out.image_embeds.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert out.loss is None and out.scale_logits is None  # MSCMAT only runs when asked
+    assert torch.allclose(out.logits_per_image, out.image_embeds @ out.text_embeds.t())
+    with torch.no_grad():
+        scores = tiny_model(**inputs, output_scale_logits=True).scale_logits
+    assert scores.shape == (tiny_config.num_scales, 2, 5)
+    assert ((scores > 0) & (scores < 1)).all()
+
+
+def test_feature_getters_agree_with_forward(tiny_model, tiny_config):
+    inputs = make_inputs(tiny_config)
+    with torch.no_grad():
+        out = tiny_model(**inputs)
+        v = tiny_model.get_image_features(inputs["pixel_values"])
+        t = tiny_model.get_text_features(inputs["input_ids"], inputs["attention_mask"])
+        scales = tiny_model.get_scale_features(inputs["pixel_values"])
+        stages = tiny_model.vision_model.backbone(inputs["pixel_values"])
+    torch.testing.assert_close(F.normalize(v, dim=-1), out.image_embeds)
+    torch.testing.assert_close(F.normalize(t, dim=-1), out.text_embeds)
+    assert [s.shape[1] for s in scales] == tiny_model.vision_model.scale_channels
+    # Spec section 1: max pooling for the first three stages, average for the last.
+    for scale, stage, mode in zip(scales, stages, tiny_config.vision_pooling):
+        expected = stage.amax(dim=(-2, -1)) if mode == "max" else stage.mean(dim=(-2, -1))
+        torch.testing.assert_close(scale, expected)
+
+
+def test_loss_is_the_weighted_sum_of_the_three_losses(tiny_model, tiny_config):
+    inputs = make_inputs(tiny_config, images=4, texts=4)
+    with torch.no_grad():
+        out = tiny_model(**inputs, return_loss=True)
+    torch.testing.assert_close(out.loss_triplet, triplet_loss(out.image_embeds, out.text_embeds, 0.5))
+    torch.testing.assert_close(out.loss_mscma, mscma_loss(out.scale_logits))
+    torch.testing.assert_close(out.loss_csmmc, csmmc_loss(out.scale_logits, 2.0))
+    torch.testing.assert_close(out.loss, out.loss_triplet + 15.0 * out.loss_mscma + 10.0 * out.loss_csmmc)
+
+
+@pytest.mark.parametrize("mask_padding", [False, True])
+def test_mscmat_batch_equals_per_pair_definition(tiny_config, mask_padding):
+    torch.manual_seed(0)
+    config = MSAConfig.from_preset("msa-tiny", mscmat_mask_padding=mask_padding)
+    model = MSAModel(config).eval()
+    inputs = make_inputs(config, images=3, texts=4)
+    with torch.no_grad():
+        scales = model.get_scale_features(inputs["pixel_values"])
+        hidden = model.text_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).last_hidden_state
+        text_global = F.normalize(hidden[:, 0], dim=-1)
+        mask = inputs["attention_mask"][:, 1:]
+        batched = model.mscmat(scales, hidden[:, 1:], text_global, mask)
+        looped = mscmat_per_pair(model.mscmat, scales, hidden[:, 1:], text_global, mask if mask_padding else None)
+        full = model(**inputs, output_scale_logits=True).scale_logits
+    torch.testing.assert_close(batched, looped, atol=1e-5, rtol=0)
+    torch.testing.assert_close(full, batched)
+
+
+def test_mscmat_masking_changes_scores_only_when_enabled():
+    torch.manual_seed(0)
+    mscmat = MSCMAT([8, 16], 24, 4).eval()
+    scales = [torch.randn(2, 8), torch.randn(2, 16)]
+    tokens, text_global = torch.randn(3, 6, 24), F.normalize(torch.randn(3, 24), dim=-1)
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0]] * 3)
+    with torch.no_grad():
+        faithful = mscmat(scales, tokens, text_global, mask)
+        mscmat.mask_padding = True
+        masked = mscmat(scales, tokens, text_global, mask)
+        short = mscmat(scales, tokens[:, :3], text_global)
+    assert not torch.allclose(faithful, masked)
+    torch.testing.assert_close(masked, short)  # masked padding == padding absent
+
+
+def test_mscmat_at_paper_width_matches_per_pair():
+    torch.manual_seed(1)
+    mscmat = MSCMAT([256, 512, 1024, 2048], 768, 12).eval()
+    scales = [torch.randn(2, c) for c in (256, 512, 1024, 2048)]
+    tokens, text_global = torch.randn(3, 30, 768), F.normalize(torch.randn(3, 768), dim=-1)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            mscmat(scales, tokens, text_global), mscmat_per_pair(mscmat, scales, tokens, text_global), atol=1e-5, rtol=0
+        )
+
+
+def test_same_image_positives_uses_image_ids(tiny_config):
+    torch.manual_seed(0)
+    config = MSAConfig.from_preset("msa-tiny", same_image_positives=True)
+    model = MSAModel(config).eval()
+    inputs = make_inputs(config, images=4, texts=4)
+    ids = torch.tensor([0, 0, 1, 1])
+    with torch.no_grad():
+        out = model(**inputs, return_loss=True, image_ids=ids)
+        plain = model(**inputs, return_loss=True)
+    torch.testing.assert_close(out.loss_triplet, triplet_loss(out.image_embeds, out.text_embeds, 0.5, ids))
+    torch.testing.assert_close(out.loss_mscma, mscma_loss(out.scale_logits, ids))
+    assert not torch.allclose(out.loss_mscma, plain.loss_mscma)
+
+
+def test_save_load_is_bit_identical(tiny_model, tiny_config, tmp_path):
+    inputs = make_inputs(tiny_config)
+    tiny_model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    loaded, info = MSAModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    with torch.no_grad():
+        a = tiny_model(**inputs, output_scale_logits=True)
+        b = loaded.eval()(**inputs, output_scale_logits=True)
+    for name in ("image_embeds", "text_embeds", "scale_logits"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+
+
+def test_save_load_keeps_layerscale_gamma(tmp_path):
+    """timm ConvNeXt's LayerScale is named gamma, which old transformers renamed on load."""
+    config = MSAConfig.from_preset("msa-tiny", vision_backbone="test_convnext", vision_out_indices=(0, 1, 2, 3))
+    torch.manual_seed(0)
+    model = MSAModel(config).eval()
+    gammas = [k for k in model.state_dict() if "gamma" in k]
+    assert gammas
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "gamma" in name:
+                param.uniform_(0.5, 1.5)
+    model.save_pretrained(tmp_path)
+    loaded = MSAModel.from_pretrained(tmp_path).eval()
+    for key in gammas:
+        assert torch.equal(model.state_dict()[key], loaded.state_dict()[key]), key
+    inputs = make_inputs(config)
+    with torch.no_grad():
+        assert torch.equal(model.get_image_features(inputs["pixel_values"]), loaded.get_image_features(inputs["pixel_values"]))
+
+
+def test_loading_reports_missing_and_unexpected_keys(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    removed = "mscmat.match_heads.0.weight"
+    state.pop(removed)
+    state["mscmat.not_a_weight"] = torch.zeros(1)
+    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    _, info = MSAModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert removed in info["missing_keys"]
+    assert "mscmat.not_a_weight" in info["unexpected_keys"]
+
+
+def test_auto_classes_resolve(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path)
+    assert type(AutoConfig.from_pretrained(tmp_path)) is MSAConfig
+    assert type(AutoModel.from_pretrained(tmp_path)) is MSAModel
+    assert type(AutoModel.from_config(tiny_model.config)) is MSAModel
+
+
+def test_saved_folder_carries_remote_code(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path)
+    config = (tmp_path / "config.json").read_text()
+    assert '"AutoModel": "modeling_msa.MSAModel"' in config
+    for name in ("modeling_msa.py", "configuration_msa.py", "losses.py"):
+        assert (tmp_path / name).is_file(), name
+
+
+def perturbed_model(config):
+    torch.manual_seed(0)
+    model = MSAModel(config)
+    with torch.no_grad():  # timm zero-initialises the last norm of each block: move off zero first
+        for param in model.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    return model
+
+
+def test_gradient_reaches_every_trainable_parameter(tiny_config):
+    model = perturbed_model(tiny_config).train()
+    model(**make_inputs(tiny_config, images=4, texts=4), return_loss=True).loss.backward()
+    no_grad = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+    assert no_grad == []
+
+
+def test_gradient_checkpointing_reaches_both_towers_and_keeps_gradients(tiny_config):
+    config = MSAConfig.from_preset(
+        "msa-tiny",
+        text_config={**tiny_config.text_config.to_dict(), "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
+    )
+    inputs = make_inputs(config, images=4, texts=4)
+    reference = perturbed_model(config).train()
+    reference(**inputs, return_loss=True).loss.backward()
+    model = perturbed_model(config).train()
+    model.gradient_checkpointing_enable()
+    assert model.vision_model.backbone.grad_checkpointing
+    assert any(getattr(m, "gradient_checkpointing", False) for m in model.text_model.modules())
+    model(**inputs, return_loss=True).loss.backward()
+    for (name, a), (_, b) in zip(reference.named_parameters(), model.named_parameters()):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_same_seed_same_model():
+    config = MSAConfig.from_preset("msa-tiny")
+    torch.manual_seed(7)
+    a = MSAModel(config)
+    torch.manual_seed(7)
+    b = MSAModel(config)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_presets():
+    paper = MSAConfig.from_preset("msa-resnet50-bert-base")
+    assert paper.vision_backbone == "resnet50" and paper.text_config.hidden_size == 768
+    assert paper.vision_pooling == ["max", "max", "max", "avg"] and paper.text_max_length == 31
+    assert (paper.triplet_margin, paper.mscma_weight, paper.csmmc_weight, paper.csmmc_temperature) == (0.5, 15.0, 10.0, 2.0)
+    with pytest.raises(ValueError, match="Unknown MSA preset"):
+        MSAConfig.from_preset("nope")
+
+
+def test_projection_dim_other_than_text_width(tiny_config):
+    config = MSAConfig.from_preset("msa-tiny", projection_dim=24)
+    model = MSAModel(config).eval()
+    inputs = make_inputs(config, images=2, texts=2)
+    with torch.no_grad():
+        out = model(**inputs, return_loss=True)
+    assert out.image_embeds.shape == (2, 24) and out.text_embeds.shape == (2, 24)
+    assert math.isfinite(out.loss.item())
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+
+def test_batch_size_mismatch_with_loss(tiny_model, tiny_config):
+    with pytest.raises(ValueError, match="2 images and\\s+3 captions"):
+        tiny_model(**make_inputs(tiny_config, images=2, texts=3), return_loss=True)
+
+
+def test_wrong_channel_count(tiny_model, tiny_config):
+    inputs = make_inputs(tiny_config)
+    inputs["pixel_values"] = inputs["pixel_values"][:, :1]
+    with pytest.raises(ValueError, match="1 channels.*expects 3"):
+        tiny_model(**inputs)
+
+
+def test_image_smaller_than_total_stride(tiny_model, tiny_config):
+    inputs = make_inputs(tiny_config)
+    inputs["pixel_values"] = torch.randn(3, 3, 16, 16)
+    with pytest.raises(ValueError, match="smaller than the backbone's total stride 32"):
+        tiny_model(**inputs)
+
+
+def test_attention_mask_shape_mismatch(tiny_model, tiny_config):
+    inputs = make_inputs(tiny_config)
+    inputs["attention_mask"] = inputs["attention_mask"][:, :5]
+    with pytest.raises(ValueError, match="attention_mask"):
+        tiny_model(**inputs)
+
+
+def test_hidden_size_not_divisible_by_heads():
+    with pytest.raises(ValueError, match="not divisible by `mscmat_num_heads`=5"):
+        MSAConfig.from_preset("msa-tiny", mscmat_num_heads=5)
+
+
+def test_pooling_length_must_match_scales():
+    with pytest.raises(ValueError, match="`vision_pooling` has 3 entries"):
+        MSAConfig(vision_pooling=("max", "max", "avg"))
+
+
+def test_unknown_pooling_name():
+    with pytest.raises(ValueError, match="Unknown `vision_pooling` \\['median'\\]"):
+        MSAConfig(vision_pooling=("max", "max", "max", "median"))
