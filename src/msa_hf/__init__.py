@@ -10,6 +10,7 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcesso
 from .configuration_msa import PRESETS, MSAConfig
 from .losses import csmmc_loss, mscma_loss, triplet_loss
 from .modeling_msa import MSCMAT, MSAModel, MSAOutput, MSAPreTrainedModel
+from .optimization import param_groups
 from .processing_msa import MSAImageProcessor, MSAProcessor, to_float_rgb
 
 __version__ = "0.1.0"
@@ -34,6 +35,7 @@ __all__ = [
     "MSAImageProcessor",
     "MSAProcessor",
     "to_float_rgb",
+    "param_groups",
     "triplet_loss",
     "mscma_loss",
     "csmmc_loss",

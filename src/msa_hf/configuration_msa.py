@@ -18,7 +18,9 @@ except ImportError:  # transformers 4.x
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-POOLING_TYPES = ("max", "avg", "cls", "mean")
+CNN_POOLING = ("max", "avg")
+TOKEN_POOLING = ("cls", "mean")
+TEXT_POOLING = ("cls", "pooler")
 
 # bert-base-uncased's shape: the paper's text tower.
 BERT_BASE_TEXT_CONFIG: dict[str, Any] = {
@@ -63,19 +65,17 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _as_text_config(text_config: Any) -> _BaseConfig:
-    """Turn ``None``/dict/config into a config object of the text encoder's own class."""
-    if text_config is None:
-        text_config = BERT_BASE_TEXT_CONFIG
-    if isinstance(text_config, _BaseConfig):
-        return text_config
-    if not isinstance(text_config, dict):
-        raise ValueError(f"`text_config` must be a dict or a transformers config, got {type(text_config).__name__}.")
-    text_config = dict(text_config)
-    model_type = text_config.pop("model_type", None)
+def _as_sub_config(name: str, sub_config: Any) -> _BaseConfig:
+    """Turn a dict or config into a config object of the sub-model's own class."""
+    if isinstance(sub_config, _BaseConfig):
+        return sub_config
+    if not isinstance(sub_config, dict):
+        raise ValueError(f"`{name}` must be a dict or a transformers config, got {type(sub_config).__name__}.")
+    sub_config = dict(sub_config)
+    model_type = sub_config.pop("model_type", None)
     if model_type is None:
-        raise ValueError("`text_config` needs a `model_type` key (e.g. 'bert') to pick the text encoder class.")
-    return AutoConfig.for_model(model_type, **text_config)
+        raise ValueError(f"`{name}` needs a `model_type` key (e.g. 'bert', 'clip_vision_model') to pick its class.")
+    return AutoConfig.for_model(model_type, **sub_config)
 
 
 class MSAConfig(_BaseConfig):
@@ -83,12 +83,19 @@ class MSAConfig(_BaseConfig):
 
     Args:
         vision_backbone: timm model name of the image tower (built with ``features_only=True``).
-        vision_out_indices: which backbone stages are the scales, shallow to deep.
-        vision_pooling: global pooling per scale: ``"max"`` or ``"avg"`` (``"cls"``/``"mean"`` for
-            token-based towers). The paper max-pools stages 1-3 and average-pools stage 4.
+        vision_config: config (or dict with ``model_type``) of a transformers vision model (CLIP
+            vision, ViT, ...). When given it is the image tower instead of ``vision_backbone``, and
+            its hidden states at ``vision_out_indices`` (0 = embeddings) are the scales.
+        vision_out_indices: which backbone stages (or hidden-state layers) are the scales,
+            shallow to deep.
+        vision_pooling: global pooling per scale: ``"max"`` or ``"avg"`` for timm feature maps,
+            ``"cls"`` (first token) or ``"mean"`` (patch tokens) for transformers towers. The
+            paper max-pools stages 1-3 and average-pools stage 4.
         image_size: square input side the processor resizes to.
         image_mean, image_std: normalisation constants of the image tower.
         text_config: config (or dict with ``model_type``) of any transformers text encoder.
+        text_pooling: global text embedding: ``"cls"`` (first token's last state, the paper) or
+            ``"pooler"`` (the encoder's ``pooler_output``, e.g. CLIP's end-of-text state).
         text_max_length: tokens per caption including ``[CLS]``/``[SEP]``; MSCMAT attends the
             ``text_max_length - 1`` positions after ``[CLS]``.
         projection_dim: width of the retrieval embeddings; defaults to the text hidden size
@@ -117,12 +124,14 @@ class MSAConfig(_BaseConfig):
     def __init__(
         self,
         vision_backbone: str = "resnet50",
+        vision_config: dict[str, Any] | _BaseConfig | None = None,
         vision_out_indices: Sequence[int] = (1, 2, 3, 4),
         vision_pooling: Sequence[str] = ("max", "max", "max", "avg"),
         image_size: int = 224,
         image_mean: Sequence[float] = IMAGENET_MEAN,
         image_std: Sequence[float] = IMAGENET_STD,
         text_config: dict[str, Any] | _BaseConfig | None = None,
+        text_pooling: str = "cls",
         text_max_length: int = 31,
         projection_dim: int | None = None,
         mscmat_num_heads: int = 12,
@@ -135,12 +144,14 @@ class MSAConfig(_BaseConfig):
         **kwargs: Any,
     ) -> None:
         self.vision_backbone = vision_backbone
+        self.vision_config = None if vision_config is None else _as_sub_config("vision_config", vision_config)
         self.vision_out_indices = [int(i) for i in vision_out_indices]
         self.vision_pooling = [str(p) for p in vision_pooling]
         self.image_size = int(image_size)
         self.image_mean = [float(x) for x in image_mean]
         self.image_std = [float(x) for x in image_std]
-        self.text_config = _as_text_config(text_config)
+        self.text_config = _as_sub_config("text_config", BERT_BASE_TEXT_CONFIG if text_config is None else text_config)
+        self.text_pooling = str(text_pooling)
         self.text_max_length = int(text_max_length)
         self.projection_dim = int(projection_dim) if projection_dim is not None else self.text_config.hidden_size
         self.mscmat_num_heads = int(mscmat_num_heads)
@@ -161,9 +172,13 @@ class MSAConfig(_BaseConfig):
                 f"`vision_pooling` has {len(self.vision_pooling)} entries but `vision_out_indices` selects "
                 f"{len(self.vision_out_indices)} scales; give one pooling per scale."
             )
-        unknown = sorted(set(self.vision_pooling) - set(POOLING_TYPES))
+        allowed = CNN_POOLING if self.vision_config is None else TOKEN_POOLING
+        unknown = sorted(set(self.vision_pooling) - set(allowed))
         if unknown:
-            raise ValueError(f"Unknown `vision_pooling` {unknown}; expected each of {list(POOLING_TYPES)}.")
+            tower = "a timm feature map" if self.vision_config is None else "a transformers vision tower"
+            raise ValueError(f"Unknown `vision_pooling` {unknown} for {tower}; expected each of {list(allowed)}.")
+        if self.text_pooling not in TEXT_POOLING:
+            raise ValueError(f"Unknown `text_pooling` {self.text_pooling!r}; expected one of {list(TEXT_POOLING)}.")
         hidden = self.text_config.hidden_size
         if hidden % self.mscmat_num_heads != 0:
             raise ValueError(
@@ -194,8 +209,9 @@ class MSAConfig(_BaseConfig):
 
     def to_dict(self) -> dict[str, Any]:
         output = super().to_dict()
-        if isinstance(self.text_config, _BaseConfig):
-            output["text_config"] = self.text_config.to_dict()
+        for name in ("text_config", "vision_config"):
+            if isinstance(getattr(self, name), _BaseConfig):
+                output[name] = getattr(self, name).to_dict()
         return output
 
 

