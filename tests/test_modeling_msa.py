@@ -243,15 +243,6 @@ def test_same_seed_same_model():
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
-def test_presets():
-    paper = MSAConfig.from_preset("msa-resnet50-bert-base")
-    assert paper.vision_backbone == "resnet50" and paper.text_config.hidden_size == 768
-    assert paper.vision_pooling == ["max", "max", "max", "avg"] and paper.text_max_length == 31
-    assert (paper.triplet_margin, paper.mscma_weight, paper.csmmc_weight, paper.csmmc_temperature) == (0.5, 15.0, 10.0, 2.0)
-    with pytest.raises(ValueError, match="Unknown MSA preset"):
-        MSAConfig.from_preset("nope")
-
-
 def test_projection_dim_other_than_text_width(tiny_config):
     config = MSAConfig.from_preset("msa-tiny", projection_dim=24)
     model = MSAModel(config).eval()
@@ -289,18 +280,3 @@ def test_attention_mask_shape_mismatch(tiny_model, tiny_config):
     inputs["attention_mask"] = inputs["attention_mask"][:, :5]
     with pytest.raises(ValueError, match="attention_mask"):
         tiny_model(**inputs)
-
-
-def test_hidden_size_not_divisible_by_heads():
-    with pytest.raises(ValueError, match="not divisible by `mscmat_num_heads`=5"):
-        MSAConfig.from_preset("msa-tiny", mscmat_num_heads=5)
-
-
-def test_pooling_length_must_match_scales():
-    with pytest.raises(ValueError, match="`vision_pooling` has 3 entries"):
-        MSAConfig(vision_pooling=("max", "max", "avg"))
-
-
-def test_unknown_pooling_name():
-    with pytest.raises(ValueError, match="Unknown `vision_pooling` \\['median'\\]"):
-        MSAConfig(vision_pooling=("max", "max", "max", "median"))
