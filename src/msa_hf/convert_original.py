@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer
 
 from .configuration_msa import MSAConfig
+from .io_utils import atomic_directory
 from .modeling_msa import MSAModel
 from .processing_msa import MSAImageProcessor, MSAProcessor
 
@@ -184,20 +183,12 @@ def convert(
     model.eval()
 
     tokenizer_dir = find_tokenizer_dir(Path(text_config), Path(tokenizer) if tokenizer else None)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out) as staging:
         model.save_pretrained(staging)
         if tokenizer_dir is not None:
             image_processor = MSAImageProcessor(config.image_size, config.image_mean, config.image_std)
             text_tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
             MSAProcessor(image_processor, text_tokenizer, text_max_length=config.text_max_length).save_pretrained(staging)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
     print(f"Mapped {len(mapped)} tensors into {out}.")
     print(f"Dropped {len(dropped)} unused original tensors:")

@@ -313,7 +313,11 @@ def from_backbones(
     else:
         _load_timm_backbone(model, source, config)
     tokenizer = _load_text_tower(model, text_location, text_config)
-    new_heads = [name for name, _ in model.named_children() if name not in ("vision_model", "text_model")]
+    new_heads = [
+        name
+        for name, module in model.named_children()
+        if name not in ("vision_model", "text_model") and any(True for _ in module.parameters())
+    ]
     logger.warning(
         "MSA from pretrained towers: image tower = %s; text tower = %s (%s); newly initialised: %s.",
         source.description,
