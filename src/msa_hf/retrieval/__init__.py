@@ -1,0 +1,83 @@
+"""Evaluation and retrieval tools for MSA: metrics, ``msa-eval``, an image index, zero-shot classification.
+
+Light to import: the metric functions need only numpy and torch. The model-dependent tools
+(index, search, classification, corpus evaluation) import ``msa_hf``'s model code lazily, and
+the ``evaluate`` metric class is loaded on first access so ``evaluate`` stays optional.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .metrics import (
+    DEFAULT_KS,
+    RetrievalRanks,
+    format_metrics_table,
+    metrics_from_ranks,
+    retrieval_metrics,
+    retrieval_metrics_from_embeddings,
+    retrieval_ranks,
+    retrieval_ranks_from_embeddings,
+)
+
+_LAZY = {
+    # evaluate-compatible metric
+    "RetrievalMetric": ".evaluate_metric",
+    "METRIC_SCRIPT_PATH": ".evaluate_metric",
+    # encoding helpers
+    "encode_images": ".encoding",
+    "encode_texts": ".encoding",
+    "load_model_and_processor": ".encoding",
+    "model_fingerprint": ".encoding",
+    "list_image_files": ".encoding",
+    "load_image": ".encoding",
+    "ImageLoadError": ".encoding",
+    "ModelLoadError": ".encoding",
+    "SkippedFile": ".encoding",
+    # index and search
+    "ImageIndex": ".index",
+    "SearchHit": ".index",
+    "ImageIndexError": ".index",
+    "IndexBuildError": ".index",
+    "IndexMismatchError": ".index",
+    "IncompleteIndexError": ".index",
+    "StaleReport": ".index",
+    "faiss_available": ".index",
+    "build_index": ".index",
+    "search_index": ".index",
+    # zero-shot classification
+    "ClassificationResult": ".classify",
+    "zero_shot_classify": ".classify",
+    "classify_folder": ".classify",
+    # corpus evaluation
+    "EvaluationResult": ".evaluation",
+    "evaluate_retrieval": ".evaluation",
+    "evaluate_corpus": ".evaluation",
+    "render_retrieval_examples": ".visualize",
+}
+
+__all__ = [
+    "DEFAULT_KS",
+    "RetrievalRanks",
+    "format_metrics_table",
+    "metrics_from_ranks",
+    "retrieval_metrics",
+    "retrieval_metrics_from_embeddings",
+    "retrieval_ranks",
+    "retrieval_ranks_from_embeddings",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

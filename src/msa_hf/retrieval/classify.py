@@ -1,0 +1,247 @@
+"""Zero-shot scene classification with an image-text retrieval model (``msa-classify``).
+
+Each label becomes one or more prompts (``"an aerial image of {}"``); the label's text
+embedding is the normalised mean of its prompts' embeddings (prompt ensembling, as in CLIP).
+An image's label probabilities are ``softmax(scale * cosine(image, label))``.
+
+MSA is trained with a margin loss and has no learned temperature, so ``scale`` (default 100,
+CLIP's value) only calibrates how peaked the probabilities are; it never changes the
+predicted label or the accuracy.
+
+Labels are used verbatim except that ``_`` and ``-`` become spaces in the prompt, so folder
+names like ``dense_residential`` read naturally. When a folder is organised by class (every
+image in a first-level subfolder) the subfolder names are matched to labels ignoring case,
+spaces, ``_`` and ``-``, and accuracy is reported.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .encoding import (
+    SkippedFile,
+    encode_images,
+    encode_texts,
+    list_image_files,
+    load_image,
+    ImageLoadError,
+    warn_skipped,
+)
+
+__all__ = [
+    "DEFAULT_TEMPLATE",
+    "DEFAULT_SCALE",
+    "ClassificationResult",
+    "FolderClassification",
+    "label_text_embeddings",
+    "zero_shot_classify",
+    "classify_folder",
+    "normalize_label",
+]
+
+DEFAULT_TEMPLATE = "an aerial image of {}"
+DEFAULT_SCALE = 100.0
+
+
+def normalize_label(name: str) -> str:
+    """Key used to match folder names to labels: lowercase letters and digits only."""
+    return re.sub(r"[^0-9a-z]", "", name.lower())
+
+
+def _prompt_label(label: str) -> str:
+    return re.sub(r"[_\-]+", " ", label).strip()
+
+
+def _check_labels(labels: Sequence[str]) -> list[str]:
+    if isinstance(labels, str):
+        labels = [x for x in labels.split(",")]
+    labels = [str(x).strip() for x in labels]
+    if any(not x for x in labels):
+        raise ValueError("`labels` contains an empty label (check for a doubled or trailing comma).")
+    if len(labels) < 2:
+        raise ValueError(f"Need at least two labels to classify, got {labels}.")
+    keys = [normalize_label(x) for x in labels]
+    dupes = sorted({x for x, key in zip(labels, keys) if keys.count(key) > 1})
+    if dupes:
+        raise ValueError(f"`labels` has duplicates (ignoring case, spaces, '_' and '-'): {dupes}.")
+    return labels
+
+
+def _check_templates(templates: str | Sequence[str]) -> list[str]:
+    templates = [templates] if isinstance(templates, str) else list(templates)
+    if not templates:
+        raise ValueError("Give at least one template.")
+    for t in templates:
+        if t.count("{}") != 1:
+            raise ValueError(f"Template {t!r} must contain exactly one '{{}}' where the label goes, "
+                             f"e.g. {DEFAULT_TEMPLATE!r}.")
+    return templates
+
+
+def label_text_embeddings(model: Any, processor: Any, labels: Sequence[str],
+                          templates: str | Sequence[str] = DEFAULT_TEMPLATE) -> torch.Tensor:
+    """One L2-normalised embedding per label: the renormalised mean over its prompts."""
+    labels = _check_labels(labels)
+    templates = _check_templates(templates)
+    prompts = [t.format(_prompt_label(label)) for label in labels for t in templates]
+    emb = encode_texts(model, processor, prompts, progress=False)
+    emb = emb.view(len(labels), len(templates), -1).mean(dim=1)
+    return torch.nn.functional.normalize(emb, dim=-1)
+
+
+@dataclass
+class ClassificationResult:
+    """Per-image label probabilities (rows images, columns ``labels``) and the argmax."""
+
+    labels: list[str]
+    probs: np.ndarray
+    scale: float
+
+    @property
+    def predictions(self) -> list[str]:
+        return [self.labels[i] for i in self.probs.argmax(axis=1)]
+
+
+def zero_shot_classify(
+    images: Sequence[Any],
+    labels: Sequence[str],
+    model: Any,
+    processor: Any,
+    *,
+    templates: str | Sequence[str] = DEFAULT_TEMPLATE,
+    scale: float = DEFAULT_SCALE,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> ClassificationResult:
+    """Label probabilities for ``images`` (PIL images, arrays or paths) over ``labels``.
+
+    Example:
+        >>> result = zero_shot_classify([img], ["airport", "farmland"], model, processor)  # doctest: +SKIP
+        >>> result.predictions, result.probs.shape  # doctest: +SKIP
+        (['airport'], (1, 2))
+    """
+    labels = _check_labels(labels)
+    if scale <= 0:
+        raise ValueError(f"`scale` must be positive, got {scale}.")
+    label_emb = label_text_embeddings(model, processor, labels, templates)
+    image_emb = encode_images(model, processor, images, batch_size=batch_size, progress=progress,
+                              desc="Classifying images")
+    probs = torch.softmax(scale * image_emb @ label_emb.t(), dim=-1).numpy()
+    return ClassificationResult(labels=labels, probs=probs, scale=float(scale))
+
+
+@dataclass
+class FolderClassification(ClassificationResult):
+    """:class:`ClassificationResult` for a folder, plus ground truth when it is organised by class."""
+
+    files: list[str] = field(default_factory=list)
+    true_labels: list[str | None] | None = None
+    skipped: list[SkippedFile] = field(default_factory=list)
+    unmatched_folders: list[str] = field(default_factory=list)
+
+    @property
+    def accuracy(self) -> float | None:
+        """Percent of images (with a known class) whose top label is their folder's class."""
+        if self.true_labels is None:
+            return None
+        pairs = [(p, t) for p, t in zip(self.predictions, self.true_labels) if t is not None]
+        return 100.0 * float(np.mean([p == t for p, t in pairs])) if pairs else None
+
+    @property
+    def per_class_accuracy(self) -> dict[str, float]:
+        if self.true_labels is None:
+            return {}
+        out: dict[str, float] = {}
+        for label in self.labels:
+            hits = [p == label for p, t in zip(self.predictions, self.true_labels) if t == label]
+            if hits:
+                out[label] = 100.0 * float(np.mean(hits))
+        return out
+
+    def to_dict(self, top: int | None = None) -> dict[str, Any]:
+        rows = []
+        for i, f in enumerate(self.files):
+            order = np.argsort(-self.probs[i], kind="stable")[: top or len(self.labels)]
+            row: dict[str, Any] = {"file": f, "prediction": self.labels[order[0]],
+                                   "probs": {self.labels[j]: float(self.probs[i, j]) for j in order}}
+            if self.true_labels is not None:
+                row["label"] = self.true_labels[i]
+            rows.append(row)
+        return {"labels": self.labels, "scale": self.scale, "accuracy": self.accuracy,
+                "per_class_accuracy": self.per_class_accuracy, "num_images": len(self.files),
+                "images": rows, "skipped": [s.to_dict() for s in self.skipped],
+                "unmatched_folders": self.unmatched_folders}
+
+
+def class_folders(files: Sequence[Path]) -> list[str] | None:
+    """The first-level folder of every file, or ``None`` if some file sits at the top level."""
+    classes = [f.parts[0] if len(f.parts) > 1 else None for f in files]
+    return None if any(c is None for c in classes) else classes  # type: ignore[return-value]
+
+
+def classify_folder(
+    folder: str | os.PathLike,
+    model: Any,
+    processor: Any,
+    labels: Sequence[str] | None = None,
+    *,
+    templates: str | Sequence[str] = DEFAULT_TEMPLATE,
+    scale: float = DEFAULT_SCALE,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> FolderClassification:
+    """Classify every image under ``folder``; report accuracy if it is organised by class.
+
+    ``labels=None`` takes the labels from the class subfolders' names (the folder must then
+    be organised by class). Non-image and undecodable files are skipped with a warning.
+    """
+    root = Path(folder).expanduser()
+    files, skipped = list_image_files(root)
+    if not files:
+        extra = f" ({len(skipped)} non-image file(s), e.g. {skipped[0].path})" if skipped else ""
+        raise ValueError(f"No image files found in {root}{extra}.")
+    images, kept = [], []
+    for rel in files:
+        try:
+            images.append(load_image(root / rel))
+            kept.append(rel)
+        except ImageLoadError as exc:
+            skipped.append(SkippedFile(rel.as_posix(), f"cannot decode image ({exc.__cause__ or exc})"))
+    warn_skipped(skipped, what=f"files in {root}", stacklevel=2)
+    if not kept:
+        raise ValueError(f"None of the image files in {root} could be decoded.")
+
+    folders = class_folders(kept)
+    if labels is None:
+        if folders is None:
+            raise ValueError(
+                f"--labels is required: {root} is not organised in class subfolders (some images are at its top level)."
+            )
+        labels = sorted(set(folders), key=str.lower)
+    labels = _check_labels(labels)
+
+    true_labels: list[str | None] | None = None
+    unmatched: list[str] = []
+    if folders is not None:
+        by_key = {normalize_label(x): x for x in labels}
+        true_labels = [by_key.get(normalize_label(f)) for f in folders]
+        unmatched = sorted({f for f, t in zip(folders, true_labels) if t is None})
+        if unmatched:
+            warnings.warn(f"Class folders with no matching label are left out of the accuracy: {unmatched}.",
+                          stacklevel=2)
+        if all(t is None for t in true_labels):
+            true_labels = None  # subfolders are not classes of these labels: no accuracy
+
+    result = zero_shot_classify(images, labels, model, processor, templates=templates, scale=scale,
+                                batch_size=batch_size, progress=progress)
+    return FolderClassification(labels=result.labels, probs=result.probs, scale=result.scale,
+                                files=[f.as_posix() for f in kept], true_labels=true_labels,
+                                skipped=sorted(skipped, key=lambda s: s.path), unmatched_folders=unmatched)

@@ -1,0 +1,374 @@
+"""Command-line tools: ``msa-eval``, ``msa-index``, ``msa-search``, ``msa-classify``.
+
+Each ``*_main(argv=None) -> int`` returns an exit status instead of exiting, so tests can call
+it directly. Expected failures (bad paths, empty folders, a model that does not match an
+index, ...) print one ``prog: error: ...`` line and return 1; argument errors return 2 as
+argparse does (set ``MSA_HF_DEBUG=1`` to get the traceback instead). Warnings (skipped
+files, ...) are printed as ``prog: warning: ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+__all__ = ["eval_main", "index_main", "search_main", "classify_main"]
+
+# Failures that are the user's input, not our bugs: shown as one line, no traceback.
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from .encoding import ImageLoadError, ModelLoadError
+    from .index import ImageIndexError
+
+    return (ImageIndexError, ModelLoadError, ImageLoadError, FileNotFoundError, NotADirectoryError,
+            ValueError, TypeError, ImportError, PermissionError)
+
+
+@contextlib.contextmanager
+def _cli_warnings(prog: str) -> Iterator[None]:
+    """Show warnings as ``prog: warning: message`` lines on stderr."""
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        print(f"{prog}: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = show
+        yield
+
+
+def _run(prog: str, fn: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,
+         argv: Sequence[str] | None) -> int:
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    with _cli_warnings(prog):
+        try:
+            return fn(args)
+        except KeyboardInterrupt:
+            print(f"{prog}: interrupted", file=sys.stderr)
+            return 130
+        except _expected_errors() as exc:
+            if os.environ.get("MSA_HF_DEBUG"):
+                raise  # full traceback for debugging
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return 1
+
+
+def _add_common(p: argparse.ArgumentParser, model_required: bool = True) -> None:
+    p.add_argument("--model", required=model_required,
+                   help="saved MSA folder (save_pretrained of model + processor) or Hub id")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--batch-size", type=_positive("--batch-size"), default=32,
+                   help="images per forward pass (default 32)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _positive(name: str) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {value!r}") from None
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {n}")
+        return n
+
+    return parse
+
+
+def _print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], file: Any = None) -> None:
+    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[c]) for r in cells) for c in range(len(headers))]
+    for n, r in enumerate(cells):
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip(), file=file)
+        if n == 0:
+            print("  ".join("-" * w for w in widths), file=file)
+
+
+# ---------------------------------------------------------------------------- msa-eval
+
+
+def _load_split(source: str, split: str) -> Any:
+    """A corpus split via ``msa_hf.data.load_corpus``; a ``save_to_disk`` folder also works."""
+    loader = None
+    try:
+        from msa_hf.data import load_corpus as loader  # type: ignore[attr-defined]
+    except ImportError:
+        loader = None
+    if loader is not None:
+        corpus = loader(source)
+    else:
+        import datasets
+
+        if not Path(source).is_dir():
+            raise FileNotFoundError(f"--corpus {source}: not a folder (expected a DatasetDict saved with save_to_disk).")
+        corpus = datasets.load_from_disk(source)
+    splits = list(corpus.keys()) if hasattr(corpus, "keys") else []
+    if split not in splits:
+        raise ValueError(f"--split {split!r} is not in corpus {source!r}; it has splits {splits}.")
+    return corpus[split]
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .encoding import load_model_and_processor, model_fingerprint
+    from .evaluation import evaluate_corpus
+    from .metrics import format_metrics_table
+    from .visualize import render_retrieval_examples
+
+    dataset = _load_split(args.corpus, args.split)
+    model, processor = load_model_and_processor(args.model, device=args.device)
+    result = evaluate_corpus(model, processor, dataset, max_images=args.max_images, batch_size=args.batch_size,
+                             text_batch_size=args.text_batch_size, progress=not args.no_progress,
+                             num_workers=args.workers)
+    print(format_metrics_table(result.metrics))
+
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    identity = model_fingerprint(model)
+    report = {
+        "model": identity,
+        "corpus": args.corpus,
+        "split": args.split,
+        "max_images": args.max_images,
+        "metrics": result.metrics,
+        "protocol": "spec section 7: R@K in percent over 0-based ranks < K; mr = mean of the six recalls; "
+                    "medr/meanr 1-based; a competitor tied with the ground truth counts as ranked ahead",
+    }
+    (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"metrics written to {out / 'metrics.json'}")
+    if args.num_examples > 0:
+        images_only = dataset.select(range(len(result.image_embeds))).select_columns(["image"])
+        png = render_retrieval_examples(
+            result.image_embeds, result.text_embeds, result.caption_image_ids, result.captions,
+            lambda i: images_only[int(i)]["image"], out / "retrieval_examples.png",
+            num_text_queries=args.num_examples, num_image_queries=args.num_examples, seed=args.seed,
+        )
+        print(f"examples written to {png}")
+    return 0
+
+
+def eval_main(argv: Sequence[str] | None = None) -> int:
+    """``msa-eval --model M --corpus SOURCE --split test``: metrics table, metrics.json, examples PNG."""
+    p = argparse.ArgumentParser(prog="msa-eval", description="Image-text retrieval evaluation of an MSA model "
+                                "on a corpus split (R@1/5/10 both directions, mR, median/mean rank).")
+    _add_common(p)
+    p.add_argument("--corpus", required=True, help="corpus source understood by msa_hf.data.load_corpus")
+    p.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    p.add_argument("--text-batch-size", type=_positive("--text-batch-size"), default=128)
+    p.add_argument("--max-images", type=_positive("--max-images"), default=None,
+                   help="evaluate only the first N images of the split (quick checks)")
+    p.add_argument("--output-dir", default="msa-eval-output", help="where metrics.json and the PNG go")
+    p.add_argument("--num-examples", type=int, default=3,
+                   help="text and image queries drawn in retrieval_examples.png (0: no PNG)")
+    p.add_argument("--seed", type=int, default=0, help="seed for picking the example queries")
+    p.add_argument("--workers", type=int, default=0, help="image decoding threads")
+    return _run("msa-eval", _eval, p, argv)
+
+
+# ---------------------------------------------------------------------------- msa-index
+
+
+def _index_build(args: argparse.Namespace) -> int:
+    from .encoding import load_model_and_processor
+    from .index import build_index
+
+    if not Path(args.image_folder).is_dir():
+        raise NotADirectoryError(f"IMAGE_FOLDER {args.image_folder} is not a folder.")
+    model, processor = load_model_and_processor(args.model, device=args.device)
+    index = build_index(args.image_folder, model, processor, args.out, batch_size=args.batch_size,
+                        chunk_size=args.chunk_size, recursive=not args.no_recursive, overwrite=args.overwrite,
+                        num_workers=args.workers, progress=not args.no_progress)
+    m = index.manifest
+    print(f"index {index.path}: {len(index)} images, dim {m['embedding_dim']} "
+          f"({m.get('encoded', len(index))} encoded, {m.get('reused', 0)} reused, {len(m['skipped'])} skipped)")
+    return 0
+
+
+def _index_info(args: argparse.Namespace) -> int:
+    from .index import ImageIndex
+
+    index = ImageIndex.load(args.index)
+    m = index.manifest
+    info = {k: m[k] for k in ("root", "num_images", "embedding_dim", "normalized", "similarity", "created",
+                              "msa_hf_version", "model") if k in m}
+    info["skipped"] = len(m.get("skipped", []))
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            print(f"{key:>15}: {value}")
+    return 0
+
+
+def _index_status(args: argparse.Namespace) -> int:
+    from .index import ImageIndex
+
+    index = ImageIndex.load(args.index)
+    report = index.stale_files(args.folder)
+    print(report.summary())
+    for name in ("added", "removed", "modified"):
+        for path in getattr(report, name)[:20]:
+            print(f"  {name}: {path}")
+    return 1 if report.is_stale else 0
+
+
+def index_main(argv: Sequence[str] | None = None) -> int:
+    """``msa-index build IMAGE_FOLDER --model M --out INDEX`` (and ``info``/``status``)."""
+    p = argparse.ArgumentParser(prog="msa-index", description="Build and inspect an on-disk image index.")
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="encode a folder of images into an index (resumable, incremental)")
+    b.add_argument("image_folder", metavar="IMAGE_FOLDER")
+    _add_common(b)
+    b.add_argument("--out", required=True, metavar="INDEX", help="index folder to create or update")
+    b.add_argument("--chunk-size", type=_positive("--chunk-size"), default=1024,
+                   help="images per on-disk chunk: the unit of resumption (default 1024)")
+    b.add_argument("--overwrite", action="store_true", help="replace an index built with another model/folder")
+    b.add_argument("--no-recursive", action="store_true", help="only the folder's top level")
+    b.add_argument("--workers", type=int, default=0, help="image decoding threads")
+    b.set_defaults(fn=_index_build)
+    i = sub.add_parser("info", help="print an index's manifest summary")
+    i.add_argument("index", metavar="INDEX")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(fn=_index_info)
+    s = sub.add_parser("status", help="compare an index with its image folder (exit 1 if stale)")
+    s.add_argument("index", metavar="INDEX")
+    s.add_argument("--folder", default=None, help="image folder (default: the one recorded in the index)")
+    s.set_defaults(fn=_index_status)
+    return _run("msa-index", lambda a: a.fn(a), p, argv)
+
+
+# ---------------------------------------------------------------------------- msa-search
+
+
+def _search(args: argparse.Namespace) -> int:
+    from .index import ImageIndex, search_index
+
+    if bool(args.query) == bool(args.image):
+        raise ValueError("give a text QUERY or --image PATH (not both).")
+    for path in args.image or []:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--image {path}: no such file.")
+    index = ImageIndex.load(args.index)
+    results = search_index(index, text=args.query or None, image=args.image or None, k=args.k, model=args.model,
+                           backend=args.backend, device=args.device)
+    for hits in results:  # files deleted since the index was built
+        for h in hits:
+            if not os.path.exists(h.path):
+                warnings.warn(f"{h.path} no longer exists: the index is stale; rerun `msa-index build`.")
+    queries = list(args.query or args.image)
+    if args.json:
+        payload = [{"query": q, "type": "text" if args.query else "image", "results": [h.to_dict() for h in hits]}
+                   for q, hits in zip(queries, results)]
+        print(json.dumps(payload if len(payload) > 1 else payload[0], indent=2))
+        return 0
+    for q, hits in zip(queries, results):
+        print(f"query: {q}")
+        _print_table(["rank", "score", "path"], [[h.rank, f"{h.score:.4f}", h.path] for h in hits])
+        print()
+    return 0
+
+
+def search_main(argv: Sequence[str] | None = None) -> int:
+    """``msa-search INDEX "text" -k 10`` or ``msa-search INDEX --image query.png``."""
+    p = argparse.ArgumentParser(prog="msa-search", description="Search an image index by text or by image.")
+    p.add_argument("index", metavar="INDEX")
+    p.add_argument("query", nargs="*", metavar="QUERY", help="text query (several give one result table each)")
+    p.add_argument("--image", action="append", metavar="PATH", help="query image (repeatable)")
+    p.add_argument("-k", type=_positive("-k"), default=10, help="results per query (default 10)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--model", default=None, help="model to embed the query (default: the index's own model); "
+                   "must have the index's weights")
+    p.add_argument("--backend", choices=("torch", "faiss"), default="torch",
+                   help="exact search in torch (default) or a FAISS flat index (same results)")
+    p.add_argument("--device", default=None)
+    return _run("msa-search", _search, p, argv)
+
+
+# ---------------------------------------------------------------------------- msa-classify
+
+
+def _read_labels(args: argparse.Namespace) -> list[str] | None:
+    if args.labels and args.labels_file:
+        raise ValueError("give --labels or --labels-file, not both.")
+    if args.labels_file:
+        path = Path(args.labels_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"--labels-file {path}: no such file.")
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if args.labels:
+        return [x.strip() for x in args.labels.split(",")]
+    return None
+
+
+def _classify(args: argparse.Namespace) -> int:
+    from .classify import DEFAULT_TEMPLATE, classify_folder
+    from .encoding import load_model_and_processor
+
+    if not Path(args.image_folder).is_dir():
+        raise NotADirectoryError(f"IMAGE_FOLDER {args.image_folder} is not a folder.")
+    labels = _read_labels(args)
+    templates = args.template or [DEFAULT_TEMPLATE]
+    model, processor = load_model_and_processor(args.model, device=args.device)
+    result = classify_folder(args.image_folder, model, processor, labels, templates=templates, scale=args.scale,
+                             batch_size=args.batch_size, progress=not args.no_progress)
+    payload = result.to_dict(top=args.top)
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix.lower() == ".csv":
+            import csv
+
+            with open(out, "w", newline="", encoding="utf-8") as f:
+                writer = csv.writer(f)
+                writer.writerow(["file", "label", "prediction", *result.labels])
+                for i, name in enumerate(result.files):
+                    writer.writerow([name, (result.true_labels or [None] * len(result.files))[i] or "",
+                                     result.predictions[i], *[f"{p:.6f}" for p in result.probs[i]]])
+        else:
+            out.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+    if args.json:
+        print(json.dumps(payload, indent=2))
+        return 0
+    headers = ["file", "prediction", "prob"] + (["label", "ok"] if result.true_labels is not None else [])
+    rows = []
+    for i, row in enumerate(payload["images"]):
+        top = ", ".join(f"{k} {v:.3f}" for k, v in row["probs"].items())
+        r = [row["file"], row["prediction"], top]
+        if result.true_labels is not None:
+            label = row["label"]
+            r += [label or "?", "" if label is None else ("yes" if label == row["prediction"] else "no")]
+        rows.append(r)
+    _print_table(headers, rows)
+    if result.accuracy is not None:
+        n = sum(t is not None for t in result.true_labels or [])
+        print(f"\naccuracy: {result.accuracy:.2f}% over {n} images in class folders")
+        for label, acc in result.per_class_accuracy.items():
+            print(f"  {label}: {acc:.2f}%")
+    if args.output:
+        print(f"written to {args.output}")
+    return 0
+
+
+def classify_main(argv: Sequence[str] | None = None) -> int:
+    """``msa-classify IMAGE_FOLDER --model M --labels airport,farmland,... [--template ...]``."""
+    p = argparse.ArgumentParser(prog="msa-classify", description="Zero-shot scene classification of a folder of "
+                                "images; reports accuracy when the folder has one subfolder per class.")
+    p.add_argument("image_folder", metavar="IMAGE_FOLDER")
+    _add_common(p)
+    p.add_argument("--labels", default=None, help="comma-separated labels (default: the class subfolder names)")
+    p.add_argument("--labels-file", default=None, help="file with one label per line")
+    p.add_argument("--template", action="append", default=None,
+                   help="prompt with {} for the label, repeatable for prompt ensembling "
+                        "(default: 'an aerial image of {}')")
+    p.add_argument("--scale", type=float, default=100.0,
+                   help="softmax scale on cosine similarity (calibration only; default 100)")
+    p.add_argument("--top", type=_positive("--top"), default=3, help="labels shown per image (default 3)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--output", default=None, help="also write all probabilities to FILE (.json or .csv)")
+    return _run("msa-classify", _classify, p, argv)

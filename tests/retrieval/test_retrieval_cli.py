@@ -1,0 +1,242 @@
+"""msa-index / msa-search / msa-classify / msa-eval end to end on a tiny saved model.
+
+Every failure case checks for a one-line ``prog: error: ...`` and no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from msa_hf.retrieval.cli import classify_main, eval_main, index_main, search_main
+
+
+
+def run(main, argv, capsys):
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return rc, out, err
+
+
+@pytest.fixture
+def index_dir(image_folder, tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "index"
+    rc, stdout, err = run(index_main, ["build", image_folder, "--model", tiny_model_dir, "--out", out,
+                                       "--batch-size", 4, "--no-progress"], capsys)
+    assert rc == 0, err
+    assert "6 images" in stdout
+    assert "msa-index: warning: Skipped 2 files" in err and "README.txt" in err and "broken.jpg" in err
+    return out
+
+
+def test_search_text_table_and_json(index_dir, capsys):
+    rc, out, err = run(search_main, [index_dir, "two planes parked near a runway", "-k", 3], capsys)
+    assert rc == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0] == "query: two planes parked near a runway"
+    assert lines[1].split() == ["rank", "score", "path"]
+    assert len(lines) == 3 + 3  # query, header, rule, 3 hits
+    rc, out, err = run(search_main, [index_dir, "a plane", "-k", 2, "--json"], capsys)
+    payload = json.loads(out)
+    assert payload["query"] == "a plane" and payload["type"] == "text"
+    scores = [r["score"] for r in payload["results"]]
+    assert len(scores) == 2 and scores == sorted(scores, reverse=True)
+
+
+def test_search_by_image_finds_itself(index_dir, image_folder, capsys):
+    rc, out, err = run(search_main, [index_dir, "--image", image_folder / "tiles" / "e.jpg", "-k", 1, "--json"], capsys)
+    assert rc == 0, err
+    hit = json.loads(out)["results"][0]
+    assert hit["relpath"] == "tiles/e.jpg" and hit["score"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_search_faiss_backend_matches(index_dir, capsys):
+    pytest.importorskip("faiss")
+    _, a, _ = run(search_main, [index_dir, "a harbor with boats", "-k", 6, "--json"], capsys)
+    _, b, _ = run(search_main, [index_dir, "a harbor with boats", "-k", 6, "--json", "--backend", "faiss"], capsys)
+    ra, rb = json.loads(a)["results"], json.loads(b)["results"]
+    assert [r["row"] for r in ra] == [r["row"] for r in rb]
+    np.testing.assert_allclose([r["score"] for r in ra], [r["score"] for r in rb], atol=1e-5)
+
+
+def test_search_with_another_model_fails_clearly(index_dir, other_model_dir, capsys):
+    rc, out, err = run(search_main, [index_dir, "a plane", "--model", other_model_dir], capsys)
+    assert rc == 1
+    assert "msa-search: error: Index" in err and "was built with model" in err
+    assert "msa-index build" in err  # says how to fix it
+
+
+def test_index_status_info_and_rebuild(make_images, index_dir, image_folder, tiny_model_dir, capsys):
+    rc, out, _ = run(index_main, ["status", index_dir], capsys)
+    assert rc == 0 and "up to date" in out
+    make_images(image_folder, ["new.png"], seed=50)
+    rc, out, _ = run(index_main, ["status", index_dir], capsys)
+    assert rc == 1 and "1 new" in out and "added: new.png" in out
+    rc, out, _ = run(index_main, ["build", image_folder, "--model", tiny_model_dir, "--out", index_dir,
+                                  "--no-progress"], capsys)
+    assert rc == 0 and "7 images" in out and "6 reused" in out
+    rc, out, _ = run(index_main, ["info", index_dir, "--json"], capsys)
+    info = json.loads(out)
+    assert info["num_images"] == 7 and info["model"]["name_or_path"] == str(Path(tiny_model_dir).resolve())
+
+
+def test_stale_hit_warns(index_dir, image_folder, capsys):
+    (image_folder / "a.png").unlink()
+    rc, out, err = run(search_main, [index_dir, "a plane", "-k", 6], capsys)
+    assert rc == 0 and "a.png no longer exists" in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["build", "{empty}", "--model", "{model}", "--out", "{tmp}/i"], "No image files found in"),
+        (["build", "{tmp}/missing", "--model", "{model}", "--out", "{tmp}/i"], "is not a folder"),
+        (["build", "{images}", "--model", "{tmp}", "--out", "{tmp}/i"], "has no config.json"),
+        (["info", "{tmp}/nothing"], "does not exist"),
+        (["info", "{empty}"], "is not an MSA image index"),
+    ],
+)
+def test_index_errors(argv, message, tmp_path, tiny_model_dir, image_folder, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    argv = [a.format(empty=empty, model=tiny_model_dir, tmp=tmp_path, images=image_folder) for a in argv]
+    rc, out, err = run(index_main, argv, capsys)
+    assert rc == 1
+    assert "msa-index: error:" in err and message in err
+
+
+def test_search_argument_errors(index_dir, tmp_path, capsys):
+    rc, _, err = run(search_main, [index_dir], capsys)
+    assert rc == 1 and "give a text QUERY or --image" in err
+    rc, _, err = run(search_main, [index_dir, "--image", tmp_path / "nope.png"], capsys)
+    assert rc == 1 and "no such file" in err
+    rc, _, err = run(search_main, [index_dir, "x", "-k", 0], capsys)
+    assert rc == 2 and "-k must be >= 1" in err
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not png")
+    rc, _, err = run(search_main, [index_dir, "--image", bad], capsys)
+    assert rc == 1 and "cannot decode image" in err and "bad.png" in err
+
+
+def test_interrupted_index_is_reported(index_dir, capsys):
+    (index_dir / "manifest.json").unlink()
+    (index_dir / ".partial").mkdir()
+    rc, _, err = run(search_main, [index_dir, "a plane"], capsys)
+    assert rc == 1 and "incomplete" in err and "resume" in err
+
+
+# ---------------------------------------------------------------------------- msa-classify
+
+
+def test_classify_with_accuracy(class_folder, tiny_model_dir, tmp_path, capsys):
+    out_json = tmp_path / "probs.json"
+    rc, out, err = run(classify_main, [class_folder, "--model", tiny_model_dir, "--labels",
+                                       "airport,farmland,dense residential,harbor", "--template", "an aerial image of {}",
+                                       "--template", "a satellite photo of {}", "--json", "--output", out_json,
+                                       "--no-progress"], capsys)
+    assert rc == 0, err
+    payload = json.loads(out)
+    assert payload["labels"] == ["airport", "farmland", "dense residential", "harbor"]
+    assert payload["num_images"] == 4
+    truth = {r["file"]: r["label"] for r in payload["images"]}
+    assert truth["Dense_Residential/1.png"] == "dense residential" and truth["airport/2.png"] == "airport"
+    hits = sum(r["label"] == r["prediction"] for r in payload["images"])
+    assert payload["accuracy"] == pytest.approx(100 * hits / 4)
+    full = json.loads(out_json.read_text())
+    for row in full["images"]:
+        assert sum(row["probs"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert len(row["probs"]) == 4
+
+
+def test_classify_labels_from_folders_and_table(class_folder, tiny_model_dir, tmp_path, capsys):
+    rc, out, err = run(classify_main, [class_folder, "--model", tiny_model_dir, "--no-progress",
+                                       "--output", tmp_path / "p.csv"], capsys)
+    assert rc == 0, err
+    assert "accuracy:" in out and "over 4 images" in out
+    rows = (tmp_path / "p.csv").read_text().splitlines()
+    assert rows[0].split(",")[:3] == ["file", "label", "prediction"] and len(rows) == 5
+
+
+def test_classify_flat_folder_without_labels_fails(image_folder, tiny_model_dir, capsys):
+    rc, _, err = run(classify_main, [image_folder, "--model", tiny_model_dir, "--no-progress"], capsys)
+    assert rc == 1 and "--labels is required" in err
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--labels", "airport"], "at least two labels"),
+        (["--labels", "airport,,farm"], "empty label"),
+        (["--labels", "Airport,airport"], "duplicates"),
+        (["--labels", "a,b", "--template", "no placeholder"], "exactly one '{}'"),
+    ],
+)
+def test_classify_bad_arguments(extra, message, class_folder, tiny_model_dir, capsys):
+    rc, _, err = run(classify_main, [class_folder, "--model", tiny_model_dir, "--no-progress", *extra], capsys)
+    assert rc == 1 and message in err
+
+
+# ---------------------------------------------------------------------------- msa-eval
+
+
+@pytest.fixture
+def corpus_dir(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rng = np.random.default_rng(0)
+    words = ["plane", "runway", "ship", "harbor", "field", "trees", "road", "cars"]
+
+    def split(n, offset):
+        images = [Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)) for _ in range(n)]
+        caps = [[f"a {words[(i + r) % 8]} near the {words[(i * 3 + r) % 8]}" for r in range(5)] for i in range(n)]
+        return datasets.Dataset.from_dict(
+            {"image": images, "captions": caps, "image_id": list(range(offset, offset + n)),
+             "file_name": [f"{offset + i}.png" for i in range(n)]},
+            features=datasets.Features({"image": datasets.Image(), "captions": datasets.Sequence(datasets.Value("string")),
+                                        "image_id": datasets.Value("int64"), "file_name": datasets.Value("string")}),
+        )
+
+    dd = datasets.DatasetDict({"train": split(4, 0), "validation": split(3, 4), "test": split(6, 7)})
+    out = tmp_path / "corpus"
+    dd.save_to_disk(str(out))
+    return out
+
+
+def test_eval_writes_table_json_and_png(corpus_dir, tiny_model_dir, tmp_path, capsys):
+    out_dir = tmp_path / "eval"
+    rc, out, err = run(eval_main, ["--model", tiny_model_dir, "--corpus", corpus_dir, "--split", "test",
+                                   "--output-dir", out_dir, "--no-progress", "--num-examples", 2], capsys)
+    assert rc == 0, err
+    assert "image->text" in out and "text->image" in out and "mR =" in out
+    report = json.loads((out_dir / "metrics.json").read_text())
+    m = report["metrics"]
+    assert m["num_images"] == 6 and m["num_captions"] == 30
+    assert set(m) >= {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "mr",
+                      "i2t_medr", "i2t_meanr", "t2i_medr", "t2i_meanr"}
+    assert m["i2t_r10"] == 100.0 and m["t2i_r10"] == 100.0  # 6 images, 30 captions: everything is in the top 10
+    assert report["split"] == "test" and len(report["model"]["weights_sha256"]) == 64
+    png = Image.open(out_dir / "retrieval_examples.png")
+    assert png.width > 600 and png.height > 300
+
+
+def test_eval_matches_python_api(corpus_dir, tiny_model, tiny_processor):
+    import datasets
+
+    from msa_hf.retrieval import encode_images, encode_texts, evaluate_corpus, retrieval_metrics
+
+    test = datasets.load_from_disk(str(corpus_dir))["test"]
+    result = evaluate_corpus(tiny_model, tiny_processor, test, progress=False)
+    img = encode_images(tiny_model, tiny_processor, test["image"], progress=False)
+    caps = [c for cs in test["captions"] for c in cs]
+    txt = encode_texts(tiny_model, tiny_processor, caps, progress=False)
+    expected = retrieval_metrics(img @ txt.t(), np.repeat(np.arange(6), 5))
+    assert result.metrics == pytest.approx(expected)
+
+
+def test_eval_bad_split(corpus_dir, tiny_model_dir, capsys):
+    rc, _, err = run(eval_main, ["--model", tiny_model_dir, "--corpus", corpus_dir, "--split", "dev"], capsys)
+    assert rc == 1 and "--split 'dev' is not in corpus" in err and "test" in err

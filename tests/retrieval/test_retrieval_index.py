@@ -1,0 +1,223 @@
+"""Index build/search round trip, resumption, incremental updates, FAISS agreement, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import msa_hf.retrieval.index as index_mod
+from msa_hf.retrieval import (
+    ImageIndex,
+    IncompleteIndexError,
+    IndexBuildError,
+    IndexMismatchError,
+    build_index,
+    encode_images,
+    encode_texts,
+    model_fingerprint,
+    search_index,
+)
+
+
+
+@pytest.fixture
+def built(image_folder, tiny_model, tiny_processor, tmp_path):
+    with pytest.warns(UserWarning, match="Skipped 2 files"):
+        return build_index(image_folder, tiny_model, tiny_processor, tmp_path / "idx", batch_size=4, chunk_size=4,
+                           progress=False)
+
+
+def test_build_lists_files_and_skips(built, image_folder):
+    assert built.files == ["a.png", "b.jpg", "c.png", "tiles/d.png", "tiles/e.jpg", "tiles/f.tif"]
+    reasons = {s.path: s.reason for s in built.skipped}
+    assert set(reasons) == {"README.txt", "broken.jpg"}
+    assert "not an image file" in reasons["README.txt"]
+    assert "cannot decode image" in reasons["broken.jpg"]
+    m = built.manifest
+    assert m["embedding_dim"] == built.embeddings.shape[1] and m["normalized"] is True
+    assert m["num_images"] == 6 and m["root"] == str(image_folder.resolve())
+    assert len(m["model"]["weights_sha256"]) == 64
+    torch.testing.assert_close(built.embeddings.norm(dim=1), torch.ones(6))
+    assert not (built.path / ".partial").exists()
+
+
+def test_round_trip_search(built, image_folder, tiny_model, tiny_processor):
+    loaded = ImageIndex.load(built.path)
+    torch.testing.assert_close(loaded.embeddings, built.embeddings)
+    assert loaded.files == built.files
+    # The stored embeddings are the model's normalised image embeddings.
+    direct = encode_images(tiny_model, tiny_processor, [image_folder / f for f in loaded.files], progress=False)
+    torch.testing.assert_close(loaded.embeddings, direct, atol=1e-5, rtol=1e-5)
+    with pytest.raises(Exception, match="broken.jpg"):  # strict encoding names the bad file
+        encode_images(tiny_model, tiny_processor, [image_folder / "broken.jpg"], progress=False)
+    # Every indexed image finds itself first.
+    results = loaded.search_images([image_folder / rel for rel in loaded.files], tiny_model, tiny_processor, k=1)
+    for row, (rel, hits) in enumerate(zip(loaded.files, results)):
+        assert hits[0].row == row and hits[0].relpath == rel and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    # Text search returns cosine scores sorted descending, equal to a direct computation.
+    query = "two planes parked near a runway"
+    hits = loaded.search_text(query, tiny_model, tiny_processor, k=4)[0]
+    q = encode_texts(tiny_model, tiny_processor, [query], progress=False)[0]
+    expected = (loaded.embeddings @ q)
+    order = torch.sort(expected, descending=True, stable=True).indices[:4].tolist()
+    assert [h.row for h in hits] == order
+    assert [h.rank for h in hits] == [1, 2, 3, 4]
+    np.testing.assert_allclose([h.score for h in hits], expected[order].numpy(), atol=1e-5)
+    assert Path(hits[0].path) == image_folder.resolve() / hits[0].relpath
+    # k larger than the index is clipped.
+    assert len(loaded.search(q, k=50)[0]) == 6
+
+
+def test_faiss_agrees_with_torch(built):
+    pytest.importorskip("faiss")
+    g = torch.Generator().manual_seed(0)
+    queries = torch.randn(5, built.embeddings.shape[1], generator=g)
+    a = built.search(queries, k=6, backend="torch")
+    b = built.search(queries, k=6, backend="faiss")
+    for ha, hb in zip(a, b):
+        assert [h.row for h in ha] == [h.row for h in hb]
+        np.testing.assert_allclose([h.score for h in ha], [h.score for h in hb], atol=1e-5)
+
+
+def test_ties_resolved_by_row_order(make_images, tmp_path, tiny_model, tiny_processor):
+    folder = tmp_path / "dupes"
+    (p,) = make_images(folder, ["x.png"])
+    for name in ("w.png", "y.png", "z.png"):
+        shutil.copy(p, folder / name)
+    idx = build_index(folder, tiny_model, tiny_processor, tmp_path / "idx", progress=False)
+    emb = idx.embeddings[0]
+    hits = idx.search(emb, k=3)[0]
+    assert [h.relpath for h in hits] == ["w.png", "x.png", "y.png"]  # all tie: path order
+
+
+def test_interrupted_build_resumes(image_folder, tiny_model, tiny_processor, tmp_path, monkeypatch):
+    real = index_mod._encode_image_batch
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # the user hits Ctrl-C during the third chunk
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(index_mod, "_encode_image_batch", flaky)
+    out = tmp_path / "idx"
+    with pytest.raises(KeyboardInterrupt):
+        build_index(image_folder, tiny_model, tiny_processor, out, batch_size=2, chunk_size=2, progress=False)
+    chunks = sorted((out / ".partial").glob("chunk_*.safetensors"))
+    # 7 files with image extensions in chunks of 2: [a, b] [broken, c] [d, e] [f]; the encode of
+    # chunk 1 holds c only (broken is skipped), so the third encode call is chunk 2's.
+    assert [c.name for c in chunks] == ["chunk_000000.safetensors", "chunk_000001.safetensors"]
+    with pytest.raises(IncompleteIndexError, match="interrupted.*Rerun the same"):
+        ImageIndex.load(out)
+
+    calls["n"] = 0
+    monkeypatch.setattr(index_mod, "_encode_image_batch", lambda *a, **k: (calls.__setitem__("n", calls["n"] + 1), real(*a, **k))[1])
+    with pytest.warns(UserWarning, match="Skipped 2 files"):
+        resumed = build_index(image_folder, tiny_model, tiny_processor, out, batch_size=2, chunk_size=2, progress=False)
+    assert calls["n"] == 2  # only chunks 2 and 3 are encoded; 0 and 1 come from disk
+    with pytest.warns(UserWarning):
+        fresh = build_index(image_folder, tiny_model, tiny_processor, tmp_path / "fresh", batch_size=2,
+                            chunk_size=2, progress=False)
+    assert resumed.files == fresh.files
+    torch.testing.assert_close(resumed.embeddings, fresh.embeddings, atol=1e-6, rtol=1e-6)
+
+
+def test_incremental_update_and_stale_report(make_images, built, image_folder, tiny_model, tiny_processor, monkeypatch):
+    assert not built.stale_files().is_stale
+    make_images(image_folder, ["tiles/g.png"], seed=99)
+    (image_folder / "a.png").unlink()
+    report = built.stale_files()
+    assert report.added == ["tiles/g.png"] and report.removed == ["a.png"] and report.is_stale
+
+    with pytest.warns(UserWarning):
+        updated = build_index(image_folder, tiny_model, tiny_processor, built.path, batch_size=4, chunk_size=4,
+                              progress=False)
+    assert "tiles/g.png" in updated.files and "a.png" not in updated.files
+    assert updated.manifest["reused"] == 5
+    # encoded: g.png, plus the corrupt file is retried (and skipped again)
+    assert updated.manifest["encoded"] == 1
+    row_old = built.files.index("c.png")
+    torch.testing.assert_close(updated.embeddings[updated.files.index("c.png")], built.embeddings[row_old])
+    assert not updated.stale_files().is_stale
+
+
+def test_other_model_is_rejected(built, image_folder, tiny_processor, other_model_dir, tiny_model):
+    from msa_hf import MSAModel
+
+    other = MSAModel.from_pretrained(other_model_dir).eval()
+    with pytest.raises(IndexMismatchError, match="was built with model .* but the model given is"):
+        built.search_text("a plane", other, tiny_processor)
+    with pytest.raises(IndexMismatchError, match="Pass --overwrite"):
+        build_index(image_folder, other, tiny_processor, built.path, progress=False)
+    # Same weights (even loaded from disk, from another path) are accepted.
+    assert model_fingerprint(tiny_model)["weights_sha256"] == built.model_identity["weights_sha256"]
+    with pytest.warns(UserWarning):
+        replaced = build_index(image_folder, other, tiny_processor, built.path, overwrite=True, progress=False)
+    assert replaced.model_identity["weights_sha256"] == model_fingerprint(other)["weights_sha256"]
+    with pytest.raises(IndexMismatchError, match="dimension"):
+        replaced.search(torch.ones(3, 7))
+
+
+def test_search_index_function_loads_model_from_manifest(tiny_model_dir, image_folder, tmp_path):
+    from msa_hf.retrieval import load_model_and_processor
+
+    model, processor = load_model_and_processor(tiny_model_dir, device="cpu")
+    with pytest.warns(UserWarning):
+        build_index(image_folder, model, processor, tmp_path / "idx", progress=False)
+    hits = search_index(tmp_path / "idx", text="a plane near a runway", k=3)
+    assert len(hits) == 1 and len(hits[0]) == 3
+    hits = search_index(tmp_path / "idx", image=[image_folder / "c.png"], k=2, model=str(tiny_model_dir))
+    assert hits[0][0].relpath == "c.png"
+    with pytest.raises(ValueError, match="exactly one of `text` and `image`"):
+        search_index(tmp_path / "idx", k=3)
+
+
+def test_in_memory_model_index_needs_explicit_model(built):
+    with pytest.raises(ValueError, match="in-memory model"):
+        search_index(built, text="a plane")
+
+
+def test_bad_inputs(make_images, tmp_path, tiny_model, tiny_processor, built):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(IndexBuildError, match="No image files found in"):
+        build_index(empty, tiny_model, tiny_processor, tmp_path / "i1", progress=False)
+    (empty / "notes.txt").write_text("x")
+    with pytest.raises(IndexBuildError, match="1 non-image file.*notes.txt"):
+        build_index(empty, tiny_model, tiny_processor, tmp_path / "i1", progress=False)
+    (empty / "bad.png").write_bytes(b"garbage")
+    with pytest.raises(IndexBuildError, match="None of the 1 image files .* could be decoded"):
+        build_index(empty, tiny_model, tiny_processor, tmp_path / "i1", progress=False)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        build_index(tmp_path / "nope", tiny_model, tiny_processor, tmp_path / "i2", progress=False)
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "keep.txt").write_text("mine")
+    make_images(tmp_path / "one", ["x.png"])
+    with pytest.raises(IndexBuildError, match="is not an MSA index"):
+        build_index(tmp_path / "one", tiny_model, tiny_processor, occupied, progress=False)
+    with pytest.raises(IndexBuildError, match="already holds an index of"):
+        build_index(tmp_path / "one", tiny_model, tiny_processor, built.path, progress=False)
+    with pytest.raises(IncompleteIndexError, match="not an MSA image index"):
+        ImageIndex.load(occupied)
+    with pytest.raises(FileNotFoundError, match="msa-index build"):
+        ImageIndex.load(tmp_path / "missing")
+
+
+def test_corrupted_index_files_are_detected(built):
+    emb = built.path / "embeddings.safetensors"
+    emb.write_bytes(emb.read_bytes()[:-8] + b"\x00" * 8)
+    with pytest.raises(IncompleteIndexError, match="checksum differs"):
+        ImageIndex.load(built.path)
+    (built.path / "manifest.json").write_text("{not json")
+    with pytest.raises(IncompleteIndexError, match="not valid JSON"):
+        ImageIndex.load(built.path)
+    (built.path / "manifest.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(IncompleteIndexError, match="not an MSA image index manifest"):
+        ImageIndex.load(built.path)

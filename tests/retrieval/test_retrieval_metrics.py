@@ -1,0 +1,227 @@
+"""retrieval_metrics on hand-built similarity matrices, ties, ragged caption counts, bad inputs."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from msa_hf.retrieval import (
+    format_metrics_table,
+    metrics_from_ranks,
+    retrieval_metrics,
+    retrieval_metrics_from_embeddings,
+    retrieval_ranks,
+    retrieval_ranks_from_embeddings,
+)
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "eval_metrics.py"
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("msa_eval_metrics_bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def vsepp_ranks_5(sim: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The spec §7 loop for exactly 5 captions per image (continuous scores only)."""
+    n = sim.shape[0]
+    i2t = np.zeros(n, dtype=int)
+    for i in range(n):
+        inds = np.argsort(sim[i])[::-1]
+        i2t[i] = min(int(np.where(inds == j)[0][0]) for j in range(5 * i, 5 * i + 5))
+    t2i = np.zeros(5 * n, dtype=int)
+    for j in range(5 * n):
+        inds = np.argsort(sim[:, j])[::-1]
+        t2i[j] = int(np.where(inds == j // 5)[0][0])
+    return i2t, t2i
+
+
+def test_docstring_example_by_hand():
+    sim = np.array([[0.9, 0.1, 0.8], [0.2, 0.7, 0.3]])
+    ranks = retrieval_ranks(sim, [0, 0, 1])
+    # image 0: best own 0.9 beats caption 2 (0.8) -> 0; image 1: own 0.3 < caption 1's 0.7 -> 1
+    assert ranks.i2t.tolist() == [0, 1]
+    # caption 0: 0.9 vs 0.2 -> 0; caption 1: own 0.1 < 0.7 -> 1; caption 2: own 0.3 < 0.8 -> 1
+    assert ranks.t2i.tolist() == [0, 1, 1]
+    m = retrieval_metrics(sim, [0, 0, 1])
+    assert m["i2t_r1"] == 50.0 and m["i2t_r5"] == 100.0 and m["i2t_r10"] == 100.0
+    assert m["t2i_r1"] == pytest.approx(100 / 3) and m["t2i_r5"] == 100.0
+    assert m["mr"] == pytest.approx((50 + 100 + 100 + 100 / 3 + 100 + 100) / 6)
+    assert m["i2t_medr"] == 1.0 and m["i2t_meanr"] == 1.5      # ranks 0,1: floor(0.5)+1, 0.5+1
+    assert m["t2i_medr"] == 2.0 and m["t2i_meanr"] == pytest.approx(5 / 3)
+    assert m["num_images"] == 2 and m["num_captions"] == 3
+
+
+def test_images_with_one_and_seven_captions_and_ties():
+    # caption 0 -> image 0; captions 1..7 -> image 1 (seven); caption 8 -> image 2 (one)
+    ids = [0, 1, 1, 1, 1, 1, 1, 1, 2]
+    sim = np.array([
+        [0.50, 0.60, 0.10, 0.10, 0.10, 0.10, 0.10, 0.10, 0.20],
+        [0.30, 0.20, 0.90, 0.10, 0.10, 0.10, 0.10, 0.10, 0.95],
+        [0.10, 0.10, 0.10, 0.10, 0.10, 0.10, 0.10, 0.10, 0.80],
+    ])
+    ranks = retrieval_ranks(sim, ids)
+    # i2t: img0 own 0.5 < c1 0.6 -> 1; img1 best own 0.9 < c8 0.95 -> 1; img2 own 0.8 best -> 0
+    assert ranks.i2t.tolist() == [1, 1, 0]
+    # t2i: c0 0; c1 (0.2 vs img0 0.6) 1; c2 0; c3..c7 all three images tie at 0.1 -> 2 (ties count
+    # against the model); c8 (0.8 vs img1 0.95) 1
+    assert ranks.t2i.tolist() == [0, 1, 0, 2, 2, 2, 2, 2, 1]
+    m = retrieval_metrics(sim, ids)
+    assert m["i2t_r1"] == pytest.approx(100 / 3)
+    assert m["t2i_r1"] == pytest.approx(200 / 9)
+    assert m["i2t_r5"] == m["t2i_r5"] == m["i2t_r10"] == m["t2i_r10"] == 100.0
+    assert m["mr"] == pytest.approx((100 / 3 + 200 / 9 + 400) / 6)
+    assert m["t2i_medr"] == 3.0 and m["t2i_meanr"] == pytest.approx(12 / 9 + 1)
+    assert m["i2t_medr"] == 2.0 and m["i2t_meanr"] == pytest.approx(2 / 3 + 1)
+
+
+def test_tie_rule_is_conservative():
+    # image 0's two captions and image 1's caption all score 0.7 for image 0: the competitor ties,
+    # so it counts as ranked ahead (rank 1); the second own caption is not a competitor.
+    sim = np.array([[0.7, 0.7, 0.7], [0.1, 0.2, 0.3]])
+    ranks = retrieval_ranks(sim, [0, 0, 1])
+    assert ranks.i2t.tolist() == [1, 0]
+    assert ranks.t2i.tolist() == [0, 0, 1]
+    # A constant matrix gets no credit: every competitor ties.
+    const = retrieval_ranks(np.zeros((4, 8)), np.repeat(np.arange(4), 2))
+    assert const.i2t.tolist() == [6, 6, 6, 6]   # 6 other-image captions
+    assert const.t2i.tolist() == [3] * 8         # 3 other images
+
+
+def test_five_captions_per_image_equals_spec_loop():
+    rng = np.random.default_rng(0)
+    n = 40
+    sim = rng.standard_normal((n, 5 * n)).astype(np.float32)
+    sim[np.arange(5 * n) // 5, np.arange(5 * n)] += 1.5  # some signal so ranks vary
+    i2t, t2i = vsepp_ranks_5(sim)
+    ranks = retrieval_ranks(sim, np.arange(5 * n) // 5)
+    np.testing.assert_array_equal(ranks.i2t, i2t)
+    np.testing.assert_array_equal(ranks.t2i, t2i)
+    m = retrieval_metrics(sim, np.arange(5 * n) // 5)
+    for k in (1, 5, 10):
+        assert m[f"i2t_r{k}"] == pytest.approx(100 * np.mean(i2t < k))
+        assert m[f"t2i_r{k}"] == pytest.approx(100 * np.mean(t2i < k))
+
+
+def test_caption_order_does_not_matter():
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, 12, size=50)
+    ids[:12] = np.arange(12)  # every image has at least one caption
+    sim = rng.standard_normal((12, 50))
+    perm = rng.permutation(50)
+    a = retrieval_ranks(sim, ids)
+    b = retrieval_ranks(sim[:, perm], ids[perm])
+    np.testing.assert_array_equal(a.i2t, b.i2t)
+    np.testing.assert_array_equal(a.t2i[perm], b.t2i)
+
+
+@pytest.mark.parametrize("block_rows", [1, 3, 7, None])
+def test_blocked_equals_unblocked_with_ties(block_rows):
+    rng = np.random.default_rng(2)
+    sim = np.round(rng.random((23, 70)) * 4) / 4  # heavy ties
+    ids = np.repeat(np.arange(23), 3)
+    ids = np.concatenate([ids, [0]])  # image 0 has four captions
+    full = retrieval_ranks(sim, ids, block_rows=10_000)
+    blocked = retrieval_ranks(sim, ids, block_rows=block_rows)
+    np.testing.assert_array_equal(full.i2t, blocked.i2t)
+    np.testing.assert_array_equal(full.t2i, blocked.t2i)
+    bench = load_benchmark()
+    loop = bench.loop_ranks(sim, ids, tie_aware=True)
+    np.testing.assert_array_equal(full.i2t, loop.i2t)
+    np.testing.assert_array_equal(full.t2i, loop.t2i)
+
+
+def test_numpy_torch_and_embeddings_agree():
+    g = torch.Generator().manual_seed(3)
+    img = torch.randn(30, 16, generator=g)
+    ids = torch.arange(30).repeat_interleave(2)
+    txt = img[ids] + 1.5 * torch.randn(60, 16, generator=g)
+    sim = torch.nn.functional.normalize(img, dim=-1) @ torch.nn.functional.normalize(txt, dim=-1).t()
+    ref = retrieval_metrics(sim.numpy(), ids.numpy())
+    assert retrieval_metrics(sim, ids) == ref
+    assert retrieval_metrics(sim.double(), ids.tolist()) == ref
+    emb = retrieval_metrics_from_embeddings(img, txt, ids, block_rows=4)
+    assert emb == ref
+    r = retrieval_ranks_from_embeddings(img.numpy(), txt.numpy(), ids.numpy(), block_rows=7)
+    assert metrics_from_ranks(r) == ref
+
+
+def test_captionless_image_is_a_distractor_with_warning():
+    sim = np.array([[0.9, 0.1], [0.2, 0.8], [0.95, 0.0]])  # image 2 has no caption but beats caption 0
+    with pytest.warns(UserWarning, match="1 of 3 images have no caption"):
+        m = retrieval_metrics(sim, [0, 1])
+    ranks = retrieval_ranks(sim, [0, 1])
+    assert ranks.i2t.tolist() == [0, 0, -1]
+    assert ranks.t2i.tolist() == [1, 0]
+    assert m["i2t_r1"] == 100.0 and m["t2i_r1"] == 50.0
+
+
+def test_integer_and_half_scores():
+    sim = np.array([[3, 1], [2, 5]], dtype=np.int64)
+    assert retrieval_metrics(sim, [0, 1])["mr"] == 100.0
+    half = torch.tensor([[0.5, 0.25], [0.25, 0.5]], dtype=torch.float16)
+    assert retrieval_metrics(half, [0, 1])["mr"] == 100.0
+
+
+@pytest.mark.parametrize(
+    "sim, ids, exc, match",
+    [
+        (np.zeros(4), [0, 0, 0, 0], ValueError, "must be 2-D"),
+        (np.zeros((2, 3)), [0, 1], ValueError, "has 2 entries but there are 3 captions"),
+        (np.zeros((2, 3)), [0, 1, 2], ValueError, r"must lie in \[0, 1\]"),
+        (np.zeros((2, 3)), [0, -1, 1], ValueError, r"must lie in \[0, 1\]"),
+        (np.zeros((0, 3)), [], ValueError, "is empty"),
+        (np.zeros((2, 2)), [0.5, 1], ValueError, "integer image indices"),
+        (np.array([[0.1, np.nan], [0.2, 0.3]]), [0, 1], ValueError, "NaN"),
+        (np.zeros((2, 2), dtype=bool), [0, 1], TypeError, "real scores"),
+        ("not a matrix", [0], TypeError, "numpy array or torch tensor"),
+    ],
+)
+def test_bad_inputs_name_the_argument(sim, ids, exc, match):
+    with pytest.raises(exc, match=match):
+        retrieval_metrics(sim, ids)
+
+
+def test_embedding_shape_errors():
+    with pytest.raises(ValueError, match="`image_embeds` has dimension 4 but `text_embeds` has 3"):
+        retrieval_metrics_from_embeddings(np.ones((2, 4)), np.ones((2, 3)), [0, 1])
+    with pytest.raises(ValueError, match="`text_embeds` must be a non-empty 2-D"):
+        retrieval_metrics_from_embeddings(np.ones((2, 4)), np.ones((0, 4)), [])
+
+
+def test_custom_ks_and_table():
+    sim = np.eye(3)
+    m = retrieval_metrics(sim, [0, 1, 2], ks=(1, 2))
+    assert set(k for k in m if "_r" in k and "medr" not in k) == {"i2t_r1", "i2t_r2", "t2i_r1", "t2i_r2"}
+    table = format_metrics_table(retrieval_metrics(sim, [0, 1, 2]))
+    assert "image->text" in table and "mR = 100.00" in table
+    with pytest.raises(ValueError, match="`ks`"):
+        retrieval_metrics(sim, [0, 1, 2], ks=(0,))
+
+
+def test_rsicd_size_is_fast():
+    import time
+
+    rng = np.random.default_rng(0)
+    sim = rng.standard_normal((1093, 5465)).astype(np.float32)
+    ids = np.arange(5465) // 5
+    retrieval_metrics(sim, ids)
+    t0 = time.perf_counter()
+    retrieval_metrics(sim, ids)
+    assert time.perf_counter() - t0 < 1.0  # typically ~0.015 s on 2 cores
+
+
+def test_benchmark_script_runs_and_agrees(capsys):
+    bench = load_benchmark()
+    assert bench.main(["--images", "60", "--repeats", "1", "--dim", "32", "--noise", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "OK: vectorised and per-query loop metrics are identical." in out
+    assert "tie-heavy check" in out
