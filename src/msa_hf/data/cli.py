@@ -1,0 +1,248 @@
+"""``msa-data``: generate the ``rs-synth`` corpus and inspect any caption corpus.
+
+    msa-data synth --out data/rs-synth --n-images 1000 --seed 0 [--image-size 224]
+    msa-data inspect ../shared/data/ucm-captions/dataset_ucm.json --sheet ucm.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["main", "corpus_statistics", "contact_sheet"]
+
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+
+
+def _words(caption: str) -> list[str]:
+    return _WORD.findall(caption.lower())
+
+
+def _open_header(value: dict[str, Any]) -> tuple[tuple[int, int], str]:
+    import io
+
+    from PIL import Image
+
+    data = value.get("bytes")
+    with Image.open(io.BytesIO(data) if data is not None else value["path"]) as im:
+        return im.size, im.mode
+
+
+def corpus_statistics(corpus: Any, *, progress: bool = False) -> dict[str, Any]:
+    """Per-split counts, captions per image, caption lengths (words), vocabulary, image sizes/modes.
+
+    Image sizes and modes come from file headers (nothing is decoded).
+    """
+    import datasets
+    from tqdm.auto import tqdm
+
+    stats: dict[str, Any] = {"splits": {}}
+    vocab_all: set[str] = set()
+    for split, ds in corpus.items():
+        captions = ds["captions"]
+        per_image = [len(c) for c in captions]
+        lengths = [len(_words(c)) for caps in captions for c in caps]
+        vocab = {w for caps in captions for c in caps for w in _words(c)}
+        vocab_all |= vocab
+        raw = ds.cast_column("image", datasets.Image(decode=False))["image"]
+        sizes, modes = Counter(), Counter()
+        for value in tqdm(raw, desc=f"headers ({split})", disable=not progress or len(raw) < 2000, leave=False):
+            size, mode = _open_header(value)
+            sizes[f"{size[0]}x{size[1]}"] += 1
+            modes[mode] += 1
+        stats["splits"][split] = {
+            "images": len(ds),
+            "captions": len(lengths),
+            "captions_per_image": {"min": min(per_image, default=0), "mean": round(statistics.fmean(per_image), 3) if per_image else 0,
+                                   "max": max(per_image, default=0)},
+            "caption_words": {"min": min(lengths, default=0), "mean": round(statistics.fmean(lengths), 2) if lengths else 0,
+                              "median": statistics.median(lengths) if lengths else 0, "max": max(lengths, default=0)},
+            "distinct_captions": len({c for caps in captions for c in caps}),
+            "vocabulary": len(vocab),
+            "image_sizes": dict(sizes.most_common()),
+            "image_modes": dict(modes.most_common()),
+        }
+    stats["vocabulary"] = len(vocab_all)
+    return stats
+
+
+def _format_statistics(name: str, stats: dict[str, Any]) -> str:
+    lines = [f"corpus: {name}", f"vocabulary (all splits, lower-cased words): {stats['vocabulary']}", ""]
+    header = f"{'split':<11}{'images':>8}{'captions':>10}{'distinct':>10}{'caps/img min/mean/max':>23}{'words min/mean/med/max':>24}{'vocab':>7}"
+    lines.append(header)
+    for split, s in stats["splits"].items():
+        cpi, cw = s["captions_per_image"], s["caption_words"]
+        per_image = f"{cpi['min']}/{cpi['mean']:.2f}/{cpi['max']}"
+        words = f"{cw['min']}/{cw['mean']:.1f}/{cw['median']:g}/{cw['max']}"
+        lines.append(f"{split:<11}{s['images']:>8}{s['captions']:>10}{s['distinct_captions']:>10}{per_image:>23}{words:>24}{s['vocabulary']:>7}")
+    lines.append("")
+    for split, s in stats["splits"].items():
+        sizes = list(s["image_sizes"].items())
+        shown = ", ".join(f"{k} ({v})" for k, v in sizes[:4]) + (f", ... {len(sizes) - 4} more sizes" if len(sizes) > 4 else "")
+        modes = ", ".join(f"{k} ({v})" for k, v in s["image_modes"].items())
+        lines.append(f"{split}: image sizes {shown}; modes {modes}")
+    return "\n".join(lines)
+
+
+def contact_sheet(split: Any, out: str | Path, *, n: int = 16, columns: int = 4, thumb: int = 192, seed: int = 0) -> Path:
+    """Write a PNG grid of ``n`` sample images of a split with their first caption underneath."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    from ..processing_msa import to_float_rgb  # one rule for 16-bit / float / palette images
+
+    n = min(n, len(split))
+    if n == 0:
+        raise ValueError("the split is empty: nothing to draw.")
+    picks = sorted(np.random.default_rng(seed).choice(len(split), n, replace=False).tolist())
+    try:
+        font = ImageFont.load_default(size=12)
+    except TypeError:  # Pillow < 10.1
+        font = ImageFont.load_default()
+    text_h = 46
+    rows = -(-n // columns)
+    sheet = Image.new("RGB", (columns * (thumb + 8) + 8, rows * (thumb + text_h + 8) + 8), (250, 250, 250))
+    draw = ImageDraw.Draw(sheet)
+    max_chars = max(10, thumb // 7)
+    for k, index in enumerate(picks):
+        row = split[int(index)]
+        rgb = (to_float_rgb(row["image"]) * 255).round().astype("uint8")
+        image = Image.fromarray(rgb).resize((thumb, thumb), Image.BILINEAR)
+        x = 8 + (k % columns) * (thumb + 8)
+        y = 8 + (k // columns) * (thumb + text_h + 8)
+        sheet.paste(image, (x, y))
+        caption = row["captions"][0] if row["captions"] else "(no caption)"
+        words, lines, line = caption.split(), [], ""
+        for word in words:
+            if len(line) + len(word) + 1 > max_chars and line:
+                lines.append(line)
+                line = word
+            else:
+                line = f"{line} {word}".strip()
+        lines.append(line)
+        if len(lines) > 3:
+            lines = lines[:3]
+            lines[-1] = lines[-1][: max_chars - 3] + "..."
+        draw.text((x, y + thumb + 2), "\n".join(lines), fill=(20, 20, 20), font=font, spacing=1)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out)
+    return out
+
+
+def _parse_columns(items: Sequence[str]) -> dict[str, Any]:
+    mapping: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise SystemExit(f"--column expects KEY=COLUMN (e.g. captions=sentences), got {item!r}")
+        key, value = item.split("=", 1)
+        mapping[key] = value.split(",") if "," in value else value
+    return mapping
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from .synth import generate_synth_corpus
+
+    start = time.perf_counter()
+    path = generate_synth_corpus(args.out, n_images=args.n_images, seed=args.seed, image_size=args.image_size,
+                                 variants_per_layout=args.variants_per_layout, overwrite=args.overwrite,
+                                 progress=not args.quiet)
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    splits = Counter(entry["split"] for entry in meta["images"])
+    print(f"wrote {path} ({args.n_images} images, {dict(splits)}) in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from .corpus import corpus_info, load_corpus
+
+    corpus = load_corpus(args.source, image_root=args.image_root, columns=_parse_columns(args.column),
+                         seed=args.seed, validation_fraction=args.validation_fraction,
+                         on_bad="error" if args.strict else "drop")
+    stats = corpus_statistics(corpus, progress=True)
+    stats["provenance"] = corpus_info(corpus)
+    if args.json:
+        print(json.dumps(stats, indent=1))
+    else:
+        print(_format_statistics(str(args.source), stats))
+        for split, info in stats["provenance"].items():
+            if info["derived_from_train"]:
+                print(f"{split}: derived from train: {info['derived_from_train']}")
+        dropped = next(iter(stats["provenance"].values()))["dropped_images"]
+        if dropped:
+            print(f"dropped {dropped} bad images (report above)")
+    if args.sheet:
+        out = contact_sheet(corpus[args.sheet_split], args.sheet, n=args.sheet_n, seed=args.seed)
+        print(f"wrote contact sheet {out}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (so redirection and capture work)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="msa-data", description="RS caption corpora for msa_hf.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    synth = sub.add_parser("synth", help="generate the rs-synth multi-scale aerial caption corpus")
+    synth.add_argument("--out", required=True, help="output folder (Karpathy JSON + images/)")
+    synth.add_argument("--n-images", type=int, default=1000)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--image-size", type=int, default=224)
+    synth.add_argument("--variants-per-layout", type=int, default=4,
+                       help="scenes sharing one large layout and differing only in small objects")
+    synth.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
+    synth.add_argument("--quiet", action="store_true", help="no progress bar")
+    synth.set_defaults(func=_cmd_synth)
+
+    inspect = sub.add_parser("inspect", help="statistics (and a contact sheet) of a caption corpus")
+    inspect.add_argument("source", help="Karpathy JSON, corpus folder, imagefolder, save_to_disk folder or Hub id")
+    inspect.add_argument("--image-root", default=None)
+    inspect.add_argument("--column", action="append", default=[], metavar="KEY=COLUMN",
+                         help="column mapping for tabular sources, e.g. captions=sentences (repeatable)")
+    inspect.add_argument("--seed", type=int, default=0, help="seed for derived splits and the sheet's samples")
+    inspect.add_argument("--validation-fraction", type=float, default=0.1)
+    inspect.add_argument("--strict", action="store_true", help="fail on bad entries instead of dropping them")
+    inspect.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    inspect.add_argument("--sheet", default=None, metavar="OUT.png", help="write a contact sheet of sample images")
+    inspect.add_argument("--sheet-n", type=int, default=16)
+    inspect.add_argument("--sheet-split", default="test", choices=["train", "validation", "test"])
+    inspect.set_defaults(func=_cmd_inspect)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    log = logging.getLogger("msa_hf.data")
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        # show this package's reports (drops, derived splits) without other libraries' chatter
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        print(f"msa-data {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
