@@ -226,7 +226,9 @@ def test_gradient_checkpointing_reaches_both_towers_and_keeps_gradients(tiny_con
     reference = perturbed_model(config).train()
     reference(**inputs, return_loss=True).loss.backward()
     model = perturbed_model(config).train()
-    model.gradient_checkpointing_enable()
+    # transformers 5 renamed the switch; 4.57 only has the old name.
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable()
     assert model.vision_model.backbone.grad_checkpointing
     assert any(getattr(m, "gradient_checkpointing", False) for m in model.text_model.modules())
     model(**inputs, return_loss=True).loss.backward()

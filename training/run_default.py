@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    command = "python training/run_default.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = shlex.join(["python", "training/run_default.py", *(argv if argv is not None else sys.argv[1:])])
     set_seed(args.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
 
