@@ -364,9 +364,10 @@ class MSAModel(MSAPreTrainedModel):
         return from_backbones(cls, vision, text, **config_overrides)
 
     def freeze_vision_tower(self, num_stages: int | None = None) -> list[str]:
-        """Stop training the image tower, or only its stem and first ``num_stages`` scales.
+        """Stop training the image tower, or only its stem and first ``num_stages`` stages.
 
-        Returns the names of the parameters frozen.
+        Stages are the scales' backbone stages for timm towers and the encoder layers (after the
+        embeddings) for transformers towers. Returns the names of the parameters frozen.
         """
         return _freeze(self.vision_model.backbone, num_stages, "vision")
 
