@@ -26,9 +26,14 @@ def atomic_directory(folder: str | os.PathLike, overwrite: bool = True) -> Itera
         umask = os.umask(0)
         os.umask(umask)
         staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
+        if folder.exists() and any(folder.iterdir()):
+            # Move the old folder aside first, so a crash between the renames loses nothing.
+            aside = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+            folder.rename(aside / folder.name)
+            staging.rename(folder)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            staging.replace(folder)  # also replaces an empty folder
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -26,14 +26,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from ..io_utils import atomic_directory
 
 __all__ = [
     "SYNTH_JSON_NAME",
@@ -1271,23 +1271,8 @@ def generate_synth_corpus(
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True (CLI: --overwrite) or choose another folder.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        _write_corpus(tmp, n_images, seed, image_size, variants_per_layout, progress)
-        if overwrite and out.exists() and any(out.iterdir()):
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.rename(out, old / "corpus")
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            try:
-                os.rename(tmp, out)  # atomic; also replaces an empty folder
-            except OSError as exc:
-                raise FileExistsError(f"{out} was filled by someone else while generating; left it as it is.") from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with atomic_directory(out, overwrite=overwrite) as staging:
+        _write_corpus(staging, n_images, seed, image_size, variants_per_layout, progress)
     return out / SYNTH_JSON_NAME
 
 
