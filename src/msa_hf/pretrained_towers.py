@@ -26,7 +26,8 @@ import timm
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
+from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
+from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
 from .configuration_msa import IMAGENET_MEAN, IMAGENET_STD, MSAConfig
 from .processing_msa import MSAImageProcessor, MSAProcessor
@@ -194,7 +195,7 @@ def _timm_source(name: str, weights: Path | None, pretrained_cfg: dict[str, Any]
 
 def _transformers_vision_source(location: str, config: Any) -> _VisionSource:
     vision_config = getattr(config, "vision_config", None) or config
-    model_class = type(AutoModel.from_config(vision_config))
+    model_class = MODEL_MAPPING[type(vision_config)]
     model = model_class.from_pretrained(location)
     layers = vision_config.num_hidden_layers
     out_indices = sorted({max(1, round(layers * k / 4)) for k in (1, 2, 3, 4)})
@@ -264,7 +265,7 @@ def _load_timm_backbone(model: nn.Module, source: _VisionSource, config: MSAConf
 
 def _load_text_tower(model: nn.Module, location: str, text_config: Any) -> Any:
     """Copy a pretrained text encoder into the model's text tower; return its tokenizer."""
-    model_class = type(AutoModel.from_config(text_config))
+    model_class = MODEL_MAPPING[type(text_config)]
     pretrained = model_class.from_pretrained(location)
     state = pretrained.state_dict()
     own = model.text_model.state_dict()

@@ -95,23 +95,14 @@ def _print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], file: An
 
 
 def _load_split(source: str, split: str) -> Any:
-    """A corpus split via ``msa_hf.data.load_corpus``; a ``save_to_disk`` folder also works."""
-    loader = None
+    """A corpus split via ``msa_hf.data.load_corpus`` (any source it reads, ``save_to_disk`` folders included)."""
     try:
-        from msa_hf.data import load_corpus as loader  # type: ignore[attr-defined]
-    except ImportError:
-        loader = None
-    if loader is not None:
-        corpus = loader(source)
-    else:
-        import datasets
-
-        if not Path(source).is_dir():
-            raise FileNotFoundError(f"--corpus {source}: not a folder (expected a DatasetDict saved with save_to_disk).")
-        corpus = datasets.load_from_disk(source)
-    splits = list(corpus.keys()) if hasattr(corpus, "keys") else []
-    if split not in splits:
-        raise ValueError(f"--split {split!r} is not in corpus {source!r}; it has splits {splits}.")
+        from msa_hf.data import load_corpus
+    except ImportError as error:
+        raise ImportError(f"--corpus needs the `datasets` package: pip install 'msa_hf[data]' ({error}).") from error
+    corpus = load_corpus(source)
+    if split not in corpus:
+        raise ValueError(f"--split {split!r} is not in corpus {source!r}; it has splits {list(corpus)}.")
     return corpus[split]
 
 
