@@ -66,7 +66,9 @@ def loop_ranks(sim: np.ndarray, caption_image_ids: np.ndarray, tie_aware: bool) 
     return RetrievalRanks(i2t=i2t, t2i=t2i)
 
 
-def make_similarity(num_images: int, per_image: int, dim: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def make_similarity(
+    num_images: int, per_image: int, dim: int, noise: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Cosine similarities of random embeddings where captions are noisy copies of their image."""
     rng = np.random.default_rng(seed)
     img = rng.standard_normal((num_images, dim)).astype(np.float32)
@@ -101,17 +103,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5, help="timed repeats of the vectorised metric (median)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--no-ties", dest="ties", action="store_false",
-                   help="skip the tie-heavy (quantised scores) agreement check")
-    p.add_argument("--large", action="store_true",
-                   help="also time 10,000 images x 50,000 captions from embeddings (bounded memory)")
+    p.add_argument(
+        "--no-ties", dest="ties", action="store_false", help="skip the tie-heavy (quantised scores) agreement check"
+    )
+    p.add_argument(
+        "--large",
+        action="store_true",
+        help="also time 10,000 images x 50,000 captions from embeddings (bounded memory)",
+    )
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     sim, ids = make_similarity(args.images, args.captions_per_image, args.dim, args.noise, args.seed)
-    print(f"similarity {sim.shape[0]} images x {sim.shape[1]} captions ({sim.dtype}), "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"similarity {sim.shape[0]} images x {sim.shape[1]} captions ({sim.dtype}), "
+        f"torch threads {torch.get_num_threads()}"
+    )
 
     retrieval_metrics(sim, ids)  # warm-up (first call pays torch's lazy init)
     t_vec, m_vec = timed(lambda: retrieval_metrics(sim, ids), args.repeats)
@@ -147,9 +155,11 @@ def main(argv: list[str] | None = None) -> int:
         m_large = retrieval_metrics_from_embeddings(img, txt, large_ids)
         t_large = time.perf_counter() - t0
         rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"\nlarge: {n} images x {n * per} captions from embeddings in {t_large:.2f} s, "
-              f"peak RSS {rss1:.0f} MiB (was {rss0:.0f} MiB; a full float32 matrix alone is "
-              f"{n * n * per * 4 / 2**20:.0f} MiB), mR={m_large['mr']:.2f}")
+        print(
+            f"\nlarge: {n} images x {n * per} captions from embeddings in {t_large:.2f} s, "
+            f"peak RSS {rss1:.0f} MiB (was {rss0:.0f} MiB; a full float32 matrix alone is "
+            f"{n * n * per * 4 / 2**20:.0f} MiB), mR={m_large['mr']:.2f}"
+        )
 
     print("\nOK: vectorised and per-query loop metrics are identical.")
     return 0

@@ -298,9 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         "its backward (same work and gradients; peak memory is one block's); default 2048 on CPU "
         "(~3 GiB per block), unlimited on CUDA",
     )  # fmt: skip
-    parser.add_argument(
-        "--device", default="cpu", choices=["cpu", "cuda"], help="device (cuda only if available)"
-    )
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device (cuda only if available)")
     parser.add_argument("--seed", type=int, default=0, help="seed for weights and inputs")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch intra-op threads in each worker (unset: torch's own choice)"

@@ -11,14 +11,95 @@ from transformers import BertTokenizer
 from msa_hf import MSAConfig, MSAImageProcessor, MSAModel, MSAProcessor
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-WORDS = (
-    "a an the one two three four five many some several white red blue gray green large small "
-    "plane planes airplane runway airport ship ships boat harbor harbour port river lake sea coast water "
-    "car cars parking lot road roads bridge building buildings house houses residential dense sparse "
-    "farmland field fields forest trees desert bare land tank tanks storage stadium playground court "
-    "is are parked near beside next to in on of with and crosses along between around there here it "
-    "this image area scene aerial view"
-).split()
+WORDS = [
+    "a",
+    "an",
+    "the",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "many",
+    "some",
+    "several",
+    "white",
+    "red",
+    "blue",
+    "gray",
+    "green",
+    "large",
+    "small",
+    "plane",
+    "planes",
+    "airplane",
+    "runway",
+    "airport",
+    "ship",
+    "ships",
+    "boat",
+    "harbor",
+    "harbour",
+    "port",
+    "river",
+    "lake",
+    "sea",
+    "coast",
+    "water",
+    "car",
+    "cars",
+    "parking",
+    "lot",
+    "road",
+    "roads",
+    "bridge",
+    "building",
+    "buildings",
+    "house",
+    "houses",
+    "residential",
+    "dense",
+    "sparse",
+    "farmland",
+    "field",
+    "fields",
+    "forest",
+    "trees",
+    "desert",
+    "bare",
+    "land",
+    "tank",
+    "tanks",
+    "storage",
+    "stadium",
+    "playground",
+    "court",
+    "is",
+    "are",
+    "parked",
+    "near",
+    "beside",
+    "next",
+    "to",
+    "in",
+    "on",
+    "of",
+    "with",
+    "and",
+    "crosses",
+    "along",
+    "between",
+    "around",
+    "there",
+    "here",
+    "it",
+    "this",
+    "image",
+    "area",
+    "scene",
+    "aerial",
+    "view",
+]
 
 SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -61,7 +142,9 @@ def tiny_model(tiny_config: MSAConfig) -> MSAModel:
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model: MSAModel, tiny_processor: MSAProcessor) -> Path:
+def tiny_model_dir(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model: MSAModel, tiny_processor: MSAProcessor
+) -> Path:
     folder = tmp_path_factory.mktemp("tiny-msa")
     tiny_model.save_pretrained(folder)
     tiny_processor.save_pretrained(folder)

@@ -10,7 +10,12 @@ def test_presets():
     paper = MSAConfig.from_preset("msa-resnet50-bert-base")
     assert paper.vision_backbone == "resnet50" and paper.text_config.hidden_size == 768
     assert paper.vision_pooling == ["max", "max", "max", "avg"] and paper.text_max_length == 31
-    assert (paper.triplet_margin, paper.mscma_weight, paper.csmmc_weight, paper.csmmc_temperature) == (0.5, 15.0, 10.0, 2.0)
+    assert (paper.triplet_margin, paper.mscma_weight, paper.csmmc_weight, paper.csmmc_temperature) == (
+        0.5,
+        15.0,
+        10.0,
+        2.0,
+    )
     with pytest.raises(ValueError, match="Unknown MSA preset"):
         MSAConfig.from_preset("nope")
 
@@ -31,10 +36,22 @@ def test_unknown_pooling_name():
 
 
 def test_round_trip_keeps_sub_configs(tmp_path):
-    vision = {"model_type": "vit", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-              "intermediate_size": 37, "image_size": 32, "patch_size": 8}
-    config = MSAConfig.from_preset("msa-tiny", vision_config=vision, vision_out_indices=(1, 2),
-                                   vision_pooling=("cls", "mean"), mscmat_mask_padding=True)
+    vision = {
+        "model_type": "vit",
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 37,
+        "image_size": 32,
+        "patch_size": 8,
+    }
+    config = MSAConfig.from_preset(
+        "msa-tiny",
+        vision_config=vision,
+        vision_out_indices=(1, 2),
+        vision_pooling=("cls", "mean"),
+        mscmat_mask_padding=True,
+    )
     config.save_pretrained(tmp_path)
     loaded = AutoConfig.from_pretrained(tmp_path)
     assert isinstance(loaded, MSAConfig) and isinstance(loaded.text_config, BertConfig)

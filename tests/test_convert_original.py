@@ -19,7 +19,10 @@ TEXT = {"vocab_size": 99, "hidden_size": D, "num_hidden_layers": 1, "num_attenti
 
 
 def linear(out_features, in_features):
-    return {"weight": torch.randn(out_features, in_features) * in_features**-0.5, "bias": torch.randn(out_features) * 0.1}
+    return {
+        "weight": torch.randn(out_features, in_features) * in_features**-0.5,
+        "bias": torch.randn(out_features) * 0.1,
+    }
 
 
 def add(state, prefix, tensors):
@@ -41,11 +44,17 @@ def original(tmp_path_factory, tiny_vocab_dir):
     img_model = {f"feature_extractor.{k}": v for k, v in resnet.state_dict().items()}
     for k, c in enumerate(CHANNELS, 1):
         add(img_model, f"fc{k}", linear(D, c))
-    img_model.update({"norm_layer.weight": torch.ones(1), "norm_layer.bias": torch.zeros(1),
-                      "norm_layer.running_mean": torch.zeros(1), "norm_layer.running_var": torch.ones(1),
-                      "norm_layer.num_batches_tracked": torch.tensor(0),
-                      "image_channel_reduce.weight": torch.randn(1, 960, 1, 1),
-                      "image_patch_proj.weight": torch.randn(768, 1, 7, 7)})
+    img_model.update(
+        {
+            "norm_layer.weight": torch.ones(1),
+            "norm_layer.bias": torch.zeros(1),
+            "norm_layer.running_mean": torch.zeros(1),
+            "norm_layer.running_var": torch.ones(1),
+            "norm_layer.num_batches_tracked": torch.tensor(0),
+            "image_channel_reduce.weight": torch.randn(1, 960, 1, 1),
+            "image_patch_proj.weight": torch.randn(768, 1, 7, 7),
+        }
+    )
     img_map = {}
     for name in ("fc", "att", "fc2"):
         add(img_map, name, linear(D, D))
@@ -77,7 +86,9 @@ def spec_reference(states, pixel_values, input_ids, attention_mask):
     """v, t and S_k computed from the original tensors with the spec's formulas."""
     img, img_map, text, cross = (states[k] for k in ("img_model", "img_map", "text_model", "crossatt"))
     resnet = torchvision.models.resnet50(num_classes=7).eval()
-    resnet.load_state_dict({k.removeprefix("feature_extractor."): v for k, v in img.items() if k.startswith("feature_extractor.")})
+    resnet.load_state_dict(
+        {k.removeprefix("feature_extractor."): v for k, v in img.items() if k.startswith("feature_extractor.")}
+    )
     x = resnet.maxpool(resnet.relu(resnet.bn1(resnet.conv1(pixel_values))))
     scales = []
     for k, layer in enumerate((resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4)):
@@ -96,7 +107,9 @@ def spec_reference(states, pixel_values, input_ids, attention_mask):
     scores = torch.zeros(4, len(pixel_values), len(input_ids))
     for k in range(4):
         attention = nn.MultiheadAttention(D, 12).eval()
-        attention.load_state_dict({n.removeprefix(f"cross_attn{k + 1}."): w for n, w in cross.items() if n.startswith(f"cross_attn{k + 1}.")})
+        attention.load_state_dict(
+            {n.removeprefix(f"cross_attn{k + 1}."): w for n, w in cross.items() if n.startswith(f"cross_attn{k + 1}.")}
+        )
         for i in range(len(pixel_values)):
             q = lin(cross, f"fc{k + 1}", scales[k][i])
             for j in range(len(input_ids)):
@@ -107,9 +120,21 @@ def spec_reference(states, pixel_values, input_ids, attention_mask):
 
 
 def run_converter(folder, out, *extra):
-    args = ["--img-model", folder / "img_model.pth", "--img-map", folder / "img_map.pth",
-            "--text-model", folder / "text_model.pth", "--crossatt", folder / "crossatt.pth",
-            "--text-config", folder / "bert", "--out", out, *extra]
+    args = [
+        "--img-model",
+        folder / "img_model.pth",
+        "--img-map",
+        folder / "img_map.pth",
+        "--text-model",
+        folder / "text_model.pth",
+        "--crossatt",
+        folder / "crossatt.pth",
+        "--text-config",
+        folder / "bert",
+        "--out",
+        out,
+        *extra,
+    ]
     return main([str(a) for a in args])
 
 
@@ -117,8 +142,13 @@ def test_converted_model_computes_the_spec(original, tmp_path, capsys):
     folder, states = original
     assert run_converter(folder, tmp_path / "msa") == 0
     printed = capsys.readouterr().out
-    for dropped in ("img_model:feature_extractor.fc.weight", "img_model:image_patch_proj.weight",
-                    "text_model:bert_model.pooler.dense.weight", "crossatt:ln_post.weight", "img_model:norm_layer.bias"):
+    for dropped in (
+        "img_model:feature_extractor.fc.weight",
+        "img_model:image_patch_proj.weight",
+        "text_model:bert_model.pooler.dense.weight",
+        "crossatt:ln_post.weight",
+        "img_model:norm_layer.bias",
+    ):
         assert dropped in printed
     assert "Saved MSAProcessor" in printed
     model = MSAModel.from_pretrained(tmp_path / "msa").eval()
@@ -139,9 +169,20 @@ def test_without_tokenizer_saves_model_and_says_so(original, tmp_path, capsys):
     folder, _ = original
     config_only = tmp_path / "bert_config.json"
     config_only.write_text((folder / "bert" / "config.json").read_text())
-    args = ["--img-model", folder / "img_model.pth", "--img-map", folder / "img_map.pth",
-            "--text-model", folder / "text_model.pth", "--crossatt", folder / "crossatt.pth",
-            "--text-config", config_only, "--out", tmp_path / "msa"]
+    args = [
+        "--img-model",
+        folder / "img_model.pth",
+        "--img-map",
+        folder / "img_map.pth",
+        "--text-model",
+        folder / "text_model.pth",
+        "--crossatt",
+        folder / "crossatt.pth",
+        "--text-config",
+        config_only,
+        "--out",
+        tmp_path / "msa",
+    ]
     assert main([str(a) for a in args]) == 0
     assert "No tokenizer found" in capsys.readouterr().out
     assert (tmp_path / "msa" / "model.safetensors").is_file()
@@ -167,8 +208,19 @@ def test_unknown_key_and_existing_output_are_refused(original, tmp_path, capsys)
 
 def test_missing_file_is_a_clear_error(original, tmp_path, capsys):
     folder, _ = original
-    args = ["--img-model", tmp_path / "nope.pth", "--img-map", folder / "img_map.pth",
-            "--text-model", folder / "text_model.pth", "--crossatt", folder / "crossatt.pth",
-            "--text-config", folder / "bert", "--out", tmp_path / "msa"]
+    args = [
+        "--img-model",
+        tmp_path / "nope.pth",
+        "--img-map",
+        folder / "img_map.pth",
+        "--text-model",
+        folder / "text_model.pth",
+        "--crossatt",
+        folder / "crossatt.pth",
+        "--text-config",
+        folder / "bert",
+        "--out",
+        tmp_path / "msa",
+    ]
     assert main([str(a) for a in args]) == 2
     assert "nope.pth does not exist" in capsys.readouterr().err

@@ -91,7 +91,9 @@ def test_mscmat_batch_equals_per_pair_definition(tiny_config, mask_padding):
     inputs = make_inputs(config, images=3, texts=4)
     with torch.no_grad():
         scales = model.get_scale_features(inputs["pixel_values"])
-        hidden = model.text_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).last_hidden_state
+        hidden = model.text_model(
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
+        ).last_hidden_state
         text_global = F.normalize(hidden[:, 0], dim=-1)
         mask = inputs["attention_mask"][:, 1:]
         batched = model.mscmat(scales, hidden[:, 1:], text_global, mask)
@@ -171,7 +173,9 @@ def test_save_load_keeps_layerscale_gamma(tmp_path):
         assert torch.equal(model.state_dict()[key], loaded.state_dict()[key]), key
     inputs = make_inputs(config)
     with torch.no_grad():
-        assert torch.equal(model.get_image_features(inputs["pixel_values"]), loaded.get_image_features(inputs["pixel_values"]))
+        assert torch.equal(
+            model.get_image_features(inputs["pixel_values"]), loaded.get_image_features(inputs["pixel_values"])
+        )
 
 
 def test_loading_reports_missing_and_unexpected_keys(tiny_model, tmp_path):
@@ -213,14 +217,20 @@ def perturbed_model(config):
 def test_gradient_reaches_every_trainable_parameter(tiny_config):
     model = perturbed_model(tiny_config).train()
     model(**make_inputs(tiny_config, images=4, texts=4), return_loss=True).loss.backward()
-    no_grad = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+    no_grad = [
+        n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)
+    ]
     assert no_grad == []
 
 
 def test_gradient_checkpointing_reaches_both_towers_and_keeps_gradients(tiny_config):
     config = MSAConfig.from_preset(
         "msa-tiny",
-        text_config={**tiny_config.text_config.to_dict(), "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
+        text_config={
+            **tiny_config.text_config.to_dict(),
+            "hidden_dropout_prob": 0.0,
+            "attention_probs_dropout_prob": 0.0,
+        },
     )
     inputs = make_inputs(config, images=4, texts=4)
     reference = perturbed_model(config).train()

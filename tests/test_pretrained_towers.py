@@ -19,7 +19,13 @@ from msa_hf.pretrained_towers import (
 )
 
 ESPRESSO = 967  # ImageNet class index
-TINY_BERT = {"vocab_size": 128, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 37}
+TINY_BERT = {
+    "vocab_size": 128,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 37,
+}
 
 
 def needs(available, what):
@@ -72,8 +78,10 @@ def test_packaged_minilm_understands_paraphrases():
     assert emb[0] @ emb[1] > emb[0] @ emb[2] + 0.2
 
 
-@needs(offline_vision_weights("tf_efficientnet_lite0") is not None and offline_text_folder("all-MiniLM-L6-v2") is not None,
-       "offline-weights extra")
+@needs(
+    offline_vision_weights("tf_efficientnet_lite0") is not None and offline_text_folder("all-MiniLM-L6-v2") is not None,
+    "offline-weights extra",
+)
 def test_offline_preset_builds_a_pretrained_msa():
     model, processor = from_backbone_preset(MSAModel, "msa-effnetlite0-minilm")
     assert model.config.text_config.hidden_size == 384 and model.config.image_mean == [0.5, 0.5, 0.5]
@@ -81,11 +89,17 @@ def test_offline_preset_builds_a_pretrained_msa():
     # The backbone holds the packaged ImageNet tensors, not a random init.
     packaged = timm_state_dict("tf_efficientnet_lite0", offline_vision_weights("tf_efficientnet_lite0"))
     assert torch.equal(model.vision_model.backbone.state_dict()["conv_stem.weight"], packaged["conv_stem.weight"])
-    assert torch.equal(model.vision_model.backbone.state_dict()["blocks.6.0.conv_pwl.weight"], packaged["blocks.6.0.conv_pwl.weight"])
+    assert torch.equal(
+        model.vision_model.backbone.state_dict()["blocks.6.0.conv_pwl.weight"], packaged["blocks.6.0.conv_pwl.weight"]
+    )
     torch.manual_seed(0)
     random = MSAModel(model.config).eval()
-    random.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith(("vision_model", "text_model"))}, strict=False)
-    batch = processor(images=[torch.rand(3, 120, 120), torch.rand(3, 120, 120)], text=["a harbor with ships", "a forest"])
+    random.load_state_dict(
+        {k: v for k, v in model.state_dict().items() if not k.startswith(("vision_model", "text_model"))}, strict=False
+    )
+    batch = processor(
+        images=[torch.rand(3, 120, 120), torch.rand(3, 120, 120)], text=["a harbor with ships", "a forest"]
+    )
     with torch.no_grad():
         a, b = model(**batch), random(**batch)
     assert not torch.allclose(a.image_embeds, b.image_embeds, atol=1e-3)
@@ -101,8 +115,12 @@ def test_vision_weights_file_and_text_folder(tmp_path, text_folder, suffix):
         save_file(reference.state_dict(), weights)
     else:
         torch.save({"state_dict": reference.state_dict()}, weights)
-    model, processor = MSAModel.from_backbones(str(weights), str(text_folder), vision_backbone="test_resnet", mscmat_num_heads=4)
-    assert torch.equal(model.vision_model.backbone.state_dict()["conv1.0.weight"], reference.state_dict()["conv1.0.weight"])
+    model, processor = MSAModel.from_backbones(
+        str(weights), str(text_folder), vision_backbone="test_resnet", mscmat_num_heads=4
+    )
+    assert torch.equal(
+        model.vision_model.backbone.state_dict()["conv1.0.weight"], reference.state_dict()["conv1.0.weight"]
+    )
     bert = BertModel.from_pretrained(text_folder)
     assert torch.equal(model.text_model.embeddings.word_embeddings.weight, bert.embeddings.word_embeddings.weight)
     assert isinstance(processor, MSAProcessor)
@@ -119,7 +137,9 @@ def test_timm_hub_style_folder(tmp_path, text_folder):
     model, processor = MSAModel.from_backbones(str(tmp_path), str(text_folder), mscmat_num_heads=4)
     assert model.config.vision_backbone == "test_resnet" and model.config.image_size == 96
     assert processor.image_processor.image_mean == [0.1, 0.2, 0.3]
-    assert torch.equal(model.vision_model.backbone.state_dict()["conv1.0.weight"], reference.state_dict()["conv1.0.weight"])
+    assert torch.equal(
+        model.vision_model.backbone.state_dict()["conv1.0.weight"], reference.state_dict()["conv1.0.weight"]
+    )
 
 
 def test_mismatched_vision_weights_are_refused(tmp_path, text_folder):
@@ -127,8 +147,12 @@ def test_mismatched_vision_weights_are_refused(tmp_path, text_folder):
     state["conv1.0.weight"] = torch.zeros(1, 1, 1, 1)
     state.pop("fc.weight")
     save_file(state, tmp_path / "bad.safetensors")
-    with pytest.raises(ValueError, match=r"bad.safetensors does not match timm 'test_resnet'.*1 missing.*1 with another shape"):
-        MSAModel.from_backbones(str(tmp_path / "bad.safetensors"), str(text_folder), vision_backbone="test_resnet", mscmat_num_heads=4)
+    with pytest.raises(
+        ValueError, match=r"bad.safetensors does not match timm 'test_resnet'.*1 missing.*1 with another shape"
+    ):
+        MSAModel.from_backbones(
+            str(tmp_path / "bad.safetensors"), str(text_folder), vision_backbone="test_resnet", mscmat_num_heads=4
+        )
     with pytest.raises(ValueError, match="vision_backbone"):
         MSAModel.from_backbones(str(tmp_path / "bad.safetensors"), str(text_folder))
 
@@ -137,10 +161,23 @@ def test_mismatched_vision_weights_are_refused(tmp_path, text_folder):
 def clip_folder(tmp_path_factory, tiny_vocab_dir):
     folder = tmp_path_factory.mktemp("clip")
     config = CLIPConfig(
-        text_config={"vocab_size": 128, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-                     "intermediate_size": 37, "max_position_embeddings": 32, "eos_token_id": 3},
-        vision_config={"hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 4,
-                       "intermediate_size": 37, "image_size": 32, "patch_size": 8},
+        text_config={
+            "vocab_size": 128,
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "intermediate_size": 37,
+            "max_position_embeddings": 32,
+            "eos_token_id": 3,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 4,
+            "intermediate_size": 37,
+            "image_size": 32,
+            "patch_size": 8,
+        },
         projection_dim=16,
     )
     torch.manual_seed(3)
@@ -150,7 +187,9 @@ def clip_folder(tmp_path_factory, tiny_vocab_dir):
 
 
 def test_clip_towers(clip_folder, tmp_path):
-    model, processor = MSAModel.from_backbones(str(clip_folder), str(clip_folder), mscmat_num_heads=4, text_max_length=12)
+    model, processor = MSAModel.from_backbones(
+        str(clip_folder), str(clip_folder), mscmat_num_heads=4, text_max_length=12
+    )
     config = model.config
     assert config.vision_config.model_type == "clip_vision_model" and config.text_pooling == "pooler"
     assert config.vision_out_indices == [1, 2, 3, 4] and config.vision_pooling == ["cls"] * 4
@@ -174,14 +213,27 @@ def test_clip_towers(clip_folder, tmp_path):
 
 
 def test_transformers_tower_validates_layers_and_pooling():
-    vision = {"model_type": "vit", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-              "intermediate_size": 37, "image_size": 32, "patch_size": 8}
+    vision = {
+        "model_type": "vit",
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 37,
+        "image_size": 32,
+        "patch_size": 8,
+    }
     with pytest.raises(ValueError, match="for a transformers vision tower"):
-        MSAConfig.from_preset("msa-tiny", vision_config=vision, vision_out_indices=(1, 2), vision_pooling=("max", "avg"))
-    config = MSAConfig.from_preset("msa-tiny", vision_config=vision, vision_out_indices=(1, 5), vision_pooling=("cls", "mean"))
+        MSAConfig.from_preset(
+            "msa-tiny", vision_config=vision, vision_out_indices=(1, 2), vision_pooling=("max", "avg")
+        )
+    config = MSAConfig.from_preset(
+        "msa-tiny", vision_config=vision, vision_out_indices=(1, 5), vision_pooling=("cls", "mean")
+    )
     with pytest.raises(ValueError, match=r"\[5\] are outside the vision tower's hidden states 0..2"):
         MSAModel(config)
-    config = MSAConfig.from_preset("msa-tiny", vision_config=vision, vision_out_indices=(1, 2), vision_pooling=("cls", "mean"))
+    config = MSAConfig.from_preset(
+        "msa-tiny", vision_config=vision, vision_out_indices=(1, 2), vision_pooling=("cls", "mean")
+    )
     scales = MSAModel(config).eval().get_scale_features(torch.rand(2, 3, 32, 32))
     assert [s.shape for s in scales] == [(2, 32), (2, 32)]
 

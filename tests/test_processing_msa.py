@@ -36,7 +36,7 @@ def test_sixteen_bit_array_is_stretched_between_percentiles():
 
 
 def test_pil_sixteen_bit_and_float_modes():
-    band = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 60)
+    band = np.arange(64, dtype=np.uint16).reshape(8, 8) * 60
     out = to_float_rgb(Image.fromarray(band))  # mode I;16
     assert out.shape == (8, 8, 3) and np.allclose(out[..., 0], out[..., 2])
     assert out.min() == 0.0 and out.max() == 1.0

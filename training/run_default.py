@@ -62,8 +62,12 @@ def choose_preset(requested: str | None) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", type=Path, default=Path("outputs/default"), help="where everything is written")
-    parser.add_argument("--preset", choices=sorted(BACKBONE_PRESETS), default=None,
-                        help=f"pair of pretrained towers (default: {OFFLINE_PRESET} if installed, else {HUB_PRESET})")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(BACKBONE_PRESETS),
+        default=None,
+        help=f"pair of pretrained towers (default: {OFFLINE_PRESET} if installed, else {HUB_PRESET})",
+    )
     parser.add_argument("--n-images", type=int, default=1000, help="size of the generated rs-synth corpus")
     parser.add_argument("--image-size", type=int, default=224, help="rs-synth image side in pixels")
     parser.add_argument("--split", default="test", choices=["train", "validation", "test"])
@@ -81,12 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
     corpus_json = ensure_synth_corpus(
-        args.workdir / "rs-synth", n_images=args.n_images, seed=args.seed, image_size=args.image_size,
+        args.workdir / "rs-synth",
+        n_images=args.n_images,
+        seed=args.seed,
+        image_size=args.image_size,
         progress=not args.no_progress,
     )
     split = load_corpus(corpus_json)[args.split]
-    logger.info("rs-synth %s split: %d images, %d captions", args.split, split.num_rows,
-                sum(len(c) for c in split["captions"]))
+    logger.info(
+        "rs-synth %s split: %d images, %d captions", args.split, split.num_rows, sum(len(c) for c in split["captions"])
+    )
 
     preset = choose_preset(args.preset)
     model, processor = from_backbone_preset(MSAModel, preset)
@@ -95,12 +103,26 @@ def main(argv: list[str] | None = None) -> int:
 
     eval_dir = args.workdir / "eval"
     eval_dir.mkdir(parents=True, exist_ok=True)
-    report = {"preset": preset, "corpus": str(corpus_json), "split": args.split, "seed": args.seed,
-              "heads": "untrained (zero-shot baseline)", "metrics": result.metrics, "command": command}
+    report = {
+        "preset": preset,
+        "corpus": str(corpus_json),
+        "split": args.split,
+        "seed": args.seed,
+        "heads": "untrained (zero-shot baseline)",
+        "metrics": result.metrics,
+        "command": command,
+    }
     (eval_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     images = split.select_columns(["image"])
-    render_retrieval_examples(result.image_embeds, result.text_embeds, result.caption_image_ids, result.captions,
-                              lambda i: images[int(i)]["image"], eval_dir / "retrieval_examples.png", seed=args.seed)
+    render_retrieval_examples(
+        result.image_embeds,
+        result.text_embeds,
+        result.caption_image_ids,
+        result.captions,
+        lambda i: images[int(i)]["image"],
+        eval_dir / "retrieval_examples.png",
+        seed=args.seed,
+    )
 
     vision, text, _ = BACKBONE_PRESETS[preset]
     card = build_model_card(
@@ -121,8 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         processor.save_pretrained(staging)
         card.save(staging / "README.md")
 
-    print(f"\nRetrieval on rs-synth/{args.split} ({len(result.image_embeds)} images, {len(result.captions)} captions), "
-          f"preset {preset}, untrained MSA heads:")
+    print(
+        f"\nRetrieval on rs-synth/{args.split} ({len(result.image_embeds)} images, {len(result.captions)} captions), "
+        f"preset {preset}, untrained MSA heads:"
+    )
     print(table)
     print(f"\nfrom_pretrained folder: {model_dir}")
     print(f"metrics: {eval_dir / 'metrics.json'}   examples: {eval_dir / 'retrieval_examples.png'}")

@@ -7,7 +7,8 @@ every departure from it is an explicit option whose default is the faithful beha
 from __future__ import annotations
 
 import copy
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from transformers import AutoConfig
 
@@ -199,7 +200,7 @@ class MSAConfig(_BaseConfig):
         return len(self.vision_out_indices)
 
     @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> "MSAConfig":
+    def from_preset(cls, name: str, **overrides: Any) -> MSAConfig:
         """Build a named configuration (see ``PRESETS``), with keyword overrides on top."""
         if name not in PRESETS:
             raise ValueError(f"Unknown MSA preset {name!r}; available: {sorted(PRESETS)}.")

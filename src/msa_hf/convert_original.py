@@ -33,7 +33,12 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 
 # Keys the original saves but never uses in a forward pass.
 UNUSED_PATTERNS = {
-    "img_model": (r"feature_extractor\.fc\..*", r"norm_layer\..*", r"image_channel_reduce\..*", r"image_patch_proj\..*"),
+    "img_model": (
+        r"feature_extractor\.fc\..*",
+        r"norm_layer\..*",
+        r"image_channel_reduce\..*",
+        r"image_patch_proj\..*",
+    ),
     "img_map": (),
     "text_model": (r"bert_model\.pooler\..*", r"bert_model\.embeddings\.position_ids"),
     "crossatt": (r"ln_post\..*",),
@@ -176,7 +181,9 @@ def convert(
             f"Checkpoint does not match MSAModel({vision_backbone}): missing {missing[:5]} ({len(missing)}), "
             f"unexpected {extra[:5]} ({len(extra)})."
         )
-    wrong = [f"{k}: {tuple(mapped[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if mapped[k].shape != v.shape]
+    wrong = [
+        f"{k}: {tuple(mapped[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if mapped[k].shape != v.shape
+    ]
     if wrong:
         raise ConversionError(f"{len(wrong)} tensors have the wrong shape, e.g. {wrong[:3]}.")
     model.load_state_dict(mapped, strict=True)
@@ -188,14 +195,18 @@ def convert(
         if tokenizer_dir is not None:
             image_processor = MSAImageProcessor(config.image_size, config.image_mean, config.image_std)
             text_tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
-            MSAProcessor(image_processor, text_tokenizer, text_max_length=config.text_max_length).save_pretrained(staging)
+            MSAProcessor(image_processor, text_tokenizer, text_max_length=config.text_max_length).save_pretrained(
+                staging
+            )
 
     print(f"Mapped {len(mapped)} tensors into {out}.")
     print(f"Dropped {len(dropped)} unused original tensors:")
     for key in dropped:
         print(f"  {key}")
     if tokenizer_dir is None:
-        print("No tokenizer found beside --text-config; saved the model only. Pass --tokenizer DIR to add the processor.")
+        print(
+            "No tokenizer found beside --text-config; saved the model only. Pass --tokenizer DIR to add the processor."
+        )
     else:
         print(f"Saved MSAProcessor with the tokenizer from {tokenizer_dir}.")
     return model

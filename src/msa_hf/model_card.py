@@ -6,7 +6,8 @@ together with the command that produced them, so a number on the Hub can be repr
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 

@@ -66,7 +66,9 @@ def _token_pool(hidden: torch.Tensor, mode: str) -> torch.Tensor:
 
 def _check_pixel_values(pixel_values: torch.Tensor, in_channels: int, min_size: int, what: str) -> None:
     if pixel_values.ndim != 4:
-        raise ValueError(f"`pixel_values` must be a 4-D batch (B, {in_channels}, H, W), got shape {tuple(pixel_values.shape)}.")
+        raise ValueError(
+            f"`pixel_values` must be a 4-D batch (B, {in_channels}, H, W), got shape {tuple(pixel_values.shape)}."
+        )
     if pixel_values.shape[1] != in_channels:
         raise ValueError(
             f"`pixel_values` has {pixel_values.shape[1]} channels; the image tower expects {in_channels} "
@@ -336,7 +338,7 @@ class MSAModel(MSAPreTrainedModel):
         self.post_init()
 
     @classmethod
-    def from_backbones(cls, vision: str, text: str, **config_overrides: Any) -> tuple["MSAModel", Any]:
+    def from_backbones(cls, vision: str, text: str, **config_overrides: Any) -> tuple[MSAModel, Any]:
         """Build MSA on pretrained towers and return ``(model, processor)``.
 
         Args:

@@ -36,7 +36,11 @@ def param_groups(
     ```
     """
     towers = {"vision": "vision_model.", "text": "text_model."}
-    rates = {"vision": vision_lr if vision_lr is not None else lr, "text": text_lr if text_lr is not None else lr, "heads": lr}
+    rates = {
+        "vision": vision_lr if vision_lr is not None else lr,
+        "text": text_lr if text_lr is not None else lr,
+        "heads": lr,
+    }
     buckets: dict[str, list[nn.Parameter]] = {"vision": [], "text": [], "heads": []}
     for name, param in model.named_parameters():
         if not param.requires_grad:

@@ -131,7 +131,9 @@ def efficientnet_pytorch_to_timm(state: dict[str, torch.Tensor], model: nn.Modul
         if parts[0] == "_blocks":
             index = int(parts[1])
             if index >= len(flat_blocks):
-                raise ValueError(f"Weights have block {index}, but {type(model).__name__} has {len(flat_blocks)} blocks.")
+                raise ValueError(
+                    f"Weights have block {index}, but {type(model).__name__} has {len(flat_blocks)} blocks."
+                )
             roles = {**(_EFFNET_INVERTED_RESIDUAL if kinds[index] else _EFFNET_DEPTHWISE_SEPARABLE), **_EFFNET_SE}
             if parts[2] not in roles:
                 raise ValueError(f"Unknown EfficientNet-PyTorch block part {key!r}.")
@@ -155,7 +157,11 @@ def timm_state_dict(name: str, weights: str | Path) -> dict[str, torch.Tensor]:
     expected = reference.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    wrong = [f"{k} {tuple(state[k].shape)}≠{tuple(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    wrong = [
+        f"{k} {tuple(state[k].shape)}≠{tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if missing or unexpected or wrong:
         raise ValueError(
             f"Weights file {weights} does not match timm '{name}' tensor for tensor: "
@@ -178,7 +184,9 @@ class _VisionSource:
     transformers_model: nn.Module | None = field(default=None, repr=False)
 
 
-def _timm_source(name: str, weights: Path | None, pretrained_cfg: dict[str, Any] | None, description: str) -> _VisionSource:
+def _timm_source(
+    name: str, weights: Path | None, pretrained_cfg: dict[str, Any] | None, description: str
+) -> _VisionSource:
     if not timm.is_model(name):
         raise ValueError(f"{name!r} is not a timm model name (see timm.list_models()).")
     cfg = pretrained_cfg or (timm.models.get_pretrained_cfg(name) or {})
@@ -234,12 +242,16 @@ def resolve_vision(vision: str | Path, vision_backbone: str | None = None) -> _V
             weights = next((path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).is_file()), None)
             if weights is None:
                 raise ValueError(f"timm folder {path} has no model.safetensors or pytorch_model.bin.")
-            return _timm_source(raw["architecture"], weights, raw.get("pretrained_cfg"), f"timm {raw['architecture']} from {path}")
+            return _timm_source(
+                raw["architecture"], weights, raw.get("pretrained_cfg"), f"timm {raw['architecture']} from {path}"
+            )
         return _transformers_vision_source(str(path), AutoConfig.from_pretrained(path))
     name = str(vision)
     packaged = offline_vision_weights(name)
     if packaged is not None:
-        return _timm_source(name, packaged, None, f"timm {name} with ImageNet weights from package {packaged.parent.parent.name}")
+        return _timm_source(
+            name, packaged, None, f"timm {name} with ImageNet weights from package {packaged.parent.parent.name}"
+        )
     if timm.is_model(name):
         return _timm_source(name, None, None, f"timm {name} with timm's pretrained weights")
     return _transformers_vision_source(name, AutoConfig.from_pretrained(name))
@@ -259,7 +271,9 @@ def _load_timm_backbone(model: nn.Module, source: _VisionSource, config: MSAConf
         with tempfile.TemporaryDirectory() as folder:
             checked = Path(folder) / "weights.safetensors"
             save_file({k: v.contiguous() for k, v in state.items()}, checked)
-            pretrained = timm.create_model(config.vision_backbone, pretrained_cfg_overlay={"file": str(checked)}, **kwargs)
+            pretrained = timm.create_model(
+                config.vision_backbone, pretrained_cfg_overlay={"file": str(checked)}, **kwargs
+            )
     model.vision_model.backbone.load_state_dict(pretrained.state_dict(), strict=True)
 
 
@@ -271,7 +285,9 @@ def _load_text_tower(model: nn.Module, location: str, text_config: Any) -> Any:
     own = model.text_model.state_dict()
     missing = sorted(set(own) - set(state))
     if missing:
-        raise ValueError(f"Text model {location} lacks {len(missing)} weights of its own architecture, e.g. {missing[:3]}.")
+        raise ValueError(
+            f"Text model {location} lacks {len(missing)} weights of its own architecture, e.g. {missing[:3]}."
+        )
     model.text_model.load_state_dict({k: state[k] for k in own}, strict=True)
     return AutoTokenizer.from_pretrained(location)
 

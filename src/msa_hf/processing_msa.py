@@ -7,7 +7,8 @@ alpha. Everything is brought to float RGB in [0, 1] by one documented rule
 
 from __future__ import annotations
 
-from typing import Any, Sequence, Union
+from collections.abc import Sequence
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -134,7 +135,9 @@ class MSAImageProcessor(BaseImageProcessor):
         self.image_mean = [float(x) for x in image_mean]
         self.image_std = [float(x) for x in image_std]
 
-    def preprocess(self, images: ImageLike | Sequence[ImageLike], return_tensors: str | None = "pt", **kwargs: Any) -> BatchFeature:
+    def preprocess(
+        self, images: ImageLike | Sequence[ImageLike], return_tensors: str | None = "pt", **kwargs: Any
+    ) -> BatchFeature:
         """Turn one image or a list of images into ``pixel_values`` (``B×3×image_size×image_size``)."""
         if kwargs:
             raise TypeError(f"MSAImageProcessor got unexpected arguments: {sorted(kwargs)}.")
@@ -187,7 +190,9 @@ class MSAProcessor(ProcessorMixin):
         image_processor_class = "AutoImageProcessor"
         tokenizer_class = "AutoTokenizer"
 
-    def __init__(self, image_processor: MSAImageProcessor = None, tokenizer: Any = None, text_max_length: int = 31, **kwargs: Any) -> None:
+    def __init__(
+        self, image_processor: MSAImageProcessor = None, tokenizer: Any = None, text_max_length: int = 31, **kwargs: Any
+    ) -> None:
         if image_processor is None or tokenizer is None:
             raise ValueError("MSAProcessor needs both an `image_processor` and a `tokenizer`.")
         self.text_max_length = int(text_max_length)

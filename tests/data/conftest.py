@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pytest
@@ -47,8 +47,10 @@ def write_karpathy(
             "filename": filename,
             "imgid": i,
             "split": split,
-            "sentences": [{"raw": caption_for(i, k), "tokens": caption_for(i, k).split(), "imgid": i, "sentid": 5 * i + k}
-                          for k in range(captions)],
+            "sentences": [
+                {"raw": caption_for(i, k), "tokens": caption_for(i, k).split(), "imgid": i, "sentid": 5 * i + k}
+                for k in range(captions)
+            ],
         }
         if filepath:
             entry["filepath"] = filepath

@@ -22,7 +22,11 @@ def test_synth_then_inspect_with_sheet(tmp_path: Path, capsys) -> None:
     sheet = tmp_path / "sheet.png"
     assert main(["inspect", str(out), "--sheet", str(sheet), "--sheet-n", "4", "--sheet-split", "train"]) == 0
     text = capsys.readouterr().out
-    lines = {line.split()[0]: line.split() for line in text.splitlines() if line.split() and line.split()[0] in ("train", "validation", "test")}
+    lines = {
+        line.split()[0]: line.split()
+        for line in text.splitlines()
+        if line.split() and line.split()[0] in ("train", "validation", "test")
+    }
     assert all(lines[split][1:3] == ["4", "20"] for split in ("train", "validation", "test"))
     assert "48x48 (4)" in text and "RGB (4)" in text
     assert "vocabulary (all splits, lower-cased words):" in text

@@ -127,7 +127,9 @@ def test_imagefolder_csv_one_caption_per_row_at_root(tmp_path: Path) -> None:
     for split, n in (("train", 10), ("test", 2)):
         names = [f"img{i}.jpg" for i in range(n)]
         _write_images(root / split, names)
-        rows += [{"file_name": f"{split}/{name}", "text": f"{split} {name} says {k}"} for name in names for k in range(3)]
+        rows += [
+            {"file_name": f"{split}/{name}", "text": f"{split} {name} says {k}"} for name in names for k in range(3)
+        ]
     with open(root / "metadata.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["file_name", "text"])
         writer.writeheader()
@@ -141,8 +143,14 @@ def test_imagefolder_csv_one_caption_per_row_at_root(tmp_path: Path) -> None:
 
 def _hub_like(tmp_path: Path) -> datasets.DatasetDict:
     """A Hub-style dataset: embedded image bytes, 'sentences' + 'filename' columns, train/valid/test."""
-    features = datasets.Features({"img": datasets.Image(), "sentences": datasets.List(datasets.Value("string")),
-                                  "filename": datasets.Value("string"), "extra": datasets.Value("int32")})
+    features = datasets.Features(
+        {
+            "img": datasets.Image(),
+            "sentences": datasets.List(datasets.Value("string")),
+            "filename": datasets.Value("string"),
+            "extra": datasets.Value("int32"),
+        }
+    )
     splits = {}
     for split, n in (("train", 5), ("valid", 2), ("test", 3)):
         rows = {"img": [], "sentences": [], "filename": [], "extra": []}
@@ -179,11 +187,16 @@ def test_in_memory_datasetdict_and_bad_mapping(tmp_path: Path) -> None:
 
 
 def test_numbered_caption_columns(tmp_path: Path) -> None:
-    features = datasets.Features({"image": datasets.Image(), **{f"caption_{k}": datasets.Value("string") for k in (1, 2, 3)}})
-    rows = {"image": [Image.new("RGB", (8, 8), (i * 20, 0, 0)) for i in range(6)],
-            **{f"caption_{k}": [f"c{k} of {i}" for i in range(6)] for k in (1, 2, 3)}}
-    corpus = load_corpus(datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows, features=features)}),
-                         validation_fraction=0.2)
+    features = datasets.Features(
+        {"image": datasets.Image(), **{f"caption_{k}": datasets.Value("string") for k in (1, 2, 3)}}
+    )
+    rows = {
+        "image": [Image.new("RGB", (8, 8), (i * 20, 0, 0)) for i in range(6)],
+        **{f"caption_{k}": [f"c{k} of {i}" for i in range(6)] for k in (1, 2, 3)},
+    }
+    corpus = load_corpus(
+        datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows, features=features)}), validation_fraction=0.2
+    )
     assert corpus["train"][0]["captions"] == [f"c{k} of 0" for k in (1, 2, 3)]
     assert sum(corpus[s].num_rows for s in corpus) == 6
 
@@ -219,7 +232,9 @@ def test_hub_id_goes_through_load_dataset_with_the_mapping(tmp_path: Path, monke
     asked = []
     hub = _hub_like(tmp_path)
     monkeypatch.setattr(datasets, "load_dataset", lambda name: asked.append(name) or hub)
-    corpus = load_corpus("someone/rs-captions", columns={"image": "img", "captions": "sentences", "file_name": "filename"})
+    corpus = load_corpus(
+        "someone/rs-captions", columns={"image": "img", "captions": "sentences", "file_name": "filename"}
+    )
     assert asked == ["someone/rs-captions"]
     assert corpus["validation"][0]["file_name"] == "valid_0.jpg"
     assert corpus_info(corpus["test"])["source"] == "someone/rs-captions"

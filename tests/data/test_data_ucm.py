@@ -24,7 +24,9 @@ def test_ucm_captions_loads_with_the_official_splits(ucm_json: Path) -> None:
     corpus = load_corpus(ucm_json)  # decodes every image once to validate it
     elapsed = time.perf_counter() - start
     assert [corpus[s].num_rows for s in ("train", "validation", "test")] == [1680, 210, 210]
-    assert all(info["derived_from_train"] is None and info["dropped_images"] == 0 for info in corpus_info(corpus).values())
+    assert all(
+        info["derived_from_train"] is None and info["dropped_images"] == 0 for info in corpus_info(corpus).values()
+    )
     view = evaluation_view(corpus["test"])
     assert view.num_captions == 1050
     assert view.caption_image_ids.tolist()[:10] == [0] * 5 + [1] * 5

@@ -27,13 +27,27 @@ CASES = {
     # name: (how to break the fixture, report line, offending file names)
     "missing": (lambda root, images: (root / "images" / "3.jpg").unlink(), "missing image file: 1", ["images/3.jpg"]),
     "truncated": (lambda root, images: _truncate(root / "images" / "4.jpg"), "unreadable image: 1", ["images/4.jpg"]),
-    "not_an_image": (lambda root, images: (root / "images" / "5.jpg").write_text("hello"), "unreadable image: 1", ["images/5.jpg"]),
-    "empty_caption": (lambda root, images: images[1]["sentences"][2].update(raw=""), "empty or whitespace-only caption: 1",
-                      ["images/2.jpg"]),
-    "whitespace_caption": (lambda root, images: images[6]["sentences"][0].update(raw="  \t "),
-                           "empty or whitespace-only caption: 1", ["images/7.jpg"]),
+    "not_an_image": (
+        lambda root, images: (root / "images" / "5.jpg").write_text("hello"),
+        "unreadable image: 1",
+        ["images/5.jpg"],
+    ),
+    "empty_caption": (
+        lambda root, images: images[1]["sentences"][2].update(raw=""),
+        "empty or whitespace-only caption: 1",
+        ["images/2.jpg"],
+    ),
+    "whitespace_caption": (
+        lambda root, images: images[6]["sentences"][0].update(raw="  \t "),
+        "empty or whitespace-only caption: 1",
+        ["images/7.jpg"],
+    ),
     "duplicate": (lambda root, images: images[9].update(filename="2.jpg"), "duplicate file name: 1", ["images/2.jpg"]),
-    "caption_count": (lambda root, images: images[0]["sentences"].pop(), "unusual number of captions", ["images/1.jpg"]),
+    "caption_count": (
+        lambda root, images: images[0]["sentences"].pop(),
+        "unusual number of captions",
+        ["images/1.jpg"],
+    ),
 }
 
 

@@ -46,8 +46,14 @@ def test_evaluation_view_maps_captions_to_image_rows(corpus) -> None:
 def test_evaluation_view_handles_ragged_caption_counts() -> None:
     ds = datasets.Dataset.from_dict(
         {"image": [None, None, None], "captions": [["a"], ["b", "c", "d"], []], "image_id": [10, 11, 12]},
-        features=datasets.Features({"image": datasets.Image(), "captions": datasets.List(datasets.Value("string")),
-                                    "image_id": datasets.Value("int64")}))
+        features=datasets.Features(
+            {
+                "image": datasets.Image(),
+                "captions": datasets.List(datasets.Value("string")),
+                "image_id": datasets.Value("int64"),
+            }
+        ),
+    )
     view = evaluation_view(ds)
     assert view.captions == ["a", "b", "c", "d"]
     assert view.caption_image_ids.tolist() == [0, 1, 1, 1]
@@ -85,8 +91,14 @@ def test_collator_calls_the_processor_once_per_batch(corpus, tiny_processor) -> 
 
 def test_dataloader_decodes_in_workers(corpus, tiny_processor) -> None:
     pairs = training_view(corpus["train"])
-    loader = DataLoader(pairs, batch_size=7, shuffle=True, num_workers=2, collate_fn=MSADataCollator(tiny_processor),
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        pairs,
+        batch_size=7,
+        shuffle=True,
+        num_workers=2,
+        collate_fn=MSADataCollator(tiny_processor),
+        generator=torch.Generator().manual_seed(0),
+    )
     seen = []
     for batch in loader:
         assert batch["pixel_values"].shape[0] == batch["input_ids"].shape[0] == batch["image_ids"].shape[0]

@@ -15,7 +15,6 @@ from PIL import Image
 from msa_hf.retrieval.cli import classify_main, eval_main, index_main, search_main
 
 
-
 def run(main, argv, capsys):
     rc = main([str(a) for a in argv])
     out, err = capsys.readouterr()
@@ -26,8 +25,11 @@ def run(main, argv, capsys):
 @pytest.fixture
 def index_dir(image_folder, tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "index"
-    rc, stdout, err = run(index_main, ["build", image_folder, "--model", tiny_model_dir, "--out", out,
-                                       "--batch-size", 4, "--no-progress"], capsys)
+    rc, stdout, err = run(
+        index_main,
+        ["build", image_folder, "--model", tiny_model_dir, "--out", out, "--batch-size", 4, "--no-progress"],
+        capsys,
+    )
     assert rc == 0, err
     assert "6 images" in stdout
     assert "msa-index: warning: Skipped 2 files" in err and "README.txt" in err and "broken.jpg" in err
@@ -65,7 +67,7 @@ def test_search_faiss_backend_matches(index_dir, capsys):
 
 
 def test_search_with_another_model_fails_clearly(index_dir, other_model_dir, capsys):
-    rc, out, err = run(search_main, [index_dir, "a plane", "--model", other_model_dir], capsys)
+    rc, _out, err = run(search_main, [index_dir, "a plane", "--model", other_model_dir], capsys)
     assert rc == 1
     assert "msa-search: error: Index" in err and "was built with model" in err
     assert "msa-index build" in err  # says how to fix it
@@ -77,8 +79,9 @@ def test_index_status_info_and_rebuild(make_images, index_dir, image_folder, tin
     make_images(image_folder, ["new.png"], seed=50)
     rc, out, _ = run(index_main, ["status", index_dir], capsys)
     assert rc == 1 and "1 new" in out and "added: new.png" in out
-    rc, out, _ = run(index_main, ["build", image_folder, "--model", tiny_model_dir, "--out", index_dir,
-                                  "--no-progress"], capsys)
+    rc, out, _ = run(
+        index_main, ["build", image_folder, "--model", tiny_model_dir, "--out", index_dir, "--no-progress"], capsys
+    )
     assert rc == 0 and "7 images" in out and "6 reused" in out
     rc, out, _ = run(index_main, ["info", index_dir, "--json"], capsys)
     info = json.loads(out)
@@ -87,7 +90,7 @@ def test_index_status_info_and_rebuild(make_images, index_dir, image_folder, tin
 
 def test_stale_hit_warns(index_dir, image_folder, capsys):
     (image_folder / "a.png").unlink()
-    rc, out, err = run(search_main, [index_dir, "a plane", "-k", 6], capsys)
+    rc, _out, err = run(search_main, [index_dir, "a plane", "-k", 6], capsys)
     assert rc == 0 and "a.png no longer exists" in err
 
 
@@ -105,7 +108,7 @@ def test_index_errors(argv, message, tmp_path, tiny_model_dir, image_folder, cap
     empty = tmp_path / "empty"
     empty.mkdir()
     argv = [a.format(empty=empty, model=tiny_model_dir, tmp=tmp_path, images=image_folder) for a in argv]
-    rc, out, err = run(index_main, argv, capsys)
+    rc, _out, err = run(index_main, argv, capsys)
     assert rc == 1
     assert "msa-index: error:" in err and message in err
 
@@ -135,10 +138,25 @@ def test_interrupted_index_is_reported(index_dir, capsys):
 
 def test_classify_with_accuracy(class_folder, tiny_model_dir, tmp_path, capsys):
     out_json = tmp_path / "probs.json"
-    rc, out, err = run(classify_main, [class_folder, "--model", tiny_model_dir, "--labels",
-                                       "airport,farmland,dense residential,harbor", "--template", "an aerial image of {}",
-                                       "--template", "a satellite photo of {}", "--json", "--output", out_json,
-                                       "--no-progress"], capsys)
+    rc, out, err = run(
+        classify_main,
+        [
+            class_folder,
+            "--model",
+            tiny_model_dir,
+            "--labels",
+            "airport,farmland,dense residential,harbor",
+            "--template",
+            "an aerial image of {}",
+            "--template",
+            "a satellite photo of {}",
+            "--json",
+            "--output",
+            out_json,
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert rc == 0, err
     payload = json.loads(out)
     assert payload["labels"] == ["airport", "farmland", "dense residential", "harbor"]
@@ -154,8 +172,11 @@ def test_classify_with_accuracy(class_folder, tiny_model_dir, tmp_path, capsys):
 
 
 def test_classify_labels_from_folders_and_table(class_folder, tiny_model_dir, tmp_path, capsys):
-    rc, out, err = run(classify_main, [class_folder, "--model", tiny_model_dir, "--no-progress",
-                                       "--output", tmp_path / "p.csv"], capsys)
+    rc, out, err = run(
+        classify_main,
+        [class_folder, "--model", tiny_model_dir, "--no-progress", "--output", tmp_path / "p.csv"],
+        capsys,
+    )
     assert rc == 0, err
     assert "accuracy:" in out and "over 4 images" in out
     rows = (tmp_path / "p.csv").read_text().splitlines()
@@ -194,10 +215,20 @@ def corpus_dir(tmp_path):
         images = [Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)) for _ in range(n)]
         caps = [[f"a {words[(i + r) % 8]} near the {words[(i * 3 + r) % 8]}" for r in range(5)] for i in range(n)]
         return datasets.Dataset.from_dict(
-            {"image": images, "captions": caps, "image_id": list(range(offset, offset + n)),
-             "file_name": [f"{offset + i}.png" for i in range(n)]},
-            features=datasets.Features({"image": datasets.Image(), "captions": datasets.Sequence(datasets.Value("string")),
-                                        "image_id": datasets.Value("int64"), "file_name": datasets.Value("string")}),
+            {
+                "image": images,
+                "captions": caps,
+                "image_id": list(range(offset, offset + n)),
+                "file_name": [f"{offset + i}.png" for i in range(n)],
+            },
+            features=datasets.Features(
+                {
+                    "image": datasets.Image(),
+                    "captions": datasets.Sequence(datasets.Value("string")),
+                    "image_id": datasets.Value("int64"),
+                    "file_name": datasets.Value("string"),
+                }
+            ),
         )
 
     dd = datasets.DatasetDict({"train": split(4, 0), "validation": split(3, 4), "test": split(6, 7)})
@@ -208,15 +239,41 @@ def corpus_dir(tmp_path):
 
 def test_eval_writes_table_json_and_png(corpus_dir, tiny_model_dir, tmp_path, capsys):
     out_dir = tmp_path / "eval"
-    rc, out, err = run(eval_main, ["--model", tiny_model_dir, "--corpus", corpus_dir, "--split", "test",
-                                   "--output-dir", out_dir, "--no-progress", "--num-examples", 2], capsys)
+    rc, out, err = run(
+        eval_main,
+        [
+            "--model",
+            tiny_model_dir,
+            "--corpus",
+            corpus_dir,
+            "--split",
+            "test",
+            "--output-dir",
+            out_dir,
+            "--no-progress",
+            "--num-examples",
+            2,
+        ],
+        capsys,
+    )
     assert rc == 0, err
     assert "image->text" in out and "text->image" in out and "mR =" in out
     report = json.loads((out_dir / "metrics.json").read_text())
     m = report["metrics"]
     assert m["num_images"] == 6 and m["num_captions"] == 30
-    assert set(m) >= {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "mr",
-                      "i2t_medr", "i2t_meanr", "t2i_medr", "t2i_meanr"}
+    assert set(m) >= {
+        "i2t_r1",
+        "i2t_r5",
+        "i2t_r10",
+        "t2i_r1",
+        "t2i_r5",
+        "t2i_r10",
+        "mr",
+        "i2t_medr",
+        "i2t_meanr",
+        "t2i_medr",
+        "t2i_meanr",
+    }
     assert m["i2t_r10"] == 100.0 and m["t2i_r10"] == 100.0  # 6 images, 30 captions: everything is in the top 10
     assert report["split"] == "test" and len(report["model"]["weights_sha256"]) == 64
     png = Image.open(out_dir / "retrieval_examples.png")

@@ -27,7 +27,7 @@ def test_add_batch_streams_captions():
     sim, ids = _data(1)
     metric = RetrievalMetric()
     for start in range(0, ids.size, 16):
-        metric.add_batch(predictions=sim.T[start:start + 16], references=ids[start:start + 16])
+        metric.add_batch(predictions=sim.T[start : start + 16], references=ids[start : start + 16])
     assert metric.compute() == retrieval_metrics(sim, ids)
 
 

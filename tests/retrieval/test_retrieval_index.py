@@ -24,12 +24,12 @@ from msa_hf.retrieval import (
 )
 
 
-
 @pytest.fixture
 def built(image_folder, tiny_model, tiny_processor, tmp_path):
     with pytest.warns(UserWarning, match="Skipped 2 files"):
-        return build_index(image_folder, tiny_model, tiny_processor, tmp_path / "idx", batch_size=4, chunk_size=4,
-                           progress=False)
+        return build_index(
+            image_folder, tiny_model, tiny_processor, tmp_path / "idx", batch_size=4, chunk_size=4, progress=False
+        )
 
 
 def test_build_lists_files_and_skips(built, image_folder):
@@ -63,7 +63,7 @@ def test_round_trip_search(built, image_folder, tiny_model, tiny_processor):
     query = "two planes parked near a runway"
     hits = loaded.search_text(query, tiny_model, tiny_processor, k=4)[0]
     q = encode_texts(tiny_model, tiny_processor, [query], progress=False)[0]
-    expected = (loaded.embeddings @ q)
+    expected = loaded.embeddings @ q
     order = torch.sort(expected, descending=True, stable=True).indices[:4].tolist()
     assert [h.row for h in hits] == order
     assert [h.rank for h in hits] == [1, 2, 3, 4]
@@ -117,13 +117,16 @@ def test_interrupted_build_resumes(image_folder, tiny_model, tiny_processor, tmp
         ImageIndex.load(out)
 
     calls["n"] = 0
-    monkeypatch.setattr(index_mod, "_encode_image_batch", lambda *a, **k: (calls.__setitem__("n", calls["n"] + 1), real(*a, **k))[1])
+    monkeypatch.setattr(
+        index_mod, "_encode_image_batch", lambda *a, **k: (calls.__setitem__("n", calls["n"] + 1), real(*a, **k))[1]
+    )
     with pytest.warns(UserWarning, match="Skipped 2 files"):
         resumed = build_index(image_folder, tiny_model, tiny_processor, out, batch_size=2, chunk_size=2, progress=False)
     assert calls["n"] == 2  # only chunks 2 and 3 are encoded; 0 and 1 come from disk
     with pytest.warns(UserWarning):
-        fresh = build_index(image_folder, tiny_model, tiny_processor, tmp_path / "fresh", batch_size=2,
-                            chunk_size=2, progress=False)
+        fresh = build_index(
+            image_folder, tiny_model, tiny_processor, tmp_path / "fresh", batch_size=2, chunk_size=2, progress=False
+        )
     assert resumed.files == fresh.files
     torch.testing.assert_close(resumed.embeddings, fresh.embeddings, atol=1e-6, rtol=1e-6)
 
@@ -136,8 +139,9 @@ def test_incremental_update_and_stale_report(make_images, built, image_folder, t
     assert report.added == ["tiles/g.png"] and report.removed == ["a.png"] and report.is_stale
 
     with pytest.warns(UserWarning):
-        updated = build_index(image_folder, tiny_model, tiny_processor, built.path, batch_size=4, chunk_size=4,
-                              progress=False)
+        updated = build_index(
+            image_folder, tiny_model, tiny_processor, built.path, batch_size=4, chunk_size=4, progress=False
+        )
     assert "tiles/g.png" in updated.files and "a.png" not in updated.files
     assert updated.manifest["reused"] == 5
     # encoded: g.png, plus the corrupt file is retried (and skipped again)

@@ -55,7 +55,7 @@ def test_docstring_example_by_hand():
     assert m["i2t_r1"] == 50.0 and m["i2t_r5"] == 100.0 and m["i2t_r10"] == 100.0
     assert m["t2i_r1"] == pytest.approx(100 / 3) and m["t2i_r5"] == 100.0
     assert m["mr"] == pytest.approx((50 + 100 + 100 + 100 / 3 + 100 + 100) / 6)
-    assert m["i2t_medr"] == 1.0 and m["i2t_meanr"] == 1.5      # ranks 0,1: floor(0.5)+1, 0.5+1
+    assert m["i2t_medr"] == 1.0 and m["i2t_meanr"] == 1.5  # ranks 0,1: floor(0.5)+1, 0.5+1
     assert m["t2i_medr"] == 2.0 and m["t2i_meanr"] == pytest.approx(5 / 3)
     assert m["num_images"] == 2 and m["num_captions"] == 3
 
@@ -63,11 +63,13 @@ def test_docstring_example_by_hand():
 def test_images_with_one_and_seven_captions_and_ties():
     # caption 0 -> image 0; captions 1..7 -> image 1 (seven); caption 8 -> image 2 (one)
     ids = [0, 1, 1, 1, 1, 1, 1, 1, 2]
-    sim = np.array([
-        [0.50, 0.60, 0.10, 0.10, 0.10, 0.10, 0.10, 0.10, 0.20],
-        [0.30, 0.20, 0.90, 0.10, 0.10, 0.10, 0.10, 0.10, 0.95],
-        [0.10, 0.10, 0.10, 0.10, 0.10, 0.10, 0.10, 0.10, 0.80],
-    ])
+    sim = np.array(
+        [
+            [0.50, 0.60, 0.10, 0.10, 0.10, 0.10, 0.10, 0.10, 0.20],
+            [0.30, 0.20, 0.90, 0.10, 0.10, 0.10, 0.10, 0.10, 0.95],
+            [0.10, 0.10, 0.10, 0.10, 0.10, 0.10, 0.10, 0.10, 0.80],
+        ]
+    )
     ranks = retrieval_ranks(sim, ids)
     # i2t: img0 own 0.5 < c1 0.6 -> 1; img1 best own 0.9 < c8 0.95 -> 1; img2 own 0.8 best -> 0
     assert ranks.i2t.tolist() == [1, 1, 0]
@@ -92,8 +94,8 @@ def test_tie_rule_is_conservative():
     assert ranks.t2i.tolist() == [0, 0, 1]
     # A constant matrix gets no credit: every competitor ties.
     const = retrieval_ranks(np.zeros((4, 8)), np.repeat(np.arange(4), 2))
-    assert const.i2t.tolist() == [6, 6, 6, 6]   # 6 other-image captions
-    assert const.t2i.tolist() == [3] * 8         # 3 other images
+    assert const.i2t.tolist() == [6, 6, 6, 6]  # 6 other-image captions
+    assert const.t2i.tolist() == [3] * 8  # 3 other images
 
 
 def test_five_captions_per_image_equals_spec_loop():

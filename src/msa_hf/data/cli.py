@@ -1,7 +1,7 @@
 """``msa-data``: generate the ``rs-synth`` corpus and inspect any caption corpus.
 
-    msa-data synth --out data/rs-synth --n-images 1000 --seed 0 [--image-size 224]
-    msa-data inspect ../shared/data/ucm-captions/dataset_ucm.json --sheet ucm.png
+msa-data synth --out data/rs-synth --n-images 1000 --seed 0 [--image-size 224]
+msa-data inspect ../shared/data/ucm-captions/dataset_ucm.json --sheet ucm.png
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import statistics
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 __all__ = ["main", "corpus_statistics", "contact_sheet"]
 
@@ -61,10 +62,17 @@ def corpus_statistics(corpus: Any, *, progress: bool = False) -> dict[str, Any]:
         stats["splits"][split] = {
             "images": len(ds),
             "captions": len(lengths),
-            "captions_per_image": {"min": min(per_image, default=0), "mean": round(statistics.fmean(per_image), 3) if per_image else 0,
-                                   "max": max(per_image, default=0)},
-            "caption_words": {"min": min(lengths, default=0), "mean": round(statistics.fmean(lengths), 2) if lengths else 0,
-                              "median": statistics.median(lengths) if lengths else 0, "max": max(lengths, default=0)},
+            "captions_per_image": {
+                "min": min(per_image, default=0),
+                "mean": round(statistics.fmean(per_image), 3) if per_image else 0,
+                "max": max(per_image, default=0),
+            },
+            "caption_words": {
+                "min": min(lengths, default=0),
+                "mean": round(statistics.fmean(lengths), 2) if lengths else 0,
+                "median": statistics.median(lengths) if lengths else 0,
+                "max": max(lengths, default=0),
+            },
             "distinct_captions": len({c for caps in captions for c in caps}),
             "vocabulary": len(vocab),
             "image_sizes": dict(sizes.most_common()),
@@ -82,17 +90,23 @@ def _format_statistics(name: str, stats: dict[str, Any]) -> str:
         cpi, cw = s["captions_per_image"], s["caption_words"]
         per_image = f"{cpi['min']}/{cpi['mean']:.2f}/{cpi['max']}"
         words = f"{cw['min']}/{cw['mean']:.1f}/{cw['median']:g}/{cw['max']}"
-        lines.append(f"{split:<11}{s['images']:>8}{s['captions']:>10}{s['distinct_captions']:>10}{per_image:>23}{words:>24}{s['vocabulary']:>7}")
+        lines.append(
+            f"{split:<11}{s['images']:>8}{s['captions']:>10}{s['distinct_captions']:>10}{per_image:>23}{words:>24}{s['vocabulary']:>7}"
+        )
     lines.append("")
     for split, s in stats["splits"].items():
         sizes = list(s["image_sizes"].items())
-        shown = ", ".join(f"{k} ({v})" for k, v in sizes[:4]) + (f", ... {len(sizes) - 4} more sizes" if len(sizes) > 4 else "")
+        shown = ", ".join(f"{k} ({v})" for k, v in sizes[:4]) + (
+            f", ... {len(sizes) - 4} more sizes" if len(sizes) > 4 else ""
+        )
         modes = ", ".join(f"{k} ({v})" for k, v in s["image_modes"].items())
         lines.append(f"{split}: image sizes {shown}; modes {modes}")
     return "\n".join(lines)
 
 
-def contact_sheet(split: Any, out: str | Path, *, n: int = 16, columns: int = 4, thumb: int = 192, seed: int = 0) -> Path:
+def contact_sheet(
+    split: Any, out: str | Path, *, n: int = 16, columns: int = 4, thumb: int = 192, seed: int = 0
+) -> Path:
     """Write a PNG grid of ``n`` sample images of a split with their first caption underneath."""
     import numpy as np
     from PIL import Image, ImageDraw, ImageFont
@@ -152,9 +166,15 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from .synth import generate_synth_corpus
 
     start = time.perf_counter()
-    path = generate_synth_corpus(args.out, n_images=args.n_images, seed=args.seed, image_size=args.image_size,
-                                 variants_per_layout=args.variants_per_layout, overwrite=args.overwrite,
-                                 progress=not args.quiet)
+    path = generate_synth_corpus(
+        args.out,
+        n_images=args.n_images,
+        seed=args.seed,
+        image_size=args.image_size,
+        variants_per_layout=args.variants_per_layout,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
     meta = json.loads(path.read_text(encoding="utf-8"))
     splits = Counter(entry["split"] for entry in meta["images"])
     print(f"wrote {path} ({args.n_images} images, {dict(splits)}) in {time.perf_counter() - start:.1f} s")
@@ -164,9 +184,14 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from .corpus import corpus_info, load_corpus
 
-    corpus = load_corpus(args.source, image_root=args.image_root, columns=_parse_columns(args.column),
-                         seed=args.seed, validation_fraction=args.validation_fraction,
-                         on_bad="error" if args.strict else "drop")
+    corpus = load_corpus(
+        args.source,
+        image_root=args.image_root,
+        columns=_parse_columns(args.column),
+        seed=args.seed,
+        validation_fraction=args.validation_fraction,
+        on_bad="error" if args.strict else "drop",
+    )
     stats = corpus_statistics(corpus, progress=True)
     stats["provenance"] = corpus_info(corpus)
     if args.json:
@@ -206,8 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--n-images", type=int, default=1000)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--image-size", type=int, default=224)
-    synth.add_argument("--variants-per-layout", type=int, default=4,
-                       help="scenes sharing one large layout and differing only in small objects")
+    synth.add_argument(
+        "--variants-per-layout",
+        type=int,
+        default=4,
+        help="scenes sharing one large layout and differing only in small objects",
+    )
     synth.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(func=_cmd_synth)
@@ -215,8 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = sub.add_parser("inspect", help="statistics (and a contact sheet) of a caption corpus")
     inspect.add_argument("source", help="Karpathy JSON, corpus folder, imagefolder, save_to_disk folder or Hub id")
     inspect.add_argument("--image-root", default=None)
-    inspect.add_argument("--column", action="append", default=[], metavar="KEY=COLUMN",
-                         help="column mapping for tabular sources, e.g. captions=sentences (repeatable)")
+    inspect.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="KEY=COLUMN",
+        help="column mapping for tabular sources, e.g. captions=sentences (repeatable)",
+    )
     inspect.add_argument("--seed", type=int, default=0, help="seed for derived splits and the sheet's samples")
     inspect.add_argument("--validation-fraction", type=float, default=0.1)
     inspect.add_argument("--strict", action="store_true", help="fail on bad entries instead of dropping them")

@@ -17,8 +17,9 @@ import json
 import logging
 import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,9 +35,15 @@ __all__ = ["load_corpus", "corpus_info", "SPLITS", "SPLIT_ALIASES", "CAPTION_COL
 
 SPLITS = ("train", "validation", "test")
 SPLIT_ALIASES = {
-    "train": "train", "training": "train", "restval": "train",
-    "val": "validation", "valid": "validation", "validation": "validation", "dev": "validation",
-    "test": "test", "testing": "test",
+    "train": "train",
+    "training": "train",
+    "restval": "train",
+    "val": "validation",
+    "valid": "validation",
+    "validation": "validation",
+    "dev": "validation",
+    "test": "test",
+    "testing": "test",
 }
 # Column names tried, in order, when no mapping is given.
 IMAGE_COLUMNS = ("image", "img", "jpg", "png", "picture")
@@ -64,22 +71,28 @@ def _read_karpathy(path: Path, image_root: Path | None) -> tuple[list[dict[str, 
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path} is not valid JSON ({exc}); expected a Karpathy-style caption file.") from exc
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise ValueError(f'{path} is not a Karpathy-style caption file: expected {{"images": [{{"filename", '
-                         f'"split", "sentences": [{{"raw"}}]}}]}} at the top level.')
+        raise ValueError(
+            f'{path} is not a Karpathy-style caption file: expected {{"images": [{{"filename", '
+            f'"split", "sentences": [{{"raw"}}]}}]}} at the top level.'
+        )
     root = Path(image_root) if image_root is not None else path.parent
     records = []
     for i, entry in enumerate(data["images"]):
         if not isinstance(entry, Mapping) or "filename" not in entry or "sentences" not in entry:
-            raise ValueError(f'{path}: images[{i}] lacks "filename" or "sentences" (got keys '
-                             f'{sorted(entry) if isinstance(entry, Mapping) else type(entry).__name__}).')
+            raise ValueError(
+                f'{path}: images[{i}] lacks "filename" or "sentences" (got keys '
+                f"{sorted(entry) if isinstance(entry, Mapping) else type(entry).__name__})."
+            )
         rel = Path(entry.get("filepath") or "") / entry["filename"]
-        records.append({
-            "file_name": rel.as_posix(),
-            "image": {"path": str(root / rel), "bytes": None},
-            "captions": [_caption_text(s) for s in entry["sentences"]],
-            "split": entry.get("split", "train"),
-            "image_id": entry.get("imgid"),
-        })
+        records.append(
+            {
+                "file_name": rel.as_posix(),
+                "image": {"path": str(root / rel), "bytes": None},
+                "captions": [_caption_text(s) for s in entry["sentences"]],
+                "split": entry.get("split", "train"),
+                "image_id": entry.get("imgid"),
+            }
+        )
     name = data.get("dataset") or path.stem
     return records, {"format": "karpathy-json", "name": str(name), "image_root": str(root)}
 
@@ -105,9 +118,11 @@ def _parse_captions(value: Any) -> list[Any]:
 def _pick(columns: Sequence[str], mapping: Mapping[str, Any], key: str, candidates: Sequence[str]) -> Any:
     if key in mapping:
         wanted = mapping[key]
-        for col in ([wanted] if isinstance(wanted, str) else wanted):
+        for col in [wanted] if isinstance(wanted, str) else wanted:
             if col not in columns:
-                raise ValueError(f"columns[{key!r}] names {col!r}, which is not a column; the columns are {list(columns)}.")
+                raise ValueError(
+                    f"columns[{key!r}] names {col!r}, which is not a column; the columns are {list(columns)}."
+                )
         return wanted
     for name in candidates:
         if name in columns:
@@ -121,22 +136,27 @@ def _caption_columns(columns: Sequence[str], mapping: Mapping[str, Any], where: 
         numbered = sorted((int(m.group(1)), c) for c in columns if (m := _NUMBERED_CAPTION.match(c)))
         if numbered:
             return [c for _, c in numbered]
-        raise ValueError(f"{where}: no captions column found among {list(columns)}; expected one of "
-                         f"{list(CAPTION_COLUMNS)} or numbered columns like caption_1, or pass "
-                         'columns={"captions": NAME}.')
+        raise ValueError(
+            f"{where}: no captions column found among {list(columns)}; expected one of "
+            f"{list(CAPTION_COLUMNS)} or numbered columns like caption_1, or pass "
+            'columns={"captions": NAME}.'
+        )
     return [picked] if isinstance(picked, str) else list(picked)
 
 
-def _rows_to_records(rows: list[dict[str, Any]], where: str, mapping: Mapping[str, Any], split: str,
-                     resolve) -> list[dict[str, Any]]:
+def _rows_to_records(
+    rows: list[dict[str, Any]], where: str, mapping: Mapping[str, Any], split: str, resolve
+) -> list[dict[str, Any]]:
     """Rows of a metadata table -> records, grouping rows that share a file name (one caption per row)."""
     if not rows:
         return []
     columns = list(rows[0])
     name_col = _pick(columns, mapping, "file_name", FILE_NAME_COLUMNS)
     if name_col is None:
-        raise ValueError(f"{where}: no file name column among {columns}; expected 'file_name' or pass "
-                         'columns={"file_name": NAME}.')
+        raise ValueError(
+            f"{where}: no file name column among {columns}; expected 'file_name' or pass "
+            'columns={"file_name": NAME}.'
+        )
     cap_cols = _caption_columns(columns, mapping, where)
     id_col = _pick(columns, mapping, "image_id", IMAGE_ID_COLUMNS)
     grouped: dict[str, dict[str, Any]] = {}
@@ -148,8 +168,13 @@ def _rows_to_records(rows: list[dict[str, Any]], where: str, mapping: Mapping[st
             continue
         file_name, image = resolve(name)
         image_id = row.get(id_col) if id_col else None
-        grouped[name] = {"file_name": file_name, "image": image, "captions": captions, "split": split,
-                         "image_id": int(image_id) if isinstance(image_id, (int, str)) and str(image_id).isdigit() else None}
+        grouped[name] = {
+            "file_name": file_name,
+            "image": image,
+            "captions": captions,
+            "split": split,
+            "image_id": int(image_id) if isinstance(image_id, (int, str)) and str(image_id).isdigit() else None,
+        }
     return list(grouped.values())
 
 
@@ -174,7 +199,9 @@ def _metadata_file(folder: Path) -> Path | None:
     return None
 
 
-def _read_imagefolder(root: Path, mapping: Mapping[str, Any], image_root: Path | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _read_imagefolder(
+    root: Path, mapping: Mapping[str, Any], image_root: Path | None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The Hub's imagefolder layout: ``metadata.jsonl``/``.csv`` at the root or in split folders."""
     tables: list[tuple[Path, str | None]] = []
     top = _metadata_file(root)
@@ -184,7 +211,9 @@ def _read_imagefolder(root: Path, mapping: Mapping[str, Any], image_root: Path |
         meta = _metadata_file(child)
         if meta is not None:
             if child.name.lower() not in SPLIT_ALIASES:
-                raise ValueError(f"{meta}: folder {child.name!r} is not a split name; expected one of {sorted(SPLIT_ALIASES)}.")
+                raise ValueError(
+                    f"{meta}: folder {child.name!r} is not a split name; expected one of {sorted(SPLIT_ALIASES)}."
+                )
             tables.append((meta, child.name))
     base_root = Path(image_root) if image_root is not None else root
     records: list[dict[str, Any]] = []
@@ -201,7 +230,9 @@ def _read_imagefolder(root: Path, mapping: Mapping[str, Any], image_root: Path |
             name_col = _pick(list(rows[0]) if rows else [], mapping, "file_name", FILE_NAME_COLUMNS) or "file_name"
             for row in rows:
                 head = str(row.get(name_col, "")).split("/", 1)[0].lower()
-                by_split.setdefault(head if head in SPLIT_ALIASES and "/" in str(row.get(name_col, "")) else "train", []).append(row)
+                by_split.setdefault(
+                    head if head in SPLIT_ALIASES and "/" in str(row.get(name_col, "")) else "train", []
+                ).append(row)
             for s, part in by_split.items():
                 records += _rows_to_records(part, str(meta), mapping, s, resolve)
         else:
@@ -209,7 +240,9 @@ def _read_imagefolder(root: Path, mapping: Mapping[str, Any], image_root: Path |
     return records, {"format": "imagefolder", "name": root.name, "image_root": str(base_root)}
 
 
-def _records_from_hf(dd: Any, mapping: Mapping[str, Any], where: str, image_root: Path | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _records_from_hf(
+    dd: Any, mapping: Mapping[str, Any], where: str, image_root: Path | None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """A ``datasets`` DatasetDict (Hub or saved to disk) -> records, via a column mapping."""
     import datasets
 
@@ -224,11 +257,15 @@ def _records_from_hf(dd: Any, mapping: Mapping[str, Any], where: str, image_root
         if image_col is None:
             image_col = _pick(columns, {}, "image", IMAGE_COLUMNS)
         if image_col is None:
-            raise ValueError(f"{where} [{split_name}]: no image column among {columns}; pass columns={{'image': NAME}}.")
+            raise ValueError(
+                f"{where} [{split_name}]: no image column among {columns}; pass columns={{'image': NAME}}."
+            )
         cap_cols = _caption_columns(columns, mapping, f"{where} [{split_name}]")
         name_col = _pick(columns, mapping, "file_name", FILE_NAME_COLUMNS)
         id_col = _pick(columns, mapping, "image_id", IMAGE_ID_COLUMNS)
-        keep = list(dict.fromkeys([image_col, *cap_cols] + ([name_col] if name_col else []) + ([id_col] if id_col else [])))
+        keep = list(
+            dict.fromkeys([image_col, *cap_cols] + ([name_col] if name_col else []) + ([id_col] if id_col else []))
+        )
         view = ds.select_columns(keep)
         if isinstance(view.features[image_col], datasets.Image):
             view = view.cast_column(image_col, datasets.Image(decode=False))
@@ -245,8 +282,10 @@ def _records_from_hf(dd: Any, mapping: Mapping[str, Any], where: str, image_root
                 if img["bytes"] is None and img["path"] and base is not None and not Path(img["path"]).is_absolute():
                     img["path"] = str(base / img["path"])
             else:
-                raise ValueError(f"{where} [{split_name}] row {i}: column {image_col!r} holds {type(img).__name__}, "
-                                 "expected an image (datasets.Image) or a path.")
+                raise ValueError(
+                    f"{where} [{split_name}] row {i}: column {image_col!r} holds {type(img).__name__}, "
+                    "expected an image (datasets.Image) or a path."
+                )
             if name_col:
                 file_name = str(row[name_col])
             elif img.get("path"):
@@ -254,13 +293,15 @@ def _records_from_hf(dd: Any, mapping: Mapping[str, Any], where: str, image_root
             else:
                 file_name = f"{split_name}/{i:06d}"
             image_id = row.get(id_col) if id_col else None
-            records.append({
-                "file_name": file_name,
-                "image": img,
-                "captions": [c for col in cap_cols for c in _parse_captions(row[col])],
-                "split": split_name,
-                "image_id": image_id if isinstance(image_id, int) else None,
-            })
+            records.append(
+                {
+                    "file_name": file_name,
+                    "image": img,
+                    "captions": [c for col in cap_cols for c in _parse_captions(row[col])],
+                    "split": split_name,
+                    "image_id": image_id if isinstance(image_id, int) else None,
+                }
+            )
     return records, {"format": "datasets", "name": where}
 
 
@@ -279,22 +320,29 @@ def _karpathy_in(folder: Path) -> Path | None:
         if '"images"' in head:
             candidates.append(path)
     if len(candidates) > 1:
-        raise ValueError(f"{folder} holds several Karpathy-style JSON files ({[p.name for p in candidates]}); "
-                         "pass the one to load.")
+        raise ValueError(
+            f"{folder} holds several Karpathy-style JSON files ({[p.name for p in candidates]}); pass the one to load."
+        )
     return candidates[0] if candidates else None
 
 
 def _looks_like_hub_id(source: str) -> bool:
-    return bool(re.fullmatch(r"[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?", source)) and not source.endswith((".json", ".jsonl", ".csv"))
+    return bool(re.fullmatch(r"[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?", source)) and not source.endswith(
+        (".json", ".jsonl", ".csv")
+    )
 
 
-def _read_source(source: Any, image_root: Any, mapping: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _read_source(
+    source: Any, image_root: Any, mapping: Mapping[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     import datasets
 
     if isinstance(source, (datasets.DatasetDict, datasets.Dataset)):
         return _records_from_hf(source, mapping, "in-memory dataset", image_root)
     if not isinstance(source, (str, os.PathLike)):
-        raise TypeError(f"source must be a path, a Hub dataset id or a datasets.DatasetDict, got {type(source).__name__}.")
+        raise TypeError(
+            f"source must be a path, a Hub dataset id or a datasets.DatasetDict, got {type(source).__name__}."
+        )
     path = Path(source).expanduser()
     root = Path(image_root).expanduser() if image_root is not None else None
     if path.is_file():
@@ -307,24 +355,31 @@ def _read_source(source: Any, image_root: Any, mapping: Mapping[str, Any]) -> tu
         if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
             return _records_from_hf(datasets.load_from_disk(str(path)), mapping, str(path), root)
         has_meta = _metadata_file(path) is not None or any(
-            _metadata_file(c) is not None for c in path.iterdir() if c.is_dir() and c.name.lower() in SPLIT_ALIASES)
+            _metadata_file(c) is not None for c in path.iterdir() if c.is_dir() and c.name.lower() in SPLIT_ALIASES
+        )
         if has_meta:
             return _read_imagefolder(path, mapping, root)
         karpathy = _karpathy_in(path)
         if karpathy is not None:
             return _read_karpathy(karpathy, root)
-        raise ValueError(f"{path}: cannot tell what corpus this folder holds; expected a Karpathy-style JSON "
-                         f"(e.g. {SYNTH_JSON_NAME} from `msa-data synth`), metadata.jsonl/metadata.csv (imagefolder), "
-                         "or a folder written by datasets' save_to_disk.")
+        raise ValueError(
+            f"{path}: cannot tell what corpus this folder holds; expected a Karpathy-style JSON "
+            f"(e.g. {SYNTH_JSON_NAME} from `msa-data synth`), metadata.jsonl/metadata.csv (imagefolder), "
+            "or a folder written by datasets' save_to_disk."
+        )
     if isinstance(source, str) and _looks_like_hub_id(source):
         try:
             loaded = datasets.load_dataset(source)
         except Exception as exc:
-            raise FileNotFoundError(f"{source!r} is not a local file or folder, and loading it as a Hub dataset "
-                                    f"failed ({type(exc).__name__}: {exc}).") from exc
+            raise FileNotFoundError(
+                f"{source!r} is not a local file or folder, and loading it as a Hub dataset "
+                f"failed ({type(exc).__name__}: {exc})."
+            ) from exc
         return _records_from_hf(loaded, mapping, source, root)
-    raise FileNotFoundError(f"{source}: no such file or folder (expected a Karpathy JSON, an imagefolder, a "
-                            "save_to_disk folder or a Hub dataset id).")
+    raise FileNotFoundError(
+        f"{source}: no such file or folder (expected a Karpathy JSON, an imagefolder, a "
+        "save_to_disk folder or a Hub dataset id)."
+    )
 
 
 # ----------------------------------------------------------------------------- splits
@@ -344,16 +399,19 @@ def _derive_splits(by_split: dict[str, list[int]], fraction: float, seed: int) -
     train = by_split.get("train", [])
     n_each = max(1, int(round(fraction * len(train))))
     if len(train) < n_each * len(missing) + 1:
-        raise ValueError(f"cannot derive {missing} from a train split of {len(train)} images "
-                         f"(validation_fraction={fraction}); the corpus is too small.")
+        raise ValueError(
+            f"cannot derive {missing} from a train split of {len(train)} images "
+            f"(validation_fraction={fraction}); the corpus is too small."
+        )
     order = np.random.default_rng(seed).permutation(len(train))
     taken: set[int] = set()
     for k, split in enumerate(missing):
-        chosen = sorted(int(i) for i in order[k * n_each:(k + 1) * n_each])
+        chosen = sorted(int(i) for i in order[k * n_each : (k + 1) * n_each])
         by_split[split] = [train[i] for i in chosen]
         taken.update(chosen)
-        derived[split] = (f"{n_each} of {len(train)} train images (fraction {fraction}, seed {seed}, "
-                          "numpy default_rng permutation)")
+        derived[split] = (
+            f"{n_each} of {len(train)} train images (fraction {fraction}, seed {seed}, numpy default_rng permutation)"
+        )
     by_split["train"] = [idx for i, idx in enumerate(train) if i not in taken]
     return derived
 
@@ -368,7 +426,7 @@ def load_corpus(
     validation_fraction: float = 0.1,
     on_bad: str = "error",
     check_images: bool = True,
-) -> "datasets.DatasetDict":
+) -> datasets.DatasetDict:
     """Load an RS caption corpus as a ``DatasetDict`` with splits ``train``/``validation``/``test``.
 
     One row per image: ``image`` (``datasets.Image``: stores the path or bytes, decodes on
@@ -425,7 +483,7 @@ def load_corpus(
             raise CorpusValidationError(report)
         bad = report.bad_indices
         dropped = len(bad)
-        logger.warning("%s\nDropped %d of %d images (on_bad=\"drop\").", report.format(), dropped, len(records))
+        logger.warning('%s\nDropped %d of %d images (on_bad="drop").', report.format(), dropped, len(records))
         records = [r for i, r in enumerate(records) if i not in bad]
         if not records:
             raise ValueError(f"{name}: every image was dropped by validation.")
@@ -439,18 +497,22 @@ def load_corpus(
     for k, r in enumerate(records):
         by_split[r["split"]].append(k)
     if not by_split["train"]:
-        raise ValueError(f"{name}: no train split (found {[s for s in SPLITS if by_split[s]]}); "
-                         "a missing split can only be derived from train.")
+        raise ValueError(
+            f"{name}: no train split (found {[s for s in SPLITS if by_split[s]]}); "
+            "a missing split can only be derived from train."
+        )
     derived = _derive_splits(by_split, validation_fraction, seed)
     for split, how in derived.items():
         logger.warning("%s has no %s split: derived it from train: %s.", name, split, how)
 
-    features = datasets.Features({
-        "image": datasets.Image(),
-        "captions": datasets.List(datasets.Value("string")),
-        "image_id": datasets.Value("int64"),
-        "file_name": datasets.Value("string"),
-    })
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "captions": datasets.List(datasets.Value("string")),
+            "image_id": datasets.Value("int64"),
+            "file_name": datasets.Value("string"),
+        }
+    )
     out = {}
     for split in SPLITS:
         rows = [records[k] for k in by_split[split]]
@@ -495,4 +557,4 @@ def corpus_info(dataset: Any) -> dict[str, Any]:
     marker = description.find(_INFO_MARKER)
     if marker < 0:
         raise ValueError("this dataset was not made by msa_hf.data.load_corpus (no provenance in info.description).")
-    return json.loads(description[marker + len(_INFO_MARKER):].splitlines()[0])
+    return json.loads(description[marker + len(_INFO_MARKER) :].splitlines()[0])

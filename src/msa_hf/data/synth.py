@@ -26,9 +26,10 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -76,7 +77,10 @@ ARCHETYPES: dict[str, dict[str, Any]] = {
     # land covers, weight
     "airport": {"land": ["farmland", "grassland", "desert"], "weight": 3},
     "harbour": {"land": ["dense_residential", "sparse_residential", "desert", "forest", "grassland"], "weight": 3},
-    "river": {"land": ["farmland", "forest", "desert", "dense_residential", "sparse_residential", "grassland"], "weight": 3},
+    "river": {
+        "land": ["farmland", "forest", "desert", "dense_residential", "sparse_residential", "grassland"],
+        "weight": 3,
+    },
     "residential": {"land": ["dense_residential", "sparse_residential"], "weight": 3},
     "industrial": {"land": ["desert", "grassland", "farmland", "sparse_residential"], "weight": 2},
     "rural": {"land": ["farmland", "forest", "desert", "grassland"], "weight": 2},
@@ -104,7 +108,9 @@ def _rotated(size: int, cx: float, cy: float, angle: float) -> tuple[np.ndarray,
     return dx * c + dy * s, -dx * s + dy * c
 
 
-def _poly(points: Sequence[tuple[float, float]], cx: float, cy: float, angle: float, scale: float = 1.0) -> list[tuple[float, float]]:
+def _poly(
+    points: Sequence[tuple[float, float]], cx: float, cy: float, angle: float, scale: float = 1.0
+) -> list[tuple[float, float]]:
     """Local (u, v) polygon -> image coordinates."""
     c, s = math.cos(angle), math.sin(angle)
     return [(cx + scale * (u * c - v * s), cy + scale * (u * s + v * c)) for u, v in points]
@@ -160,7 +166,9 @@ class _Layout:
     land_cover: str
     image: Image.Image
     water_kind: str | None = None  # "river" | "sea" | "lake"
-    features: list[str] = field(default_factory=list)  # "river", "coastline", "lake", "road", "two roads", "runway", "bridge"
+    features: list[str] = field(
+        default_factory=list
+    )  # "river", "coastline", "lake", "road", "two roads", "runway", "bridge"
     structures: list[dict[str, Any]] = field(default_factory=list)
     dense: bool = False
     sun: tuple[float, float] = (1.0, 1.0)
@@ -198,8 +206,18 @@ def _land_cover(rng: np.random.Generator, size: int, kind: str, f: float, dense:
         fu, fv = np.searchsorted(ucuts, u), np.searchsorted(vcuts, v)
         fid = fu * 41 + fv
         palette = np.array(
-            [(86, 128, 58), (110, 146, 66), (132, 158, 80), (176, 168, 104), (150, 122, 86),
-             (174, 152, 112), (70, 108, 52), (154, 160, 92)], dtype=np.float32)
+            [
+                (86, 128, 58),
+                (110, 146, 66),
+                (132, 158, 80),
+                (176, 168, 104),
+                (150, 122, 86),
+                (174, 152, 112),
+                (70, 108, 52),
+                (154, 160, 92),
+            ],
+            dtype=np.float32,
+        )
         n_fields = 41 * 41
         colours = palette[rng.integers(0, len(palette), n_fields)] + rng.normal(0, 6, (n_fields, 3)).astype(np.float32)
         orient = rng.random(n_fields) < 0.5
@@ -258,15 +276,26 @@ def _residential(rng: np.random.Generator, size: int, f: float, dense: bool) -> 
     pv = np.mod(rv - street, house_v)
     margin = (1.2 if dense else 3.5) * f
     in_house = (~is_street) & (pu > margin) & (pu < house_u - margin) & (pv > margin) & (pv < house_v - margin)
-    key = (bu.astype(np.int64) * 7919 + bv.astype(np.int64) * 104729 + hu.astype(np.int64) * 31 + hv.astype(np.int64) * 17) % 997
+    key = (
+        bu.astype(np.int64) * 7919 + bv.astype(np.int64) * 104729 + hu.astype(np.int64) * 31 + hv.astype(np.int64) * 17
+    ) % 997
     table = rng.random(997)
     if not dense:
         in_house &= table[key] < 0.55
-    roofs = np.array([(168, 84, 66), (140, 70, 60), (120, 120, 126), (186, 170, 150), (96, 100, 116), (200, 200, 196)], np.float32)
+    roofs = np.array(
+        [(168, 84, 66), (140, 70, 60), (120, 120, 126), (186, 170, 150), (96, 100, 116), (200, 200, 196)], np.float32
+    )
     roof = roofs[(rng.permutation(997)[key]) % len(roofs)]
     gable = np.where((pv / house_v) < 0.5, 1.08, 0.86).astype(np.float32)
     _mix(img, in_house, roof * gable[..., None])
-    shadow = (~is_street) & ~in_house & (pu > margin + 1.5 * f) & (pu < house_u - margin + 1.5 * f) & (pv > margin + 1.5 * f) & (pv < house_v - margin + 1.5 * f)
+    shadow = (
+        (~is_street)
+        & ~in_house
+        & (pu > margin + 1.5 * f)
+        & (pu < house_u - margin + 1.5 * f)
+        & (pv > margin + 1.5 * f)
+        & (pv < house_v - margin + 1.5 * f)
+    )
     if not dense:
         shadow &= table[key] < 0.55
         trees = (_noise(rng, size, int(size / (6 * f)) + 1) > 0.7) & ~in_house & ~is_street
@@ -291,7 +320,9 @@ def _river(rng: np.random.Generator, img: np.ndarray, lay: _Layout, f: float) ->
     u, v = _rotated(size, size / 2 + rng.uniform(-30, 30) * f, size / 2 + rng.uniform(-30, 30) * f, angle)
     amp1, lam1 = rng.uniform(8, 24) * f, rng.uniform(120, 220) * f
     amp2, lam2 = rng.uniform(2, 6) * f, rng.uniform(40, 70) * f
-    centre = amp1 * np.sin(2 * np.pi * u / lam1 + rng.uniform(0, 6.3)) + amp2 * np.sin(2 * np.pi * u / lam2 + rng.uniform(0, 6.3))
+    centre = amp1 * np.sin(2 * np.pi * u / lam1 + rng.uniform(0, 6.3)) + amp2 * np.sin(
+        2 * np.pi * u / lam2 + rng.uniform(0, 6.3)
+    )
     width = rng.uniform(16, 30) * f * (1 + 0.15 * np.sin(2 * np.pi * u / (90 * f)))
     d = np.abs(v - centre)
     water = d < width / 2
@@ -311,7 +342,9 @@ def _coast(rng: np.random.Generator, img: np.ndarray, lay: _Layout, f: float) ->
     angle = rng.uniform(0, 2 * np.pi)
     offset = rng.uniform(-0.2, 0.25) * size
     u, v = _rotated(size, size / 2, size / 2, angle)
-    wiggle = 5 * f * np.sin(2 * np.pi * u / (rng.uniform(80, 160) * f) + rng.uniform(0, 6.3)) + 8 * f * (_noise(rng, size, 3) - 0.5)
+    wiggle = 5 * f * np.sin(2 * np.pi * u / (rng.uniform(80, 160) * f) + rng.uniform(0, 6.3)) + 8 * f * (
+        _noise(rng, size, 3) - 0.5
+    )
     d = v - offset - wiggle  # > 0 is sea
     colour = _water_colour(rng, "sea")
     depth = np.clip(d / (60 * f), 0, 1)
@@ -339,8 +372,14 @@ def _lake(rng: np.random.Generator, img: np.ndarray, lay: _Layout, f: float) -> 
     return field_ < level - 0.04
 
 
-def _road(rng: np.random.Generator, img: np.ndarray, lay: _Layout, f: float, angle: float | None = None,
-          through: tuple[float, float] | None = None) -> np.ndarray:
+def _road(
+    rng: np.random.Generator,
+    img: np.ndarray,
+    lay: _Layout,
+    f: float,
+    angle: float | None = None,
+    through: tuple[float, float] | None = None,
+) -> np.ndarray:
     size = lay.size
     if angle is None:
         angle = rng.uniform(0, np.pi)
@@ -374,11 +413,19 @@ def _occupy(blocked: np.ndarray, poly: list[tuple[float, float]], pad: float = 0
     p = np.array(poly, dtype=np.float32)
     x0, y0 = np.floor(p.min(0) - pad).astype(int)
     x1, y1 = np.ceil(p.max(0) + pad).astype(int)
-    blocked[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = True
+    blocked[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = True
 
 
-def _place(rng: np.random.Generator, free: np.ndarray, size: int, length: float, width: float, angle: float,
-           near: tuple[float, float] | None = None, tries: int = 60) -> tuple[float, float] | None:
+def _place(
+    rng: np.random.Generator,
+    free: np.ndarray,
+    size: int,
+    length: float,
+    width: float,
+    angle: float,
+    near: tuple[float, float] | None = None,
+    tries: int = 60,
+) -> tuple[float, float] | None:
     for attempt in range(tries):
         if near is not None and attempt < tries // 2:
             cx = near[0] + rng.normal(0, 0.18 * size)
@@ -390,7 +437,9 @@ def _place(rng: np.random.Generator, free: np.ndarray, size: int, length: float,
     return None
 
 
-def _shadow(draw: ImageDraw.ImageDraw, poly: list[tuple[float, float]], sun: tuple[float, float], height: float) -> None:
+def _shadow(
+    draw: ImageDraw.ImageDraw, poly: list[tuple[float, float]], sun: tuple[float, float], height: float
+) -> None:
     draw.polygon([(x + sun[0] * height, y + sun[1] * height) for x, y in poly], fill=(0, 0, 0, 90))
 
 
@@ -437,7 +486,7 @@ def _parking_lot(rng, draw, lay, free, blocked, f, angle, near=None) -> dict[str
     cx, cy = spot
     draw.polygon(_rect(cx, cy, length, width, angle), fill=(82, 84, 88, 255))
     c, s = math.cos(angle), math.sin(angle)
-    for row, sign in enumerate((-1, 1)):
+    for _row, sign in enumerate((-1, 1)):
         vc = sign * (width / 2 - 2 * f - stall_d / 2)
         for k in range(n_stalls + 1):
             uu = -n_stalls * stall_w / 2 + k * stall_w
@@ -454,7 +503,9 @@ def _parking_lot(rng, draw, lay, free, blocked, f, angle, near=None) -> dict[str
 
 def _sports_field(rng, draw, lay, free, blocked, f, angle, near=None) -> dict[str, Any] | None:
     kind = ["baseball field", "football field", "tennis court", "playground"][int(rng.integers(0, 4))]
-    dims = {"baseball field": (44, 44), "football field": (56, 36), "tennis court": (30, 26), "playground": (64, 40)}[kind]
+    dims = {"baseball field": (44, 44), "football field": (56, 36), "tennis court": (30, 26), "playground": (64, 40)}[
+        kind
+    ]
     length, width = dims[0] * f, dims[1] * f
     spot = _place(rng, free, lay.size, length, width, angle, near)
     if spot is None:
@@ -466,8 +517,11 @@ def _sports_field(rng, draw, lay, free, blocked, f, angle, near=None) -> dict[st
             box = [cx - length / 2, cy - width / 2, cx + length / 2, cy + width / 2]
             draw.rounded_rectangle(box, radius=width / 2, fill=(176, 74, 60, 255))
             inner_l, inner_w = length - 12 * f, width - 12 * f
-            draw.rounded_rectangle([cx - inner_l / 2, cy - inner_w / 2, cx + inner_l / 2, cy + inner_w / 2],
-                                   radius=inner_w / 2, fill=(74, 146, 70, 255))
+            draw.rounded_rectangle(
+                [cx - inner_l / 2, cy - inner_w / 2, cx + inner_l / 2, cy + inner_w / 2],
+                radius=inner_w / 2,
+                fill=(74, 146, 70, 255),
+            )
             fl, fw = inner_l * 0.7, inner_w * 0.8
             rect = _rect(cx, cy, fl, fw, 0.0)
         else:
@@ -475,8 +529,10 @@ def _sports_field(rng, draw, lay, free, blocked, f, angle, near=None) -> dict[st
             rect = _rect(cx, cy, fl, fw, angle)
             draw.polygon(rect, fill=(66, 140, 64, 255))
             for k in range(6):
-                draw.polygon(_rect(*_poly([(-fl / 2 + fl / 6 * (k + 0.5), 0)], cx, cy, angle)[0], fl / 12, fw, angle),
-                             fill=(78, 156, 72, 255))
+                draw.polygon(
+                    _rect(*_poly([(-fl / 2 + fl / 6 * (k + 0.5), 0)], cx, cy, angle)[0], fl / 12, fw, angle),
+                    fill=(78, 156, 72, 255),
+                )
         draw.line(rect + [rect[0]], fill=white, width=1)
         a = 0.0 if kind == "playground" else angle
         draw.line(_poly([(0, -fw / 2), (0, fw / 2)], cx, cy, a), fill=white, width=1)
@@ -492,8 +548,12 @@ def _sports_field(rng, draw, lay, free, blocked, f, angle, near=None) -> dict[st
     else:  # baseball
         box = [cx - length / 2, cy - width / 2, cx + length / 2, cy + width / 2]
         start = math.degrees(angle) % 360
-        draw.pieslice([box[0] - length / 2, box[1] - width / 2, box[2] + length / 2, box[3] + width / 2],
-                      start, start + 90, fill=(84, 150, 70, 255))
+        draw.pieslice(
+            [box[0] - length / 2, box[1] - width / 2, box[2] + length / 2, box[3] + width / 2],
+            start,
+            start + 90,
+            fill=(84, 150, 70, 255),
+        )
         d = 9 * f  # infield diamond with home plate at the pie's apex
         diamond = _poly([(0, 0), (d, 0), (d, d), (0, d)], cx, cy, angle)
         draw.polygon(diamond, fill=(176, 130, 90, 255), outline=white)
@@ -536,8 +596,14 @@ def _layout(seed: int, group: int, size: int) -> _Layout:
     land = ARCHETYPES[archetype]["land"][int(rng.integers(0, len(ARCHETYPES[archetype]["land"])))]
     dense = bool(rng.random() < 0.5)
     sun_angle = rng.uniform(0, 2 * np.pi)
-    lay = _Layout(size=size, archetype=archetype, land_cover=land, image=None, dense=dense,  # type: ignore[arg-type]
-                  sun=(math.cos(sun_angle), math.sin(sun_angle)))
+    lay = _Layout(
+        size=size,
+        archetype=archetype,
+        land_cover=land,
+        image=None,
+        dense=dense,  # type: ignore[arg-type]
+        sun=(math.cos(sun_angle), math.sin(sun_angle)),
+    )
     img = _land_cover(rng, size, land, f, dense)
     land_ok = np.ones((size, size), dtype=bool)  # where mid-scale structures may go
     grid_angle = float(rng.uniform(-0.4, 0.4))
@@ -554,12 +620,18 @@ def _layout(seed: int, group: int, size: int) -> _Layout:
         apron_u = rng.uniform(-30, 30) * f
         apron_len = rng.uniform(110, 150) * f
         vv = v * side
-        apron = (vv > min(abs(apron_v0), abs(apron_v1)) - 0.1) & (vv < max(abs(apron_v0), abs(apron_v1))) & (np.abs(u - apron_u) < apron_len / 2)
+        apron = (
+            (vv > min(abs(apron_v0), abs(apron_v1)) - 0.1)
+            & (vv < max(abs(apron_v0), abs(apron_v1)))
+            & (np.abs(u - apron_u) < apron_len / 2)
+        )
         _mix(img, apron, (160, 160, 154))
         _mix(img, np.abs(v - taxi) < 3 * f, (130, 130, 126))
         _mix(img, np.abs(v - taxi) < 0.5 * max(f, 0.6), (214, 186, 60), 0.8)
         for k in (-1, 1):  # connectors runway <-> taxiway
-            _mix(img, (np.abs(u - apron_u - k * apron_len * 0.3) < 3 * f) & (vv > 0) & (vv < abs(taxi)), (130, 130, 126))
+            _mix(
+                img, (np.abs(u - apron_u - k * apron_len * 0.3) < 3 * f) & (vv > 0) & (vv < abs(taxi)), (130, 130, 126)
+            )
         _mix(img, np.abs(v) < rw / 2 + 2 * f, (190, 180, 150), 0.5)
         _mix(img, np.abs(v) < rw / 2, (172, 172, 166))
         _mix(img, (np.abs(v) < 0.7 * max(f, 0.6)) & (np.mod(u, 16 * f) < 8 * f), (244, 244, 240))
@@ -589,7 +661,9 @@ def _layout(seed: int, group: int, size: int) -> _Layout:
         lay.water_mask = _lake(rng, img, lay, f)
         land_ok &= ~_dilate_mask(lay.water_mask, 10)
     roads = 0
-    if archetype in ("residential", "industrial", "rural") or (archetype in ("river", "harbour", "lake") and rng.random() < 0.5):
+    if archetype in ("residential", "industrial", "rural") or (
+        archetype in ("river", "harbour", "lake") and rng.random() < 0.5
+    ):
         roads = 2 if (archetype in ("rural", "residential") and rng.random() < 0.35) else 1
     blocked_road = np.zeros((size, size), dtype=bool)
     for k in range(roads):
@@ -598,7 +672,9 @@ def _layout(seed: int, group: int, size: int) -> _Layout:
             blocked_road |= _road(rng, img, lay, f, angle=angle, through=(size / 2, size / 2))
             lay.features.append("bridge")
         elif archetype == "harbour":
-            blocked_road |= _road(rng, img, lay, f, angle=grid_angle, through=_coast_point(size, grid_angle, offset - 22 * f))
+            blocked_road |= _road(
+                rng, img, lay, f, angle=grid_angle, through=_coast_point(size, grid_angle, offset - 22 * f)
+            )
         else:
             angle = grid_angle + (np.pi / 2 if k == 1 else 0.0) + (rng.uniform(-0.2, 0.2) if k == 0 else 0.0)
             blocked_road |= _road(rng, img, lay, f, angle=angle)
@@ -650,9 +726,8 @@ def _layout(seed: int, group: int, size: int) -> _Layout:
             wanted.append((_building_block, None))
         if rng.random() < 0.3:
             wanted.append((_parking_lot, "previous"))
-    elif archetype == "lake":
-        if rng.random() < 0.35:
-            wanted.append((_building_block, None))
+    elif archetype == "lake" and rng.random() < 0.35:
+        wanted.append((_building_block, None))
     previous = None
     for builder, near in wanted:
         if near == "previous":
@@ -706,13 +781,31 @@ def _harbour(rng, draw, lay: _Layout, f: float, angle: float, offset: float, blo
     def to_xy(uu: float, vv: float) -> tuple[float, float]:
         return (size / 2 + uu * c - vv * s, size / 2 + uu * s + vv * c)
 
-    quay = _poly([(centre_u - span / 2, offset - 6 * f), (centre_u + span / 2, offset - 6 * f),
-                  (centre_u + span / 2, offset + 4 * f), (centre_u - span / 2, offset + 4 * f)], size / 2, size / 2, angle)
+    quay = _poly(
+        [
+            (centre_u - span / 2, offset - 6 * f),
+            (centre_u + span / 2, offset - 6 * f),
+            (centre_u + span / 2, offset + 4 * f),
+            (centre_u - span / 2, offset + 4 * f),
+        ],
+        size / 2,
+        size / 2,
+        angle,
+    )
     draw.polygon(quay, fill=(168, 166, 160, 255))
     for k in range(n_piers):
         uu = centre_u - span / 2 + span / n_piers * (k + 0.5)
-        pier = _poly([(uu - pier_w / 2, offset), (uu + pier_w / 2, offset),
-                      (uu + pier_w / 2, offset + pier_len), (uu - pier_w / 2, offset + pier_len)], size / 2, size / 2, angle)
+        pier = _poly(
+            [
+                (uu - pier_w / 2, offset),
+                (uu + pier_w / 2, offset),
+                (uu + pier_w / 2, offset + pier_len),
+                (uu - pier_w / 2, offset + pier_len),
+            ],
+            size / 2,
+            size / 2,
+            angle,
+        )
         draw.polygon(pier, fill=(178, 176, 170, 255), outline=(120, 120, 116, 255))
         for side in (-1, 1):
             for t in np.arange(10 * f, pier_len - 4 * f, 18 * f):
@@ -729,9 +822,26 @@ def _harbour(rng, draw, lay: _Layout, f: float, angle: float, offset: float, blo
 
 
 # ----------------------------------------------------------------------------- small objects
-PLANE = [(0.5, 0.0), (0.44, -0.05), (0.1, -0.06), (-0.1, -0.5), (-0.2, -0.5), (-0.1, -0.06), (-0.36, -0.05),
-         (-0.46, -0.2), (-0.52, -0.2), (-0.48, 0.0), (-0.52, 0.2), (-0.46, 0.2), (-0.36, 0.05), (-0.1, 0.06),
-         (-0.2, 0.5), (-0.1, 0.5), (0.1, 0.06), (0.44, 0.05)]
+PLANE = [
+    (0.5, 0.0),
+    (0.44, -0.05),
+    (0.1, -0.06),
+    (-0.1, -0.5),
+    (-0.2, -0.5),
+    (-0.1, -0.06),
+    (-0.36, -0.05),
+    (-0.46, -0.2),
+    (-0.52, -0.2),
+    (-0.48, 0.0),
+    (-0.52, 0.2),
+    (-0.46, 0.2),
+    (-0.36, 0.05),
+    (-0.1, 0.06),
+    (-0.2, 0.5),
+    (-0.1, 0.5),
+    (0.1, 0.06),
+    (0.44, 0.05),
+]
 SHIP = [(0.5, 0.0), (0.3, -0.5), (-0.5, -0.5), (-0.5, 0.5), (0.3, 0.5)]
 
 
@@ -744,12 +854,26 @@ def _draw_plane(draw, x, y, angle, length, colour, sun, f) -> None:
 def _draw_ship(draw, x, y, angle, length, colour, sailing, f) -> None:
     width = length * 0.28
     if sailing:
-        wake = _poly([(-0.5 * length, -0.3 * width), (-1.6 * length, -1.0 * width), (-1.6 * length, 1.0 * width),
-                      (-0.5 * length, 0.3 * width)], x, y, angle)
+        wake = _poly(
+            [
+                (-0.5 * length, -0.3 * width),
+                (-1.6 * length, -1.0 * width),
+                (-1.6 * length, 1.0 * width),
+                (-0.5 * length, 0.3 * width),
+            ],
+            x,
+            y,
+            angle,
+        )
         draw.polygon(wake, fill=(235, 240, 245, 55))
     hull = [(u * length, v * width) for u, v in SHIP]
     draw.polygon(_poly(hull, x, y, angle), fill=COLOURS[colour] + (255,), outline=(30, 30, 30, 255))
-    deck = [(-0.45 * length, -0.3 * width), (-0.2 * length, -0.3 * width), (-0.2 * length, 0.3 * width), (-0.45 * length, 0.3 * width)]
+    deck = [
+        (-0.45 * length, -0.3 * width),
+        (-0.2 * length, -0.3 * width),
+        (-0.2 * length, 0.3 * width),
+        (-0.45 * length, 0.3 * width),
+    ]
     deck_colour = (230, 230, 226, 255) if colour != "white" else (120, 120, 124, 255)
     draw.polygon(_poly(deck, x, y, angle), fill=deck_colour)
 
@@ -856,7 +980,9 @@ def _variants(seed: int, group: int, lay: _Layout, n: int) -> list[dict[str, dic
     return plans
 
 
-def _place_objects(rng: np.random.Generator, lay: _Layout, plan: dict[str, dict[str, Any]]) -> tuple[Image.Image, list[dict[str, Any]]]:
+def _place_objects(
+    rng: np.random.Generator, lay: _Layout, plan: dict[str, dict[str, Any]]
+) -> tuple[Image.Image, list[dict[str, Any]]]:
     """Draw the planned small objects on a copy of the layout; return it and what was drawn."""
     f = lay.size / 224.0
     image = lay.image.copy()
@@ -955,15 +1081,29 @@ LAND_NP = {
     "forest": ["a forest", "dense trees", "lush green trees", "the forest", "woods"],
     "desert": ["the desert", "bare yellow sand", "a desert", "bare land"],
     "grassland": ["a green meadow", "grassland", "green grass", "a piece of grassland"],
-    "dense_residential": ["a dense residential area", "many densely arranged houses", "dense houses", "a crowded residential area"],
-    "sparse_residential": ["a sparse residential area", "scattered houses", "some sparse houses with trees", "houses among green trees"],
+    "dense_residential": [
+        "a dense residential area",
+        "many densely arranged houses",
+        "dense houses",
+        "a crowded residential area",
+    ],
+    "sparse_residential": [
+        "a sparse residential area",
+        "scattered houses",
+        "some sparse houses with trees",
+        "houses among green trees",
+    ],
 }
 DENSE_FARMLAND = ["dense farmland", "many small fields", "farmland divided into small plots"]
 
 
 def _count_word(n: int, rng: np.random.Generator) -> str:
     if n >= 10:
-        return ["many", "lots of", "a lot of", "dozens of"][int(rng.integers(0, 4))] if n >= 12 else ["many", "ten or more"][int(rng.integers(0, 2))]
+        return (
+            ["many", "lots of", "a lot of", "dozens of"][int(rng.integers(0, 4))]
+            if n >= 12
+            else ["many", "ten or more"][int(rng.integers(0, 2))]
+        )
     if n == 1:
         return ["a", "one"][int(rng.integers(0, 2))]
     return NUMBER_WORDS[n]
@@ -971,7 +1111,7 @@ def _count_word(n: int, rng: np.random.Generator) -> str:
 
 def _object_np(obj: dict[str, Any], rng: np.random.Generator, colour: bool | None = None) -> str:
     kind, n, colours = obj["kind"], obj["count"], obj["colours"]
-    singular, plural, variants = NOUNS[kind]
+    _singular, _plural, variants = NOUNS[kind]
     noun_s = variants[int(rng.integers(0, len(variants)))]
     noun_p = noun_s + "s"
     distinct = sorted(set(colours), key=colours.index)
@@ -993,7 +1133,12 @@ def _where(obj: dict[str, Any], lay: _Layout, rng: np.random.Generator) -> str:
     has_buildings = any(s["kind"] == "buildings" for s in lay.structures)
     options: list[str]
     if kind == "plane":
-        options = ["parked beside the runway", "parked on the apron", "lined up next to the taxiway", "parked near the runway"]
+        options = [
+            "parked beside the runway",
+            "parked on the apron",
+            "lined up next to the taxiway",
+            "parked near the runway",
+        ]
         if has_buildings:
             options.append("parked near the terminal")
     elif kind == "tank":
@@ -1002,7 +1147,12 @@ def _where(obj: dict[str, Any], lay: _Layout, rng: np.random.Generator) -> str:
             options.append("standing near the road")
     elif kind == "ship":
         if where == "docked":
-            options = ["docked at the harbour", "moored beside the pier", "berthed along the piers", "docked in the port"]
+            options = [
+                "docked at the harbour",
+                "moored beside the pier",
+                "berthed along the piers",
+                "docked in the port",
+            ]
         else:
             water = {"river": "river", "sea": "sea", "lake": "lake"}[where]
             options = [f"sailing on the {water}", f"on the {water}", f"moving on the {water}"]
@@ -1037,16 +1187,27 @@ def _layout_sentence(lay: _Layout, rng: np.random.Generator) -> str:
     feats = lay.features
     options: list[str] = []
     if "runway" in feats:
-        options += [f"a long runway lies in {land}", f"a runway with a taxiway crosses {land}",
-                    f"an airport runway is surrounded by {land}", f"this is an airport beside {land}"]
+        options += [
+            f"a long runway lies in {land}",
+            f"a runway with a taxiway crosses {land}",
+            f"an airport runway is surrounded by {land}",
+            f"this is an airport beside {land}",
+        ]
     if "river" in feats:
-        options += [f"a river crosses {land}", f"a winding river runs through {land}", f"a river flows through {land}",
-                    f"there is a river in {land}"]
+        options += [
+            f"a river crosses {land}",
+            f"a winding river runs through {land}",
+            f"a river flows through {land}",
+            f"there is a river in {land}",
+        ]
         if "bridge" in feats:
             options += [f"a bridge crosses the river in {land}", "a road crosses the river over a bridge"]
     if "coastline" in feats:
-        options += [f"the coastline separates the sea from {land}", f"the sea is next to {land}",
-                    f"a long coastline runs along {land}"]
+        options += [
+            f"the coastline separates the sea from {land}",
+            f"the sea is next to {land}",
+            f"a long coastline runs along {land}",
+        ]
     if "lake" in feats:
         options += [f"a lake is surrounded by {land}", f"there is a blue lake in {land}"]
     if "two roads" in feats:
@@ -1064,23 +1225,43 @@ def _structure_sentence(lay: _Layout, rng: np.random.Generator) -> str | None:
     s = lay.structures[int(rng.integers(0, len(lay.structures)))]
     kind = s["kind"]
     land = _land_np(lay, rng, plain=True)
-    feature = next((x for x in ("runway", "river", "road", "lake") if x in lay.features or (x == "road" and "two roads" in lay.features)), None)
+    feature = next(
+        (
+            x
+            for x in ("runway", "river", "road", "lake")
+            if x in lay.features or (x == "road" and "two roads" in lay.features)
+        ),
+        None,
+    )
     pick = lambda xs: xs[int(rng.integers(0, len(xs)))]  # noqa: E731
     if kind == "buildings":
         many = "several" if s["count"] > 2 else "two"
-        opts = [f"{many} {s['colour']} buildings stand in {land}", f"there are {many} buildings in {land}",
-                f"some buildings are located in {land}"]
+        opts = [
+            f"{many} {s['colour']} buildings stand in {land}",
+            f"there are {many} buildings in {land}",
+            f"some buildings are located in {land}",
+        ]
         if feature:
             opts.append(f"{many} buildings are near the {feature}")
     elif kind == "harbour":
-        opts = [f"a harbour with {NUMBER_WORDS[s['piers']]} piers is on the coast", "there is a port with several piers",
-                f"a harbour is built on the coast next to {land}"]
+        opts = [
+            f"a harbour with {NUMBER_WORDS[s['piers']]} piers is on the coast",
+            "there is a port with several piers",
+            f"a harbour is built on the coast next to {land}",
+        ]
     elif kind == "tank farm":
-        opts = [f"a tank farm is located in {land}", "there is a tank farm with round foundations",
-                f"a tank farm is surrounded by {land}"]
+        opts = [
+            f"a tank farm is located in {land}",
+            "there is a tank farm with round foundations",
+            f"a tank farm is surrounded by {land}",
+        ]
     elif kind == "parking lot":
-        opts = [f"there is a parking lot in {land}", "a parking lot is next to the buildings"
-                if any(x["kind"] == "buildings" for x in lay.structures) else f"a parking lot lies in {land}"]
+        opts = [
+            f"there is a parking lot in {land}",
+            "a parking lot is next to the buildings"
+            if any(x["kind"] == "buildings" for x in lay.structures)
+            else f"a parking lot lies in {land}",
+        ]
     else:  # sports fields
         opts = [f"there is a {kind} in {land}", f"a {kind} is surrounded by {land}"]
         if feature:
@@ -1098,8 +1279,15 @@ def _captions(lay: _Layout, objects: list[dict[str, Any]], rng: np.random.Genera
     With small objects present, at least three captions state their count (and usually
     colour), one describes the large layout only, and one mixes the layout with objects.
     """
-    scene_np = {"airport": "an airport", "harbour": "a harbour", "river": "a river", "residential": "a residential area",
-                "industrial": "an industrial area", "rural": "a rural area", "lake": "a lake"}[lay.archetype]
+    scene_np = {
+        "airport": "an airport",
+        "harbour": "a harbour",
+        "river": "a river",
+        "residential": "a residential area",
+        "industrial": "an industrial area",
+        "rural": "a rural area",
+        "lake": "a lake",
+    }[lay.archetype]
 
     def obj_sentence(obj: dict[str, Any], style: int) -> str:
         np_ = _object_np(obj, rng)
@@ -1126,7 +1314,9 @@ def _captions(lay: _Layout, objects: list[dict[str, Any]], rng: np.random.Genera
         captions.append(obj_sentence(main, int(rng.integers(2, 5))))
         if other is not None and rng.random() < 0.7:
             np_ = _object_np(other, rng)
-            captions.append(f"{_layout_sentence(lay, rng)} and {np_} {_be(np_, other['count'])} {_where(other, lay, rng)}")
+            captions.append(
+                f"{_layout_sentence(lay, rng)} and {np_} {_be(np_, other['count'])} {_where(other, lay, rng)}"
+            )
         else:
             captions.append(f"{_layout_sentence(lay, rng)} with {_object_np(main, rng)}")
         fifth = _structure_sentence(lay, rng) if rng.random() < 0.5 else None
@@ -1195,7 +1385,7 @@ def _splits_for_groups(n_groups: int, seed: int, fractions: tuple[float, float] 
     splits = ["train"] * n_groups
     for g in order[:n_val]:
         splits[int(g)] = "val"
-    for g in order[n_val:n_val + n_test]:
+    for g in order[n_val : n_val + n_test]:
         splits[int(g)] = "test"
     return splits
 
@@ -1204,7 +1394,9 @@ def _tokens(caption: str) -> list[str]:
     return [t for t in caption.replace(".", " ").split() if t]
 
 
-def _write_corpus(out: Path, n_images: int, seed: int, image_size: int, variants_per_layout: int, progress: bool) -> Path:
+def _write_corpus(
+    out: Path, n_images: int, seed: int, image_size: int, variants_per_layout: int, progress: bool
+) -> Path:
     images_dir = out / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     maker = _SceneMaker(seed, image_size, variants_per_layout)
@@ -1226,16 +1418,18 @@ def _write_corpus(out: Path, n_images: int, seed: int, image_size: int, variants
         for caption in scene.captions:
             sentences.append({"raw": caption, "tokens": _tokens(caption), "imgid": i, "sentid": sentid})
             sentid += 1
-        entries.append({
-            "filepath": "images",
-            "filename": name,
-            "imgid": i,
-            "split": group_split[scene.layout_id],
-            "layout_id": scene.layout_id,
-            "sentids": [s["sentid"] for s in sentences],
-            "sentences": sentences,
-            "scene": scene.scene,
-        })
+        entries.append(
+            {
+                "filepath": "images",
+                "filename": name,
+                "imgid": i,
+                "split": group_split[scene.layout_id],
+                "layout_id": scene.layout_id,
+                "sentids": [s["sentid"] for s in sentences],
+                "sentences": sentences,
+                "scene": scene.scene,
+            }
+        )
     meta = {
         "dataset": SYNTH_DATASET_NAME,
         "generator_version": GENERATOR_VERSION,
@@ -1270,7 +1464,9 @@ def generate_synth_corpus(
         raise ValueError(f"n_images must be >= 1, got {n_images}.")
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True (CLI: --overwrite) or choose another folder.")
+        raise FileExistsError(
+            f"{out} exists and is not empty; pass overwrite=True (CLI: --overwrite) or choose another folder."
+        )
     with atomic_directory(out, overwrite=overwrite) as staging:
         _write_corpus(staging, n_images, seed, image_size, variants_per_layout, progress)
     return out / SYNTH_JSON_NAME
@@ -1292,12 +1488,23 @@ def ensure_synth_corpus(
     """
     directory = Path(directory)
     path = directory / SYNTH_JSON_NAME
-    wanted = {"seed": seed, "n_images": n_images, "image_size": image_size, "variants_per_layout": variants_per_layout,
-              "generator_version": GENERATOR_VERSION}
+    wanted = {
+        "seed": seed,
+        "n_images": n_images,
+        "image_size": image_size,
+        "variants_per_layout": variants_per_layout,
+        "generator_version": GENERATOR_VERSION,
+    }
     if not path.is_file():
         try:
-            generate_synth_corpus(directory, n_images=n_images, seed=seed, image_size=image_size,
-                                  variants_per_layout=variants_per_layout, progress=progress)
+            generate_synth_corpus(
+                directory,
+                n_images=n_images,
+                seed=seed,
+                image_size=image_size,
+                variants_per_layout=variants_per_layout,
+                progress=progress,
+            )
         except (FileExistsError, OSError):
             if not path.is_file():  # not a concurrent writer that just finished: a real problem
                 raise
@@ -1305,6 +1512,8 @@ def ensure_synth_corpus(
         meta = json.load(fh)
     found = {k: meta.get(k) for k in wanted}
     if found != wanted:
-        raise ValueError(f"{path} holds an rs-synth corpus made with {found}, not the requested {wanted}; "
-                         "use another directory or delete this one.")
+        raise ValueError(
+            f"{path} holds an rs-synth corpus made with {found}, not the requested {wanted}; "
+            "use another directory or delete this one."
+        )
     return path

@@ -15,9 +15,10 @@ from __future__ import annotations
 import io
 import os
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from PIL import Image
 
@@ -152,15 +153,27 @@ def validate_records(
         empty = [k for k, c in enumerate(captions) if not isinstance(c, str) or not c.strip()]
         if empty:
             which = ", ".join(str(k) for k in empty)
-            problems.append(Problem("empty_caption", i, record["file_name"],
-                                    f"caption(s) {which} of {len(captions)} empty: {[captions[k] for k in empty]!r}"))
+            problems.append(
+                Problem(
+                    "empty_caption",
+                    i,
+                    record["file_name"],
+                    f"caption(s) {which} of {len(captions)} empty: {[captions[k] for k in empty]!r}",
+                )
+            )
     first_seen: dict[str, int] = {}
     for i, record in enumerate(records):
         name = record["file_name"]
         if name in first_seen:
             j = first_seen[name]
-            problems.append(Problem("duplicate_file_name", i, name,
-                                    f"entry {i} (split {record.get('split')}) repeats entry {j} (split {records[j].get('split')})"))
+            problems.append(
+                Problem(
+                    "duplicate_file_name",
+                    i,
+                    name,
+                    f"entry {i} (split {record.get('split')}) repeats entry {j} (split {records[j].get('split')})",
+                )
+            )
         else:
             first_seen[name] = i
     expected = _usual_count(len(r["captions"]) for r in records)

@@ -10,8 +10,9 @@ when a row is read.
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,11 +26,13 @@ __all__ = ["training_view", "evaluation_view", "EvalView", "MSADataCollator"]
 def _require(ds: Any, columns: Sequence[str], what: str) -> None:
     missing = [c for c in columns if c not in ds.column_names]
     if missing:
-        raise ValueError(f"{what} needs columns {list(columns)} (a split from load_corpus); missing {missing}, "
-                         f"found {ds.column_names}.")
+        raise ValueError(
+            f"{what} needs columns {list(columns)} (a split from load_corpus); missing {missing}, "
+            f"found {ds.column_names}."
+        )
 
 
-def training_view(split: "datasets.Dataset") -> "datasets.Dataset":
+def training_view(split: datasets.Dataset) -> datasets.Dataset:
     """One row per (image, caption) pair: ``image``, ``caption``, ``image_id``, ``file_name``.
 
     ``image_id`` is kept so the loss can tell that two captions of the same image in one
@@ -42,7 +45,9 @@ def training_view(split: "datasets.Dataset") -> "datasets.Dataset":
 
     def explode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {"image": [], "caption": [], "image_id": [], "file_name": []}
-        for image, captions, image_id, file_name in zip(batch["image"], batch["captions"], batch["image_id"], batch["file_name"]):
+        for image, captions, image_id, file_name in zip(
+            batch["image"], batch["captions"], batch["image_id"], batch["file_name"]
+        ):
             for caption in captions:
                 out["image"].append(image)
                 out["caption"].append(caption)
@@ -50,14 +55,15 @@ def training_view(split: "datasets.Dataset") -> "datasets.Dataset":
                 out["file_name"].append(file_name)
         return out
 
-    features = datasets.Features({
-        "image": datasets.Image(decode=False),
-        "caption": datasets.Value("string"),
-        "image_id": datasets.Value("int64"),
-        "file_name": datasets.Value("string"),
-    })
-    pairs = raw.map(explode, batched=True, remove_columns=raw.column_names, features=features,
-                    desc="training pairs")
+    features = datasets.Features(
+        {
+            "image": datasets.Image(decode=False),
+            "caption": datasets.Value("string"),
+            "image_id": datasets.Value("int64"),
+            "file_name": datasets.Value("string"),
+        }
+    )
+    pairs = raw.map(explode, batched=True, remove_columns=raw.column_names, features=features, desc="training pairs")
     return pairs.cast_column("image", datasets.Image())
 
 
@@ -71,7 +77,7 @@ class EvalView:
     :func:`msa_hf.retrieval.retrieval_metrics`); ``image_ids`` are the corpus ids per row.
     """
 
-    images: "datasets.Dataset"
+    images: datasets.Dataset
     captions: list[str]
     caption_image_ids: np.ndarray
     image_ids: np.ndarray
@@ -84,22 +90,31 @@ class EvalView:
     def num_captions(self) -> int:
         return len(self.captions)
 
-    def image_loader(self, processor: Any, batch_size: int = 64, num_workers: int = 0) -> "torch.utils.data.DataLoader":
+    def image_loader(self, processor: Any, batch_size: int = 64, num_workers: int = 0) -> torch.utils.data.DataLoader:
         """Batches of ``pixel_values`` (+ ``image_ids``) in row order, decoded in the workers."""
         from torch.utils.data import DataLoader
 
-        return DataLoader(self.images, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                          collate_fn=MSADataCollator(processor, text_column=None))
+        return DataLoader(
+            self.images,
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=num_workers,
+            collate_fn=MSADataCollator(processor, text_column=None),
+        )
 
-    def caption_loader(self, processor: Any, batch_size: int = 256) -> "torch.utils.data.DataLoader":
+    def caption_loader(self, processor: Any, batch_size: int = 256) -> torch.utils.data.DataLoader:
         """Batches of tokenised captions (``input_ids``, ``attention_mask``) in caption order."""
         from torch.utils.data import DataLoader
 
-        return DataLoader(self.captions, batch_size=batch_size, shuffle=False,
-                          collate_fn=MSADataCollator(processor, image_column=None, id_column=None))
+        return DataLoader(
+            self.captions,
+            batch_size=batch_size,
+            shuffle=False,
+            collate_fn=MSADataCollator(processor, image_column=None, id_column=None),
+        )
 
 
-def evaluation_view(split: "datasets.Dataset") -> EvalView:
+def evaluation_view(split: datasets.Dataset) -> EvalView:
     """Images, flattened captions and the caption -> image index for retrieval evaluation."""
     _require(split, ["image", "captions", "image_id"], "evaluation_view")
     captions_per_image = split["captions"]  # reads only this column: no image is decoded
@@ -138,8 +153,15 @@ class MSADataCollator:
         ...                     num_workers=4, collate_fn=MSADataCollator(processor))  # doctest: +SKIP
     """
 
-    def __init__(self, processor: Any, *, image_column: str | None = "image", text_column: str | None = "caption",
-                 id_column: str | None = "image_id", **processor_kwargs: Any) -> None:
+    def __init__(
+        self,
+        processor: Any,
+        *,
+        image_column: str | None = "image",
+        text_column: str | None = "caption",
+        id_column: str | None = "image_id",
+        **processor_kwargs: Any,
+    ) -> None:
         if processor is None:
             raise ValueError("MSADataCollator needs a processor (e.g. MSAProcessor.from_pretrained(...)).")
         self.processor = processor
@@ -159,7 +181,9 @@ class MSADataCollator:
         use_images = self.image_column is not None and self.image_column in first
         use_text = self.text_column is not None and self.text_column in first
         if not use_images and not use_text:
-            raise ValueError(f"rows have neither {self.image_column!r} nor {self.text_column!r}; got keys {sorted(first)}.")
+            raise ValueError(
+                f"rows have neither {self.image_column!r} nor {self.text_column!r}; got keys {sorted(first)}."
+            )
         images = [_as_image(r[self.image_column]) for r in rows] if use_images else None
         texts = [r[self.text_column] for r in rows] if use_text else None
         batch = self.processor(images=images, text=texts, return_tensors="pt", **self.processor_kwargs)

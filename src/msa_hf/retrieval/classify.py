@@ -19,20 +19,21 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from .encoding import (
+    ImageLoadError,
     SkippedFile,
     encode_images,
     encode_texts,
     list_image_files,
     load_image,
-    ImageLoadError,
     warn_skipped,
 )
 
@@ -81,13 +82,15 @@ def _check_templates(templates: str | Sequence[str]) -> list[str]:
         raise ValueError("Give at least one template.")
     for t in templates:
         if t.count("{}") != 1:
-            raise ValueError(f"Template {t!r} must contain exactly one '{{}}' where the label goes, "
-                             f"e.g. {DEFAULT_TEMPLATE!r}.")
+            raise ValueError(
+                f"Template {t!r} must contain exactly one '{{}}' where the label goes, e.g. {DEFAULT_TEMPLATE!r}."
+            )
     return templates
 
 
-def label_text_embeddings(model: Any, processor: Any, labels: Sequence[str],
-                          templates: str | Sequence[str] = DEFAULT_TEMPLATE) -> torch.Tensor:
+def label_text_embeddings(
+    model: Any, processor: Any, labels: Sequence[str], templates: str | Sequence[str] = DEFAULT_TEMPLATE
+) -> torch.Tensor:
     """One L2-normalised embedding per label: the renormalised mean over its prompts."""
     labels = _check_labels(labels)
     templates = _check_templates(templates)
@@ -132,8 +135,9 @@ def zero_shot_classify(
     if scale <= 0:
         raise ValueError(f"`scale` must be positive, got {scale}.")
     label_emb = label_text_embeddings(model, processor, labels, templates)
-    image_emb = encode_images(model, processor, images, batch_size=batch_size, progress=progress,
-                              desc="Classifying images")
+    image_emb = encode_images(
+        model, processor, images, batch_size=batch_size, progress=progress, desc="Classifying images"
+    )
     probs = torch.softmax(scale * image_emb @ label_emb.t(), dim=-1).numpy()
     return ClassificationResult(labels=labels, probs=probs, scale=float(scale))
 
@@ -170,15 +174,24 @@ class FolderClassification(ClassificationResult):
         rows = []
         for i, f in enumerate(self.files):
             order = np.argsort(-self.probs[i], kind="stable")[: top or len(self.labels)]
-            row: dict[str, Any] = {"file": f, "prediction": self.labels[order[0]],
-                                   "probs": {self.labels[j]: float(self.probs[i, j]) for j in order}}
+            row: dict[str, Any] = {
+                "file": f,
+                "prediction": self.labels[order[0]],
+                "probs": {self.labels[j]: float(self.probs[i, j]) for j in order},
+            }
             if self.true_labels is not None:
                 row["label"] = self.true_labels[i]
             rows.append(row)
-        return {"labels": self.labels, "scale": self.scale, "accuracy": self.accuracy,
-                "per_class_accuracy": self.per_class_accuracy, "num_images": len(self.files),
-                "images": rows, "skipped": [s.to_dict() for s in self.skipped],
-                "unmatched_folders": self.unmatched_folders}
+        return {
+            "labels": self.labels,
+            "scale": self.scale,
+            "accuracy": self.accuracy,
+            "per_class_accuracy": self.per_class_accuracy,
+            "num_images": len(self.files),
+            "images": rows,
+            "skipped": [s.to_dict() for s in self.skipped],
+            "unmatched_folders": self.unmatched_folders,
+        }
 
 
 def class_folders(files: Sequence[Path]) -> list[str] | None:
@@ -235,13 +248,21 @@ def classify_folder(
         true_labels = [by_key.get(normalize_label(f)) for f in folders]
         unmatched = sorted({f for f, t in zip(folders, true_labels) if t is None})
         if unmatched:
-            warnings.warn(f"Class folders with no matching label are left out of the accuracy: {unmatched}.",
-                          stacklevel=2)
+            warnings.warn(
+                f"Class folders with no matching label are left out of the accuracy: {unmatched}.", stacklevel=2
+            )
         if all(t is None for t in true_labels):
             true_labels = None  # subfolders are not classes of these labels: no accuracy
 
-    result = zero_shot_classify(images, labels, model, processor, templates=templates, scale=scale,
-                                batch_size=batch_size, progress=progress)
-    return FolderClassification(labels=result.labels, probs=result.probs, scale=result.scale,
-                                files=[f.as_posix() for f in kept], true_labels=true_labels,
-                                skipped=sorted(skipped, key=lambda s: s.path), unmatched_folders=unmatched)
+    result = zero_shot_classify(
+        images, labels, model, processor, templates=templates, scale=scale, batch_size=batch_size, progress=progress
+    )
+    return FolderClassification(
+        labels=result.labels,
+        probs=result.probs,
+        scale=result.scale,
+        files=[f.as_posix() for f in kept],
+        true_labels=true_labels,
+        skipped=sorted(skipped, key=lambda s: s.path),
+        unmatched_folders=unmatched,
+    )

@@ -15,24 +15,36 @@ import json
 import os
 import sys
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 __all__ = ["eval_main", "index_main", "search_main", "classify_main"]
+
 
 # Failures that are the user's input, not our bugs: shown as one line, no traceback.
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from .encoding import ImageLoadError, ModelLoadError
     from .index import ImageIndexError
 
-    return (ImageIndexError, ModelLoadError, ImageLoadError, FileNotFoundError, NotADirectoryError,
-            ValueError, TypeError, ImportError, PermissionError)
+    return (
+        ImageIndexError,
+        ModelLoadError,
+        ImageLoadError,
+        FileNotFoundError,
+        NotADirectoryError,
+        ValueError,
+        TypeError,
+        ImportError,
+        PermissionError,
+    )
 
 
 @contextlib.contextmanager
 def _cli_warnings(prog: str) -> Iterator[None]:
     """Show warnings as ``prog: warning: message`` lines on stderr."""
-    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+
+    def show(message, category, filename, lineno, file=None, line=None):
         print(f"{prog}: warning: {message}", file=sys.stderr)
 
     with warnings.catch_warnings():
@@ -41,8 +53,9 @@ def _cli_warnings(prog: str) -> Iterator[None]:
         yield
 
 
-def _run(prog: str, fn: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,
-         argv: Sequence[str] | None) -> int:
+def _run(
+    prog: str, fn: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
@@ -61,11 +74,13 @@ def _run(prog: str, fn: Callable[[argparse.Namespace], int], parser: argparse.Ar
 
 
 def _add_common(p: argparse.ArgumentParser, model_required: bool = True) -> None:
-    p.add_argument("--model", required=model_required,
-                   help="saved MSA folder (save_pretrained of model + processor) or Hub id")
+    p.add_argument(
+        "--model", required=model_required, help="saved MSA folder (save_pretrained of model + processor) or Hub id"
+    )
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--batch-size", type=_positive("--batch-size"), default=32,
-                   help="images per forward pass (default 32)")
+    p.add_argument(
+        "--batch-size", type=_positive("--batch-size"), default=32, help="images per forward pass (default 32)"
+    )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -114,9 +129,16 @@ def _eval(args: argparse.Namespace) -> int:
 
     dataset = _load_split(args.corpus, args.split)
     model, processor = load_model_and_processor(args.model, device=args.device)
-    result = evaluate_corpus(model, processor, dataset, max_images=args.max_images, batch_size=args.batch_size,
-                             text_batch_size=args.text_batch_size, progress=not args.no_progress,
-                             num_workers=args.workers)
+    result = evaluate_corpus(
+        model,
+        processor,
+        dataset,
+        max_images=args.max_images,
+        batch_size=args.batch_size,
+        text_batch_size=args.text_batch_size,
+        progress=not args.no_progress,
+        num_workers=args.workers,
+    )
     print(format_metrics_table(result.metrics))
 
     out = Path(args.output_dir)
@@ -129,16 +151,22 @@ def _eval(args: argparse.Namespace) -> int:
         "max_images": args.max_images,
         "metrics": result.metrics,
         "protocol": "spec section 7: R@K in percent over 0-based ranks < K; mr = mean of the six recalls; "
-                    "medr/meanr 1-based; a competitor tied with the ground truth counts as ranked ahead",
+        "medr/meanr 1-based; a competitor tied with the ground truth counts as ranked ahead",
     }
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"metrics written to {out / 'metrics.json'}")
     if args.num_examples > 0:
         images_only = dataset.select(range(len(result.image_embeds))).select_columns(["image"])
         png = render_retrieval_examples(
-            result.image_embeds, result.text_embeds, result.caption_image_ids, result.captions,
-            lambda i: images_only[int(i)]["image"], out / "retrieval_examples.png",
-            num_text_queries=args.num_examples, num_image_queries=args.num_examples, seed=args.seed,
+            result.image_embeds,
+            result.text_embeds,
+            result.caption_image_ids,
+            result.captions,
+            lambda i: images_only[int(i)]["image"],
+            out / "retrieval_examples.png",
+            num_text_queries=args.num_examples,
+            num_image_queries=args.num_examples,
+            seed=args.seed,
         )
         print(f"examples written to {png}")
     return 0
@@ -146,17 +174,25 @@ def _eval(args: argparse.Namespace) -> int:
 
 def eval_main(argv: Sequence[str] | None = None) -> int:
     """``msa-eval --model M --corpus SOURCE --split test``: metrics table, metrics.json, examples PNG."""
-    p = argparse.ArgumentParser(prog="msa-eval", description="Image-text retrieval evaluation of an MSA model "
-                                "on a corpus split (R@1/5/10 both directions, mR, median/mean rank).")
+    p = argparse.ArgumentParser(
+        prog="msa-eval",
+        description="Image-text retrieval evaluation of an MSA model "
+        "on a corpus split (R@1/5/10 both directions, mR, median/mean rank).",
+    )
     _add_common(p)
     p.add_argument("--corpus", required=True, help="corpus source understood by msa_hf.data.load_corpus")
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")
     p.add_argument("--text-batch-size", type=_positive("--text-batch-size"), default=128)
-    p.add_argument("--max-images", type=_positive("--max-images"), default=None,
-                   help="evaluate only the first N images of the split (quick checks)")
+    p.add_argument(
+        "--max-images",
+        type=_positive("--max-images"),
+        default=None,
+        help="evaluate only the first N images of the split (quick checks)",
+    )
     p.add_argument("--output-dir", default="msa-eval-output", help="where metrics.json and the PNG go")
-    p.add_argument("--num-examples", type=int, default=3,
-                   help="text and image queries drawn in retrieval_examples.png (0: no PNG)")
+    p.add_argument(
+        "--num-examples", type=int, default=3, help="text and image queries drawn in retrieval_examples.png (0: no PNG)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for picking the example queries")
     p.add_argument("--workers", type=int, default=0, help="image decoding threads")
     return _run("msa-eval", _eval, p, argv)
@@ -172,12 +208,23 @@ def _index_build(args: argparse.Namespace) -> int:
     if not Path(args.image_folder).is_dir():
         raise NotADirectoryError(f"IMAGE_FOLDER {args.image_folder} is not a folder.")
     model, processor = load_model_and_processor(args.model, device=args.device)
-    index = build_index(args.image_folder, model, processor, args.out, batch_size=args.batch_size,
-                        chunk_size=args.chunk_size, recursive=not args.no_recursive, overwrite=args.overwrite,
-                        num_workers=args.workers, progress=not args.no_progress)
+    index = build_index(
+        args.image_folder,
+        model,
+        processor,
+        args.out,
+        batch_size=args.batch_size,
+        chunk_size=args.chunk_size,
+        recursive=not args.no_recursive,
+        overwrite=args.overwrite,
+        num_workers=args.workers,
+        progress=not args.no_progress,
+    )
     m = index.manifest
-    print(f"index {index.path}: {len(index)} images, dim {m['embedding_dim']} "
-          f"({m.get('encoded', len(index))} encoded, {m.get('reused', 0)} reused, {len(m['skipped'])} skipped)")
+    print(
+        f"index {index.path}: {len(index)} images, dim {m['embedding_dim']} "
+        f"({m.get('encoded', len(index))} encoded, {m.get('reused', 0)} reused, {len(m['skipped'])} skipped)"
+    )
     return 0
 
 
@@ -186,8 +233,20 @@ def _index_info(args: argparse.Namespace) -> int:
 
     index = ImageIndex.load(args.index)
     m = index.manifest
-    info = {k: m[k] for k in ("root", "num_images", "embedding_dim", "normalized", "similarity", "created",
-                              "msa_hf_version", "model") if k in m}
+    info = {
+        k: m[k]
+        for k in (
+            "root",
+            "num_images",
+            "embedding_dim",
+            "normalized",
+            "similarity",
+            "created",
+            "msa_hf_version",
+            "model",
+        )
+        if k in m
+    }
     info["skipped"] = len(m.get("skipped", []))
     if args.json:
         print(json.dumps(info, indent=2))
@@ -217,8 +276,12 @@ def index_main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("image_folder", metavar="IMAGE_FOLDER")
     _add_common(b)
     b.add_argument("--out", required=True, metavar="INDEX", help="index folder to create or update")
-    b.add_argument("--chunk-size", type=_positive("--chunk-size"), default=1024,
-                   help="images per on-disk chunk: the unit of resumption (default 1024)")
+    b.add_argument(
+        "--chunk-size",
+        type=_positive("--chunk-size"),
+        default=1024,
+        help="images per on-disk chunk: the unit of resumption (default 1024)",
+    )
     b.add_argument("--overwrite", action="store_true", help="replace an index built with another model/folder")
     b.add_argument("--no-recursive", action="store_true", help="only the folder's top level")
     b.add_argument("--workers", type=int, default=0, help="image decoding threads")
@@ -246,16 +309,25 @@ def _search(args: argparse.Namespace) -> int:
         if not Path(path).is_file():
             raise FileNotFoundError(f"--image {path}: no such file.")
     index = ImageIndex.load(args.index)
-    results = search_index(index, text=args.query or None, image=args.image or None, k=args.k, model=args.model,
-                           backend=args.backend, device=args.device)
+    results = search_index(
+        index,
+        text=args.query or None,
+        image=args.image or None,
+        k=args.k,
+        model=args.model,
+        backend=args.backend,
+        device=args.device,
+    )
     for hits in results:  # files deleted since the index was built
         for h in hits:
             if not os.path.exists(h.path):
-                warnings.warn(f"{h.path} no longer exists: the index is stale; rerun `msa-index build`.")
+                warnings.warn(f"{h.path} no longer exists: the index is stale; rerun `msa-index build`.", stacklevel=2)
     queries = list(args.query or args.image)
     if args.json:
-        payload = [{"query": q, "type": "text" if args.query else "image", "results": [h.to_dict() for h in hits]}
-                   for q, hits in zip(queries, results)]
+        payload = [
+            {"query": q, "type": "text" if args.query else "image", "results": [h.to_dict() for h in hits]}
+            for q, hits in zip(queries, results)
+        ]
         print(json.dumps(payload if len(payload) > 1 else payload[0], indent=2))
         return 0
     for q, hits in zip(queries, results):
@@ -273,10 +345,17 @@ def search_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--image", action="append", metavar="PATH", help="query image (repeatable)")
     p.add_argument("-k", type=_positive("-k"), default=10, help="results per query (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--model", default=None, help="model to embed the query (default: the index's own model); "
-                   "must have the index's weights")
-    p.add_argument("--backend", choices=("torch", "faiss"), default="torch",
-                   help="exact search in torch (default) or a FAISS flat index (same results)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="model to embed the query (default: the index's own model); must have the index's weights",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("torch", "faiss"),
+        default="torch",
+        help="exact search in torch (default) or a FAISS flat index (same results)",
+    )
     p.add_argument("--device", default=None)
     return _run("msa-search", _search, p, argv)
 
@@ -306,8 +385,16 @@ def _classify(args: argparse.Namespace) -> int:
     labels = _read_labels(args)
     templates = args.template or [DEFAULT_TEMPLATE]
     model, processor = load_model_and_processor(args.model, device=args.device)
-    result = classify_folder(args.image_folder, model, processor, labels, templates=templates, scale=args.scale,
-                             batch_size=args.batch_size, progress=not args.no_progress)
+    result = classify_folder(
+        args.image_folder,
+        model,
+        processor,
+        labels,
+        templates=templates,
+        scale=args.scale,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
     payload = result.to_dict(top=args.top)
     if args.output:
         out = Path(args.output)
@@ -319,8 +406,14 @@ def _classify(args: argparse.Namespace) -> int:
                 writer = csv.writer(f)
                 writer.writerow(["file", "label", "prediction", *result.labels])
                 for i, name in enumerate(result.files):
-                    writer.writerow([name, (result.true_labels or [None] * len(result.files))[i] or "",
-                                     result.predictions[i], *[f"{p:.6f}" for p in result.probs[i]]])
+                    writer.writerow(
+                        [
+                            name,
+                            (result.true_labels or [None] * len(result.files))[i] or "",
+                            result.predictions[i],
+                            *[f"{p:.6f}" for p in result.probs[i]],
+                        ]
+                    )
         else:
             out.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
     if args.json:
@@ -328,7 +421,7 @@ def _classify(args: argparse.Namespace) -> int:
         return 0
     headers = ["file", "prediction", "prob"] + (["label", "ok"] if result.true_labels is not None else [])
     rows = []
-    for i, row in enumerate(payload["images"]):
+    for row in payload["images"]:
         top = ", ".join(f"{k} {v:.3f}" for k, v in row["probs"].items())
         r = [row["file"], row["prediction"], top]
         if result.true_labels is not None:
@@ -348,17 +441,24 @@ def _classify(args: argparse.Namespace) -> int:
 
 def classify_main(argv: Sequence[str] | None = None) -> int:
     """``msa-classify IMAGE_FOLDER --model M --labels airport,farmland,... [--template ...]``."""
-    p = argparse.ArgumentParser(prog="msa-classify", description="Zero-shot scene classification of a folder of "
-                                "images; reports accuracy when the folder has one subfolder per class.")
+    p = argparse.ArgumentParser(
+        prog="msa-classify",
+        description="Zero-shot scene classification of a folder of "
+        "images; reports accuracy when the folder has one subfolder per class.",
+    )
     p.add_argument("image_folder", metavar="IMAGE_FOLDER")
     _add_common(p)
     p.add_argument("--labels", default=None, help="comma-separated labels (default: the class subfolder names)")
     p.add_argument("--labels-file", default=None, help="file with one label per line")
-    p.add_argument("--template", action="append", default=None,
-                   help="prompt with {} for the label, repeatable for prompt ensembling "
-                        "(default: 'an aerial image of {}')")
-    p.add_argument("--scale", type=float, default=100.0,
-                   help="softmax scale on cosine similarity (calibration only; default 100)")
+    p.add_argument(
+        "--template",
+        action="append",
+        default=None,
+        help="prompt with {} for the label, repeatable for prompt ensembling (default: 'an aerial image of {}')",
+    )
+    p.add_argument(
+        "--scale", type=float, default=100.0, help="softmax scale on cosine similarity (calibration only; default 100)"
+    )
     p.add_argument("--top", type=_positive("--top"), default=3, help="labels shown per image (default 3)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--output", default=None, help="also write all probabilities to FILE (.json or .csv)")

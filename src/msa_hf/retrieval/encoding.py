@@ -11,10 +11,11 @@ import hashlib
 import json
 import os
 import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -72,7 +73,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def load_model_and_processor(name_or_path: str | os.PathLike, device: str | torch.device | None = None) -> tuple[Any, Any]:
+def load_model_and_processor(
+    name_or_path: str | os.PathLike, device: str | torch.device | None = None
+) -> tuple[Any, Any]:
     """Load an ``MSAModel`` (eval mode, on ``device``) and its ``MSAProcessor`` from a folder or Hub id.
 
     Errors from deep inside transformers are re-raised as :class:`ModelLoadError` naming the
@@ -96,14 +99,14 @@ def load_model_and_processor(name_or_path: str | os.PathLike, device: str | torc
     hf_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar is noise in a CLI
     try:
         model = MSAModel.from_pretrained(str(local) if local.exists() else source)
-    except Exception as exc:  # noqa: BLE001 - one clear message instead of a deep traceback
+    except Exception as exc:
         raise ModelLoadError(f"Could not load an MSA model from {source!r}: {type(exc).__name__}: {exc}") from exc
     finally:
         if bar_was_on:
             hf_logging.enable_progress_bar()
     try:
         processor = MSAProcessor.from_pretrained(str(local) if local.exists() else source)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ModelLoadError(
             f"Loaded the model from {source!r} but not its processor ({type(exc).__name__}: {exc}); "
             f"save it next to the model with MSAProcessor.save_pretrained."
@@ -174,9 +177,7 @@ def list_image_files(
     skipped: list[SkippedFile] = []
     for dirpath, dirnames, filenames in os.walk(root):
         current = Path(dirpath)
-        dirnames[:] = sorted(
-            d for d in dirnames if not d.startswith(".") and (current / d).resolve() not in excluded
-        )
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (current / d).resolve() not in excluded)
         if not recursive:
             dirnames[:] = []
         for name in sorted(filenames):
@@ -186,7 +187,9 @@ def list_image_files(
             if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
                 images.append(rel)
             else:
-                skipped.append(SkippedFile(rel.as_posix(), f"not an image file (extension {Path(name).suffix or 'none'!r})"))
+                skipped.append(
+                    SkippedFile(rel.as_posix(), f"not an image file (extension {Path(name).suffix or 'none'!r})")
+                )
     images.sort(key=lambda p: p.as_posix())
     skipped.sort(key=lambda s: s.path)
     return images, skipped
@@ -321,6 +324,6 @@ def warn_skipped(skipped: Sequence[SkippedFile], what: str = "files", show: int 
     warnings.warn(f"Skipped {len(skipped)} {what}:\n" + "\n".join(lines) + more, stacklevel=stacklevel)
 
 
-def np_or_tensor_to_tensor(x: "np.ndarray | torch.Tensor") -> torch.Tensor:
+def np_or_tensor_to_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Float32 CPU tensor view of an array or tensor (shared helper for the index and search)."""
     return (x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))).float().cpu()

@@ -84,9 +84,7 @@ class RetrievalMetric(evaluate.Metric):
         try:
             similarity = np.asarray(predictions, dtype=np.float32)
         except ValueError as exc:
-            raise ValueError(
-                "`predictions` rows must all have the same length (one score per image)."
-            ) from exc
+            raise ValueError("`predictions` rows must all have the same length (one score per image).") from exc
         if similarity.ndim != 2:
             raise ValueError(
                 f"`predictions` must be one row of image scores per caption, got shape {similarity.shape}."

@@ -9,8 +9,9 @@ similarity matrix.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,13 +64,16 @@ def evaluate_retrieval(
 ) -> EvaluationResult:
     """Encode ``images`` and their captions and compute the retrieval metrics (spec §7)."""
     if len(images) != len(captions_per_image):
-        raise ValueError(f"Got {len(images)} images but {len(captions_per_image)} caption lists; "
-                         f"need one list of captions per image.")
+        raise ValueError(
+            f"Got {len(images)} images but {len(captions_per_image)} caption lists; "
+            f"need one list of captions per image."
+        )
     if len(images) == 0:
         raise ValueError("Nothing to evaluate: the split has no images.")
     captions, ids = flatten_captions(captions_per_image)
-    image_embeds = encode_images(model, processor, images, batch_size=batch_size, progress=progress,
-                                 num_workers=num_workers)
+    image_embeds = encode_images(
+        model, processor, images, batch_size=batch_size, progress=progress, num_workers=num_workers
+    )
     text_embeds = encode_texts(model, processor, captions, batch_size=text_batch_size, progress=progress)
     metrics = retrieval_metrics_from_embeddings(image_embeds, text_embeds, ids, normalize=False, ks=ks)
     return EvaluationResult(metrics, image_embeds, text_embeds, captions, ids)
@@ -104,8 +108,10 @@ def evaluate_corpus(
         raise TypeError(f"`dataset` must be a datasets.Dataset split, got {type(dataset).__name__}.")
     missing = [c for c in (image_column, captions_column) if c not in columns]
     if missing:
-        raise ValueError(f"The corpus split lacks column(s) {missing}; it has {columns}. Expected one row per image "
-                         f"with '{image_column}' and '{captions_column}' (a list of captions).")
+        raise ValueError(
+            f"The corpus split lacks column(s) {missing}; it has {columns}. Expected one row per image "
+            f"with '{image_column}' and '{captions_column}' (a list of captions)."
+        )
     if max_images is not None:
         dataset = dataset.select(range(min(max_images, len(dataset))))
     captions = dataset[captions_column]

@@ -37,9 +37,10 @@ import os
 import shutil
 import warnings
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,6 +50,9 @@ from safetensors.torch import load_file, save_file
 from .encoding import (
     ImageLoadError,
     SkippedFile,
+    _encode_image_batch,
+    _model_device,
+    _progress,
     encode_texts,
     list_image_files,
     load_image,
@@ -56,9 +60,6 @@ from .encoding import (
     model_fingerprint,
     processor_fingerprint,
     warn_skipped,
-    _encode_image_batch,
-    _model_device,
-    _progress,
 )
 
 __all__ = [
@@ -129,8 +130,10 @@ class StaleReport:
     def summary(self) -> str:
         if not self.is_stale:
             return "index is up to date with its image folder"
-        return (f"index is stale: {len(self.added)} new, {len(self.removed)} removed, "
-                f"{len(self.modified)} modified image files")
+        return (
+            f"index is stale: {len(self.added)} new, {len(self.removed)} removed, "
+            f"{len(self.modified)} modified image files"
+        )
 
 
 def faiss_available() -> bool:
@@ -200,15 +203,17 @@ class ImageIndex:
         self.manifest = manifest
         self.embeddings = embeddings
         self._faiss_index: Any = None
-        self._verified: "weakref.WeakSet[torch.nn.Module]" = weakref.WeakSet()
+        self._verified: weakref.WeakSet[torch.nn.Module] = weakref.WeakSet()
 
     # -- loading
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "ImageIndex":
+    def load(cls, path: str | os.PathLike) -> ImageIndex:
         """Load and validate an index folder; errors say how to (re)build it."""
         folder = Path(path).expanduser()
         if not folder.exists():
-            raise FileNotFoundError(f"Index {folder} does not exist; create it with `msa-index build IMAGE_FOLDER --model M --out {folder}`.")
+            raise FileNotFoundError(
+                f"Index {folder} does not exist; create it with `msa-index build IMAGE_FOLDER --model M --out {folder}`."
+            )
         manifest_path = folder / MANIFEST
         if not manifest_path.is_file():
             partial = folder / PARTIAL
@@ -224,7 +229,9 @@ class ImageIndex:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise IncompleteIndexError(f"{manifest_path} is not valid JSON ({exc}); rebuild the index.") from exc
         if manifest.get("format") != INDEX_FORMAT:
-            raise IncompleteIndexError(f"{manifest_path} is not an MSA image index manifest (format {manifest.get('format')!r}).")
+            raise IncompleteIndexError(
+                f"{manifest_path} is not an MSA image index manifest (format {manifest.get('format')!r})."
+            )
         if int(manifest.get("format_version", 0)) > INDEX_FORMAT_VERSION:
             raise IncompleteIndexError(
                 f"Index {folder} has format version {manifest['format_version']}, newer than this msa_hf "
@@ -271,8 +278,10 @@ class ImageIndex:
         return self.embeddings.shape[0]
 
     def __repr__(self) -> str:
-        return (f"ImageIndex({str(self.path)!r}, {len(self)} images, dim {self.embeddings.shape[1]}, "
-                f"model {_describe_model(self.model_identity)})")
+        return (
+            f"ImageIndex({str(self.path)!r}, {len(self)} images, dim {self.embeddings.shape[1]}, "
+            f"model {_describe_model(self.model_identity)})"
+        )
 
     # -- validation
     def check_model(self, model: torch.nn.Module, identity: dict[str, Any] | None = None) -> None:
@@ -300,15 +309,26 @@ class ImageIndex:
         report.added = sorted(p for p in now if p not in then and p not in skipped_then)
         report.removed = sorted(p for p in then if p not in now)
         report.modified = sorted(
-            p for p in then if p in now and (now[p]["size"], now[p]["mtime_ns"]) != (then[p]["size"], then[p]["mtime_ns"])
+            p
+            for p in then
+            if p in now and (now[p]["size"], now[p]["mtime_ns"]) != (then[p]["size"], then[p]["mtime_ns"])
         )
         return report
 
     # -- search
-    def search(self, query_embeddings: "torch.Tensor | np.ndarray", k: int = 10, backend: str = "torch") -> list[list[SearchHit]]:
+    def search(
+        self, query_embeddings: torch.Tensor | np.ndarray, k: int = 10, backend: str = "torch"
+    ) -> list[list[SearchHit]]:
         """Top-``k`` rows for each query embedding (queries are L2-normalised here)."""
-        q = (query_embeddings.detach() if isinstance(query_embeddings, torch.Tensor)
-             else torch.as_tensor(np.asarray(query_embeddings))).float().cpu()
+        q = (
+            (
+                query_embeddings.detach()
+                if isinstance(query_embeddings, torch.Tensor)
+                else torch.as_tensor(np.asarray(query_embeddings))
+            )
+            .float()
+            .cpu()
+        )
         if q.ndim == 1:
             q = q.unsqueeze(0)
         if q.ndim != 2 or q.shape[1] != self.embeddings.shape[1]:
@@ -328,8 +348,10 @@ class ImageIndex:
             raise ValueError(f"`backend` must be 'torch' or 'faiss', got {backend!r}.")
         root, files = self.root, self.files
         return [
-            [SearchHit(rank=r + 1, score=float(s), path=str(root / files[i]), relpath=files[i], row=int(i))
-             for r, (s, i) in enumerate(zip(srow.tolist(), irow.tolist()))]
+            [
+                SearchHit(rank=r + 1, score=float(s), path=str(root / files[i]), relpath=files[i], row=int(i))
+                for r, (s, i) in enumerate(zip(srow.tolist(), irow.tolist()))
+            ]
             for srow, irow in zip(scores, rows)
         ]
 
@@ -358,16 +380,30 @@ class ImageIndex:
         scores, rows = self._faiss_index.search(np.ascontiguousarray(q.numpy(), dtype=np.float32), k)
         return torch.from_numpy(scores), torch.from_numpy(rows)
 
-    def search_text(self, texts: str | Sequence[str], model: Any, processor: Any, k: int = 10,
-                    backend: str = "torch", verify_model: bool = True) -> list[list[SearchHit]]:
+    def search_text(
+        self,
+        texts: str | Sequence[str],
+        model: Any,
+        processor: Any,
+        k: int = 10,
+        backend: str = "torch",
+        verify_model: bool = True,
+    ) -> list[list[SearchHit]]:
         """Encode ``texts`` with ``model`` and return the top-``k`` images for each."""
         if verify_model:
             self.check_model(model)
         texts = [texts] if isinstance(texts, str) else list(texts)
         return self.search(encode_texts(model, processor, texts, progress=False), k=k, backend=backend)
 
-    def search_images(self, images: Sequence[Any], model: Any, processor: Any, k: int = 10,
-                      backend: str = "torch", verify_model: bool = True) -> list[list[SearchHit]]:
+    def search_images(
+        self,
+        images: Sequence[Any],
+        model: Any,
+        processor: Any,
+        k: int = 10,
+        backend: str = "torch",
+        verify_model: bool = True,
+    ) -> list[list[SearchHit]]:
         """Encode query images (PIL, arrays or file paths) and return the top-``k`` indexed images."""
         if verify_model:
             self.check_model(model)
@@ -375,8 +411,11 @@ class ImageIndex:
             images = [images]
         proc_sha = processor_fingerprint(processor)
         if proc_sha and self.manifest.get("processor_sha256") and proc_sha != self.manifest["processor_sha256"]:
-            warnings.warn(f"The image processor's settings differ from those index {self.path} was built with; "
-                          f"image-query scores may be off.", stacklevel=2)
+            warnings.warn(
+                f"The image processor's settings differ from those index {self.path} was built with; "
+                f"image-query scores may be off.",
+                stacklevel=2,
+            )
         loaded = [load_image(x) if isinstance(x, (str, os.PathLike)) else x for x in images]
         q = _encode_image_batch(model, processor, loaded, _model_device(model))
         return self.search(q, k=k, backend=backend)
@@ -450,21 +489,30 @@ def build_index(
                 old_index = ImageIndex.load(out)
                 for row, f in enumerate(old["files"]):
                     reuse[f["path"]] = (f, old_index.embeddings[row])
-        elif not (out / PARTIAL).is_dir() and any(out.iterdir()):
-            if not overwrite:
-                raise IndexBuildError(f"Output folder {out} exists, is not empty and is not an MSA index; "
-                                      f"choose another --out (or pass --overwrite to replace its contents).")
+        elif not (out / PARTIAL).is_dir() and any(out.iterdir()) and not overwrite:
+            raise IndexBuildError(
+                f"Output folder {out} exists, is not empty and is not an MSA index; "
+                f"choose another --out (or pass --overwrite to replace its contents)."
+            )
         if overwrite:
             for name in (MANIFEST, EMBEDDINGS):
                 (out / name).unlink(missing_ok=True)
             shutil.rmtree(out / PARTIAL, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
 
-    reused_rows = {r["path"]: reuse[r["path"]][1] for r in records
-                   if r["path"] in reuse and (reuse[r["path"]][0]["size"], reuse[r["path"]][0]["mtime_ns"]) == (r["size"], r["mtime_ns"])}
+    reused_rows = {
+        r["path"]: reuse[r["path"]][1]
+        for r in records
+        if r["path"] in reuse
+        and (reuse[r["path"]][0]["size"], reuse[r["path"]][0]["mtime_ns"]) == (r["size"], r["mtime_ns"])
+    }
     todo = [r for r in records if r["path"] not in reused_rows]
-    if (not todo and old is not None and old["files"] == records
-            and old.get("skipped", []) == [s.to_dict() for s in skipped]):
+    if (
+        not todo
+        and old is not None
+        and old["files"] == records
+        and old.get("skipped", []) == [s.to_dict() for s in skipped]
+    ):
         return ImageIndex.load(out)  # up to date: nothing to encode or rewrite
 
     # Resume or start the partial build.
@@ -477,8 +525,11 @@ def build_index(
         except (json.JSONDecodeError, UnicodeDecodeError):
             old_plan = None
         if old_plan != plan:
-            warnings.warn(f"Discarding an interrupted build in {partial}: the model, the settings or the image "
-                          f"files changed since it started.", stacklevel=2)
+            warnings.warn(
+                f"Discarding an interrupted build in {partial}: the model, the settings or the image "
+                f"files changed since it started.",
+                stacklevel=2,
+            )
             shutil.rmtree(partial)
     partial.mkdir(exist_ok=True)
     if old_plan != plan:
@@ -501,12 +552,12 @@ def build_index(
                 chunk_path = partial / f"chunk_{c:06d}.safetensors"
                 if c in done:
                     continue
-                chunk = todo[c * chunk_size:(c + 1) * chunk_size]
+                chunk = todo[c * chunk_size : (c + 1) * chunk_size]
                 ok_paths: list[str] = []
                 chunk_bad: list[dict[str, str]] = []
                 embs: list[torch.Tensor] = []
                 for b0 in range(0, len(chunk), batch_size):
-                    batch = chunk[b0:b0 + batch_size]
+                    batch = chunk[b0 : b0 + batch_size]
 
                     def _load(rec: dict[str, Any]) -> Any:
                         try:
@@ -519,8 +570,12 @@ def build_index(
                     for rec, img in zip(batch, loaded):
                         if isinstance(img, Exception):
                             cause = img.__cause__ or img
-                            chunk_bad.append({"path": rec["path"],
-                                              "reason": f"cannot decode image ({type(cause).__name__}: {cause})"})
+                            chunk_bad.append(
+                                {
+                                    "path": rec["path"],
+                                    "reason": f"cannot decode image ({type(cause).__name__}: {cause})",
+                                }
+                            )
                         else:
                             good.append((rec, img))
                     if good:
@@ -529,7 +584,9 @@ def build_index(
                     bar.update(len(batch))
                 dim = embs[0].shape[1] if embs else 0
                 tensor = torch.cat(embs) if embs else torch.zeros(0, max(dim, 1))
-                _save_tensor_atomic(chunk_path, tensor, {"files": json.dumps(ok_paths), "skipped": json.dumps(chunk_bad)})
+                _save_tensor_atomic(
+                    chunk_path, tensor, {"files": json.dumps(ok_paths), "skipped": json.dumps(chunk_bad)}
+                )
     finally:
         if pool:
             pool.shutdown()
@@ -589,7 +646,7 @@ def build_index(
 
 
 def search_index(
-    index: "ImageIndex | str | os.PathLike",
+    index: ImageIndex | str | os.PathLike,
     text: str | Sequence[str] | None = None,
     image: Any = None,
     *,

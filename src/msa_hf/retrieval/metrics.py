@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -75,7 +75,7 @@ class RetrievalRanks:
         return self.i2t[self.i2t >= 0]
 
 
-def _as_similarity_tensor(similarity: "np.ndarray | torch.Tensor") -> torch.Tensor:
+def _as_similarity_tensor(similarity: np.ndarray | torch.Tensor) -> torch.Tensor:
     if isinstance(similarity, torch.Tensor):
         sim = similarity.detach()
     elif isinstance(similarity, np.ndarray):
@@ -83,7 +83,7 @@ def _as_similarity_tensor(similarity: "np.ndarray | torch.Tensor") -> torch.Tens
     else:
         try:
             sim = torch.as_tensor(np.asarray(similarity))
-        except Exception as exc:  # noqa: BLE001 - re-raised with the argument's name
+        except Exception as exc:
             raise TypeError(
                 f"`similarity` must be a 2-D numpy array or torch tensor (images x captions), "
                 f"got {type(similarity).__name__}."
@@ -101,15 +101,21 @@ def _as_similarity_tensor(similarity: "np.ndarray | torch.Tensor") -> torch.Tens
     return sim
 
 
-def _as_caption_ids(caption_image_ids: "Sequence[int] | np.ndarray | torch.Tensor", num_images: int,
-                    num_captions: int, device: torch.device) -> torch.Tensor:
+def _as_caption_ids(
+    caption_image_ids: Sequence[int] | np.ndarray | torch.Tensor,
+    num_images: int,
+    num_captions: int,
+    device: torch.device,
+) -> torch.Tensor:
     ids = caption_image_ids
     if isinstance(ids, torch.Tensor):
         ids = ids.detach().cpu()
     else:
         ids = torch.as_tensor(np.asarray(ids))
     if ids.ndim != 1:
-        raise ValueError(f"`caption_image_ids` must be 1-D (one image index per caption), got shape {tuple(ids.shape)}.")
+        raise ValueError(
+            f"`caption_image_ids` must be 1-D (one image index per caption), got shape {tuple(ids.shape)}."
+        )
     if ids.numel() != num_captions:
         raise ValueError(
             f"`caption_image_ids` has {ids.numel()} entries but there are {num_captions} captions "
@@ -190,8 +196,8 @@ def _ranks_core(
 
 
 def retrieval_ranks(
-    similarity: "np.ndarray | torch.Tensor",
-    caption_image_ids: "Sequence[int] | np.ndarray | torch.Tensor",
+    similarity: np.ndarray | torch.Tensor,
+    caption_image_ids: Sequence[int] | np.ndarray | torch.Tensor,
     *,
     block_rows: int | None = None,
 ) -> RetrievalRanks:
@@ -209,20 +215,22 @@ def retrieval_ranks(
     return _ranks_core(lambda r0, r1: sim[r0:r1], true_scores, ids, num_images, block_rows)
 
 
-def _as_embeddings(x: "np.ndarray | torch.Tensor", name: str) -> torch.Tensor:
+def _as_embeddings(x: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
     t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
     if t.ndim != 2 or t.shape[0] == 0:
-        raise ValueError(f"`{name}` must be a non-empty 2-D array (rows = items, columns = embedding dims), "
-                         f"got shape {tuple(t.shape)}.")
+        raise ValueError(
+            f"`{name}` must be a non-empty 2-D array (rows = items, columns = embedding dims), "
+            f"got shape {tuple(t.shape)}."
+        )
     if not t.is_floating_point():
         t = t.float()
     return t
 
 
 def retrieval_ranks_from_embeddings(
-    image_embeds: "np.ndarray | torch.Tensor",
-    text_embeds: "np.ndarray | torch.Tensor",
-    caption_image_ids: "Sequence[int] | np.ndarray | torch.Tensor",
+    image_embeds: np.ndarray | torch.Tensor,
+    text_embeds: np.ndarray | torch.Tensor,
+    caption_image_ids: Sequence[int] | np.ndarray | torch.Tensor,
     *,
     normalize: bool = True,
     block_rows: int | None = None,
@@ -298,8 +306,8 @@ def _warn_captionless(ranks: RetrievalRanks) -> None:
 
 
 def retrieval_metrics(
-    similarity: "np.ndarray | torch.Tensor",
-    caption_image_ids: "Sequence[int] | np.ndarray | torch.Tensor",
+    similarity: np.ndarray | torch.Tensor,
+    caption_image_ids: Sequence[int] | np.ndarray | torch.Tensor,
     *,
     ks: Sequence[int] = DEFAULT_KS,
     block_rows: int | None = None,
@@ -339,9 +347,9 @@ def retrieval_metrics(
 
 
 def retrieval_metrics_from_embeddings(
-    image_embeds: "np.ndarray | torch.Tensor",
-    text_embeds: "np.ndarray | torch.Tensor",
-    caption_image_ids: "Sequence[int] | np.ndarray | torch.Tensor",
+    image_embeds: np.ndarray | torch.Tensor,
+    text_embeds: np.ndarray | torch.Tensor,
+    caption_image_ids: Sequence[int] | np.ndarray | torch.Tensor,
     *,
     normalize: bool = True,
     ks: Sequence[int] = DEFAULT_KS,
@@ -352,8 +360,9 @@ def retrieval_metrics_from_embeddings(
     Use this for large sets (e.g. 10,000 images × 50,000 captions: the full float32 matrix
     would be 2 GB; here peak extra memory is one ~16M-element block).
     """
-    ranks = retrieval_ranks_from_embeddings(image_embeds, text_embeds, caption_image_ids,
-                                            normalize=normalize, block_rows=block_rows)
+    ranks = retrieval_ranks_from_embeddings(
+        image_embeds, text_embeds, caption_image_ids, normalize=normalize, block_rows=block_rows
+    )
     _warn_captionless(ranks)
     return metrics_from_ranks(ranks, ks)
 
@@ -363,12 +372,19 @@ def format_metrics_table(metrics: dict[str, float], ks: Sequence[int] = DEFAULT_
     header = ["direction"] + [f"R@{k}" for k in ks] + ["medr", "meanr"]
     rows = []
     for name, label in (("i2t", "image->text"), ("t2i", "text->image")):
-        rows.append([label] + [f"{metrics[f'{name}_r{k}']:.2f}" for k in ks]
-                    + [f"{metrics[f'{name}_medr']:.0f}", f"{metrics[f'{name}_meanr']:.2f}"])
+        rows.append(
+            [label]
+            + [f"{metrics[f'{name}_r{k}']:.2f}" for k in ks]
+            + [f"{metrics[f'{name}_medr']:.0f}", f"{metrics[f'{name}_meanr']:.2f}"]
+        )
     widths = [max(len(r[c]) for r in [header] + rows) for c in range(len(header))]
-    fmt = lambda r: "  ".join(cell.ljust(w) if c == 0 else cell.rjust(w)  # noqa: E731
-                              for c, (cell, w) in enumerate(zip(r, widths)))
+
+    def fmt(r):
+        return "  ".join(cell.ljust(w) if c == 0 else cell.rjust(w) for c, (cell, w) in enumerate(zip(r, widths)))
+
     lines = [fmt(header), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows]
-    lines.append(f"mR = {metrics['mr']:.2f}   ({metrics.get('num_images', '?')} images, "
-                 f"{metrics.get('num_captions', '?')} captions)")
+    lines.append(
+        f"mR = {metrics['mr']:.2f}   ({metrics.get('num_images', '?')} images, "
+        f"{metrics.get('num_captions', '?')} captions)"
+    )
     return "\n".join(lines)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import textwrap
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,8 +45,10 @@ def _thumb(image: Any, size: int) -> Image.Image:
         image = Image.fromarray((to_float_rgb(image) * 255).round().astype(np.uint8))
     image = image.convert("RGB")
     scale = size / max(image.width, image.height)  # fit the box, enlarging small chips too
-    image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                         Image.Resampling.BICUBIC if scale > 1 else Image.Resampling.LANCZOS)
+    image = image.resize(
+        (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+        Image.Resampling.BICUBIC if scale > 1 else Image.Resampling.LANCZOS,
+    )
     canvas = Image.new("RGB", (size, size), WHITE)
     canvas.paste(image, ((size - image.width) // 2, (size - image.height) // 2))
     return canvas
@@ -101,10 +104,17 @@ def render_retrieval_examples(
             x = label_w + r * (thumb + pad)
             hit = i == int(ids[j])
             canvas.paste(_thumb(get_image(i), thumb), (x, y + pad))
-            draw.rectangle([x - 3, y + pad - 3, x + thumb + 2, y + pad + thumb + 2], outline=GREEN if hit else GREY,
-                           width=4 if hit else 1)
-            draw.text((x, y + pad + thumb + 3), f"#{r + 1} img {i}" + ("  [GT]" if hit else ""),
-                      fill=GREEN if hit else BLACK, font=small)
+            draw.rectangle(
+                [x - 3, y + pad - 3, x + thumb + 2, y + pad + thumb + 2],
+                outline=GREEN if hit else GREY,
+                width=4 if hit else 1,
+            )
+            draw.text(
+                (x, y + pad + thumb + 3),
+                f"#{r + 1} img {i}" + ("  [GT]" if hit else ""),
+                fill=GREEN if hit else BLACK,
+                font=small,
+            )
         y += row_h
 
     y += 10
@@ -118,8 +128,13 @@ def render_retrieval_examples(
             hit = int(ids[j]) == int(i)
             text = f"#{r + 1} {'[GT] ' if hit else ''}{captions[j]}"
             wrapped = textwrap.wrap(text, width=100)[:2]
-            draw.multiline_text((label_w, y + pad + r * 2 * cap_line_h), "\n".join(wrapped),
-                                fill=GREEN if hit else BLACK, font=small, spacing=2)
+            draw.multiline_text(
+                (label_w, y + pad + r * 2 * cap_line_h),
+                "\n".join(wrapped),
+                fill=GREEN if hit else BLACK,
+                font=small,
+                spacing=2,
+            )
         y += img_row_h
 
     out = Path(out_path)
