@@ -1,0 +1,128 @@
+"""One exit-code convention and one error style for every ``msa-*`` command.
+
+Exit codes:
+
+* ``0`` (``EXIT_OK``): success.
+* ``1`` (``EXIT_FAILURE``): a runtime failure (a model that cannot be loaded, a disk that
+  fills up, a network that is down).
+* ``2`` (``EXIT_USAGE``): bad usage or bad input: an unknown flag (argparse's own code), a
+  missing file, a malformed corpus, a split that does not exist.
+* ``3`` (``EXIT_STALE``): ``msa-index status`` only: the index is out of date with its folder.
+  It is not an error, so it is not ``1``.
+* ``130``: interrupted (Ctrl-C), as shells report it.
+
+Errors print one ``prog: error: message`` line on stderr and no traceback; set
+``MSA_HF_DEBUG=1`` to get the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_STALE = 3
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(ValueError):
+    """Bad usage or bad input that the user can fix (exit code 2)."""
+
+
+# Exceptions that mean "your input is wrong" (exit 2) rather than "something broke" (exit 1).
+INPUT_ERRORS: tuple[type[BaseException], ...] = (
+    UsageError,
+    ValueError,
+    TypeError,
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    FileExistsError,
+    UnicodeDecodeError,
+)
+# Exceptions that are runtime failures of an otherwise valid request (exit 1).
+RUNTIME_ERRORS: tuple[type[BaseException], ...] = (OSError, RuntimeError, ImportError)
+
+
+@contextlib.contextmanager
+def cli_warnings(prog: str) -> Iterator[None]:
+    """Show warnings as ``prog: warning: message`` lines on stderr."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{prog}: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = show
+        yield
+
+
+def exit_code_for(error: BaseException) -> int:
+    """The exit code of an exception under the convention above."""
+    if isinstance(error, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(error, INPUT_ERRORS):
+        return EXIT_USAGE
+    return EXIT_FAILURE
+
+
+def run_command(
+    prog: str,
+    body: Callable[[argparse.Namespace], int],
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None = None,
+    expected: tuple[type[BaseException], ...] = (),
+) -> int:
+    """Parse ``argv`` and run ``body``, turning expected exceptions into one line and an exit code.
+
+    ``expected`` adds exception types of the command's own (e.g. an index error) to the
+    built-in input and runtime errors; they map to ``1`` unless they subclass an input error.
+
+    Example:
+
+    ```python
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser(prog="msa-demo")
+    >>> _ = parser.add_argument("path")
+    >>> def body(args):
+    ...     raise FileNotFoundError(f"{args.path} does not exist")
+    >>> run_command("msa-demo", body, parser, ["missing.json"])
+    2
+    ```
+    """
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    with cli_warnings(prog):
+        try:
+            return int(body(args))
+        except KeyboardInterrupt:
+            print(f"{prog}: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except (*INPUT_ERRORS, *RUNTIME_ERRORS, *expected) as exc:
+            if os.environ.get("MSA_HF_DEBUG"):
+                raise
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return exit_code_for(exc)
+
+
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_STALE",
+    "EXIT_USAGE",
+    "INPUT_ERRORS",
+    "RUNTIME_ERRORS",
+    "UsageError",
+    "cli_warnings",
+    "exit_code_for",
+    "run_command",
+]
