@@ -160,7 +160,7 @@ def test_converted_model_computes_the_spec(original, tmp_path, capsys):
     with torch.no_grad():
         out = model(pixel_values=pixel_values, **batch, output_scale_logits=True)
         v, t, scores = spec_reference(states, pixel_values, batch["input_ids"], batch["attention_mask"])
-    torch.testing.assert_close(model.get_image_features(pixel_values).detach(), v, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(model.embed_images(pixel_values).detach(), v, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(out.text_embeds, t, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out.scale_logits, scores, atol=1e-5, rtol=1e-4)
 

@@ -60,8 +60,8 @@ def test_feature_getters_agree_with_forward(tiny_model, tiny_config):
     inputs = make_inputs(tiny_config)
     with torch.no_grad():
         out = tiny_model(**inputs)
-        v = tiny_model.get_image_features(inputs["pixel_values"])
-        t = tiny_model.get_text_features(inputs["input_ids"], inputs["attention_mask"])
+        v = tiny_model.embed_images(inputs["pixel_values"])
+        t = tiny_model.embed_texts(inputs["input_ids"], inputs["attention_mask"])
         scales = tiny_model.get_scale_features(inputs["pixel_values"])
         stages = tiny_model.vision_model.backbone(inputs["pixel_values"])
     torch.testing.assert_close(F.normalize(v, dim=-1), out.image_embeds)
@@ -174,7 +174,7 @@ def test_save_load_keeps_layerscale_gamma(tmp_path):
     inputs = make_inputs(config)
     with torch.no_grad():
         assert torch.equal(
-            model.get_image_features(inputs["pixel_values"]), loaded.get_image_features(inputs["pixel_values"])
+            model.embed_images(inputs["pixel_values"]), loaded.embed_images(inputs["pixel_values"])
         )
 
 

@@ -12,7 +12,6 @@ from transformers import BertConfig, BertModel, BertTokenizer, CLIPConfig, CLIPM
 from msa_hf import MSAConfig, MSAModel, MSAProcessor
 from msa_hf.pretrained_towers import (
     INSTALL_HINT,
-    from_backbone_preset,
     offline_text_folder,
     offline_vision_weights,
     timm_state_dict,
@@ -83,7 +82,7 @@ def test_packaged_minilm_understands_paraphrases():
     "offline-weights extra",
 )
 def test_offline_preset_builds_a_pretrained_msa():
-    model, processor = from_backbone_preset(MSAModel, "msa-effnetlite0-minilm")
+    model, processor = MSAModel.from_preset("msa-effnetlite0-minilm")
     assert model.config.text_config.hidden_size == 384 and model.config.image_mean == [0.5, 0.5, 0.5]
     assert processor.image_processor.image_size == 224 and processor.text_max_length == 31
     # The backbone holds the packaged ImageNet tensors, not a random init.

