@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import BertTokenizer
 
-from msa_hf import MSAConfig, MSAImageProcessor, MSAModel, MSAProcessor
+from msa_hf import MSAConfig, MSAModel, MSAProcessor
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = [
@@ -129,10 +129,7 @@ def tiny_config() -> MSAConfig:
 
 @pytest.fixture(scope="session")
 def tiny_processor(tiny_tokenizer: BertTokenizer, tiny_config: MSAConfig) -> MSAProcessor:
-    image_processor = MSAImageProcessor(
-        image_size=tiny_config.image_size, image_mean=tiny_config.image_mean, image_std=tiny_config.image_std
-    )
-    return MSAProcessor(image_processor, tiny_tokenizer, text_max_length=tiny_config.text_max_length)
+    return MSAProcessor.from_config(tiny_config, tiny_tokenizer)
 
 
 @pytest.fixture(scope="session")

@@ -173,9 +173,7 @@ def test_save_load_keeps_layerscale_gamma(tmp_path):
         assert torch.equal(model.state_dict()[key], loaded.state_dict()[key]), key
     inputs = make_inputs(config)
     with torch.no_grad():
-        assert torch.equal(
-            model.embed_images(inputs["pixel_values"]), loaded.embed_images(inputs["pixel_values"])
-        )
+        assert torch.equal(model.embed_images(inputs["pixel_values"]), loaded.embed_images(inputs["pixel_values"]))
 
 
 def test_loading_reports_missing_and_unexpected_keys(tiny_model, tmp_path):

@@ -12,9 +12,8 @@ maps, so the vision tester counts 4 layers) and a transformers CLIP vision tower
 
 from __future__ import annotations
 
-import unittest
-
 import tempfile
+import unittest
 
 import numpy as np
 import pytest

@@ -9,14 +9,12 @@ retrieval is the cosine of the global embeddings.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Any, NamedTuple
-
 import logging
-import re
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import timm
 import torch
@@ -37,7 +35,7 @@ from .losses import (
     row_cross_entropy,
     world_size_and_rank,
 )
-from .pretrained_towers import from_backbones, from_preset
+from .pretrained_towers import from_backbones, from_preset, quiet_transformers_loading
 
 logger = logging.getLogger(__name__)
 
@@ -326,7 +324,9 @@ class MSATransformersVisionTower(nn.Module):
         outputs = self.backbone(pixel_values=pixel_values, output_hidden_states=True, return_dict=True, **extra)
         hidden_states = outputs.hidden_states
         return MSAVisionTowerOutput(
-            scale_features=tuple(_token_pool(hidden_states[i], mode) for i, mode in zip(self.out_indices, self.pooling)),
+            scale_features=tuple(
+                _token_pool(hidden_states[i], mode) for i, mode in zip(self.out_indices, self.pooling)
+            ),
             last_hidden_state=outputs.last_hidden_state,
             hidden_states=hidden_states if output_hidden_states else None,
             attentions=outputs.attentions if output_attentions else None,
@@ -516,7 +516,7 @@ class MSAPreTrainedModel(PreTrainedModel):
         want_info = bool(kwargs.pop("output_loading_info", False))
         ignore_mismatched = bool(kwargs.get("ignore_mismatched_sizes", False))
         kwargs["ignore_mismatched_sizes"] = True  # report mismatches here, once, instead of transformers' table
-        with _quiet_transformers_loading():
+        with quiet_transformers_loading():
             model, info = super().from_pretrained(
                 pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
             )
@@ -528,18 +528,6 @@ class MSAPreTrainedModel(PreTrainedModel):
 
 
 HEAD_PREFIXES = ("image_projection.", "text_projection.", "mscmat.")
-
-
-@contextmanager
-def _quiet_transformers_loading() -> Iterator[None]:
-    """Silence transformers' own missing/unexpected-key report: `_check_loading_info` reports once."""
-    loading_logger = transformers.utils.logging.get_logger("transformers.modeling_utils")
-    level = loading_logger.level
-    loading_logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        loading_logger.setLevel(level)
 
 
 def _listing(keys: list[str], limit: int = 12) -> str:
@@ -565,7 +553,9 @@ def _check_loading_info(
     fresh_heads = [key for key in missing if key.startswith(HEAD_PREFIXES)] if allow_missing_heads else []
     missing = [key for key in missing if key not in fresh_heads]
     unexpected = sorted(info["unexpected_keys"])
-    mismatched = [] if ignore_mismatched else sorted(f"{k} {tuple(a)} vs {tuple(b)}" for k, a, b in info["mismatched_keys"])
+    mismatched = (
+        [] if ignore_mismatched else sorted(f"{k} {tuple(a)} vs {tuple(b)}" for k, a, b in info["mismatched_keys"])
+    )
     problems = []
     if missing:
         problems.append(f"{len(missing)} tensors missing: {_listing(missing)}")

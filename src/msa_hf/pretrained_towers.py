@@ -19,10 +19,11 @@ import json
 import logging
 import pickle
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import timm
 import torch
@@ -214,16 +215,25 @@ def _timm_source(
     )
 
 
+class _DropWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.WARNING
+
+
 @contextmanager
-def _quiet_transformers_loading() -> Iterator[None]:
-    """Silence transformers' per-tensor load report: `load_tower` reports once, in one line."""
+def quiet_transformers_loading() -> Iterator[None]:
+    """Drop transformers' missing/unexpected-key warnings while MSA loads weights, which it reports itself.
+
+    A filter, not a raised logger level: transformers 5 runs extra checks (and prints their
+    warnings) when its loading logger's level is WARNING or above.
+    """
     loading_logger = transformers.utils.logging.get_logger("transformers.modeling_utils")
-    level = loading_logger.level
-    loading_logger.setLevel(logging.ERROR)
+    drop = _DropWarnings()
+    loading_logger.addFilter(drop)
     try:
         yield
     finally:
-        loading_logger.setLevel(level)
+        loading_logger.removeFilter(drop)
 
 
 def _count_by_prefix(keys: Any) -> str:
@@ -237,7 +247,7 @@ def load_tower(model_class: type, location: str, what: str) -> nn.Module:
     A CLIP folder holds both towers, so loading one of them leaves the other's tensors unused;
     that is expected and said in one line instead of transformers' per-tensor table.
     """
-    with _quiet_transformers_loading():
+    with quiet_transformers_loading():
         model, info = model_class.from_pretrained(location, output_loading_info=True)
     missing = sorted(info["missing_keys"])
     if missing:
@@ -445,6 +455,7 @@ __all__ = [
     "offline_preset_available",
     "offline_text_folder",
     "offline_vision_weights",
+    "quiet_transformers_loading",
     "read_state_dict",
     "resolve_vision",
     "timm_state_dict",

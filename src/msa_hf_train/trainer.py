@@ -24,13 +24,7 @@ from tqdm.auto import tqdm
 from msa_hf import PRESETS, MSAConfig, MSAModel, MSAProcessor, param_groups
 from msa_hf.io_utils import atomic_directory
 from msa_hf.model_card import build_model_card
-from msa_hf.pretrained_towers import (
-    BACKBONE_PRESETS,
-    INSTALL_HINT,
-    from_backbone_preset,
-    offline_preset_available,
-)
-from msa_hf.processing_msa import MSAImageProcessor
+from msa_hf.pretrained_towers import INSTALL_HINT, offline_preset_available
 from msa_hf.retrieval import evaluate_corpus, format_metrics_table
 
 from .checkpointing import TrainerState, list_checkpoints, resolve_checkpoint, save_checkpoint
@@ -81,13 +75,13 @@ class TrainingResult:
 def check_recipe(recipe: Recipe) -> None:
     """Everything that can be checked without loading data or weights."""
     check_corpus(recipe)
-    known = sorted({*PRESETS, *BACKBONE_PRESETS})
+    known = sorted(PRESETS)
     # Neither a folder, a preset nor a Hub id (owner/name):
     if not Path(recipe.model).expanduser().is_dir() and recipe.model not in known and "/" not in recipe.model:
         close = difflib.get_close_matches(recipe.model, known, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}?" if close else f"presets: {known}."
         raise RecipeError(f"model {recipe.model!r} is neither a saved model folder, a preset nor a Hub id; {hint}")
-    if recipe.model in PRESETS and recipe.model not in BACKBONE_PRESETS and recipe.tokenizer is None:
+    if recipe.model in PRESETS and not PRESETS[recipe.model].pretrained and recipe.tokenizer is None:
         raise RecipeError(
             f"model {recipe.model!r} is a randomly initialised architecture; it needs `tokenizer` (a tokenizer "
             "folder or Hub id whose vocabulary fits its text tower)."
@@ -146,11 +140,11 @@ def build_model(recipe: Recipe) -> BuiltModel:
     """The model and processor a recipe names: a saved folder, a pretrained-tower preset or an architecture."""
     overrides = dict(recipe.config_overrides)
     folder = Path(recipe.model).expanduser()
-    if folder.is_dir() or recipe.model not in {*PRESETS, *BACKBONE_PRESETS}:
+    if folder.is_dir() or recipe.model not in PRESETS:
         model = MSAModel.from_pretrained(str(folder) if folder.is_dir() else recipe.model, **overrides)
         processor = MSAProcessor.from_pretrained(str(folder) if folder.is_dir() else recipe.model)
         return BuiltModel(model, processor, model.config.vision_backbone, model.config.text_config.model_type)
-    if recipe.model in BACKBONE_PRESETS:
+    if PRESETS[recipe.model].pretrained:
         preset = recipe.model
         if not offline_preset_available(preset) and preset != HUB_FALLBACK_PRESET:
             logger.warning(
@@ -161,16 +155,13 @@ def build_model(recipe: Recipe) -> BuiltModel:
                 HUB_FALLBACK_PRESET,
             )
             preset = HUB_FALLBACK_PRESET
-        model, processor = from_backbone_preset(MSAModel, preset, **overrides)
-        vision, text, _ = BACKBONE_PRESETS[preset]
-        return BuiltModel(model, processor, vision, text)
+        model, processor = MSAModel.from_preset(preset, **overrides)
+        return BuiltModel(model, processor, PRESETS[preset].vision, PRESETS[preset].text)
     from transformers import AutoTokenizer
 
     config = MSAConfig.from_preset(recipe.model, **overrides)
     model = MSAModel(config)
-    image_processor = MSAImageProcessor(config.image_size, config.image_mean, config.image_std)
-    tokenizer = AutoTokenizer.from_pretrained(recipe.tokenizer)
-    processor = MSAProcessor(image_processor, tokenizer, text_max_length=config.text_max_length)
+    processor = MSAProcessor.from_config(config, AutoTokenizer.from_pretrained(recipe.tokenizer))
     return BuiltModel(model, processor, f"{config.vision_backbone} (random)", f"{recipe.model} text tower (random)")
 
 

@@ -274,7 +274,7 @@ def test_eval_writes_table_json_and_png(corpus_dir, tiny_model_dir, tmp_path, ca
         "t2i_medr",
         "t2i_meanr",
     }
-    assert m["i2t_r10"] == 100.0 and m["t2i_r10"] == 100.0  # 6 images, 30 captions: everything is in the top 10
+    assert m["t2i_r10"] == 100.0  # 6 images: every caption's image is in its top 10 (30 captions need not be)
     assert report["split"] == "test" and len(report["model"]["weights_sha256"]) == 64
     png = Image.open(out_dir / "retrieval_examples.png")
     assert png.width > 600 and png.height > 300
