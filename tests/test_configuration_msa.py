@@ -3,7 +3,7 @@
 import pytest
 from transformers import AutoConfig, BertConfig
 
-from msa_hf import MSAConfig
+from msa_hf import PRESETS, MSAConfig, MSAModel
 
 
 def test_presets():
@@ -72,3 +72,24 @@ def test_bad_text_config_and_pooling():
         MSAConfig(text_config={"hidden_size": 32})
     with pytest.raises(ValueError, match="Unknown `text_pooling`"):
         MSAConfig(text_pooling="last")
+
+
+def test_one_registry_one_meaning_per_name():
+    assert PRESETS["msa-resnet50-bert-base"].pretrained and not PRESETS["msa-tiny"].pretrained
+    assert PRESETS["msa-effnetlite0-minilm"].vision == "tf_efficientnet_lite0"
+    for name, preset in PRESETS.items():
+        config = MSAConfig.from_preset(name)  # every preset has an architecture
+        assert config.vision_backbone == preset.config["vision_backbone"], name
+    with pytest.raises(ValueError, match=r"msa-resnet50-bert-base \(pretrained\).*msa-tiny \(random\)"):
+        MSAConfig.from_preset("nope")
+    with pytest.raises(ValueError, match=r"no pretrained towers; build a random model with MSAModel\(MSAConfig"):
+        MSAModel.from_preset("msa-tiny")
+
+
+def test_config_of_another_model_is_refused(tmp_path):
+    BertConfig(hidden_size=32, num_attention_heads=4).save_pretrained(tmp_path / "bert")
+    with pytest.raises(ValueError, match="holds a bert model, not an MSA model"):
+        MSAConfig.from_pretrained(tmp_path / "bert")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no config.json here"):
+        MSAConfig.from_pretrained(tmp_path / "empty")

@@ -7,11 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from remote_code_check import assert_loads_without_package
 from torch import nn
 from transformers import BertConfig, BertModel
 
 from msa_hf import MSAModel, MSAProcessor
 from msa_hf.convert_original import main
+from msa_hf.pretrained_towers import read_state_dict
 
 D = 768
 CHANNELS = (256, 512, 1024, 2048)
@@ -224,3 +226,35 @@ def test_missing_file_is_a_clear_error(original, tmp_path, capsys):
     ]
     assert main([str(a) for a in args]) == 2
     assert "nope.pth does not exist" in capsys.readouterr().err
+
+
+def test_converted_folder_loads_as_remote_code(original, tmp_path):
+    folder, _ = original
+    assert run_converter(folder, tmp_path / "msa") == 0
+    assert_loads_without_package(tmp_path / "msa", tmp_path, image_size=64)
+
+
+class RunsCode:
+    """What a malicious checkpoint holds: unpickling it would run ``exec``."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').close()",))
+
+
+def test_a_pickle_that_runs_code_is_refused_without_running_it(original, tmp_path, capsys):
+    folder, _ = original
+    marker = tmp_path / "code-ran"
+    bad = tmp_path / "bad"
+    shutil.copytree(folder, bad, symlinks=True)
+    torch.save({"feature_extractor.conv1.weight": RunsCode(marker)}, bad / "img_model.pth")
+    assert run_converter(bad, tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert "img_model.pth is not a plain state dict; refusing to unpickle code" in err
+    assert "weights_only" not in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not marker.exists() and not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="refusing to unpickle code"):
+        read_state_dict(bad / "img_model.pth")
+    assert not marker.exists()

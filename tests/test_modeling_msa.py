@@ -1,12 +1,14 @@
 """MSAModel: outputs, MSCMAT against the per-pair definition, save/load, gradients, errors."""
 
+import inspect
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+import transformers
 from transformers import AutoConfig, AutoModel
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from msa_hf import MSCMAT, MSAConfig, MSAModel, MSAOutput
 from msa_hf.losses import csmmc_loss, mscma_loss, triplet_loss
@@ -176,18 +178,6 @@ def test_save_load_keeps_layerscale_gamma(tmp_path):
         assert torch.equal(model.embed_images(inputs["pixel_values"]), loaded.embed_images(inputs["pixel_values"]))
 
 
-def test_loading_reports_missing_and_unexpected_keys(tiny_model, tmp_path):
-    tiny_model.save_pretrained(tmp_path)
-    state = load_file(tmp_path / "model.safetensors")
-    removed = "mscmat.match_heads.0.weight"
-    state.pop(removed)
-    state["mscmat.not_a_weight"] = torch.zeros(1)
-    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
-    _, info = MSAModel.from_pretrained(tmp_path, output_loading_info=True)
-    assert removed in info["missing_keys"]
-    assert "mscmat.not_a_weight" in info["unexpected_keys"]
-
-
 def test_auto_classes_resolve(tiny_model, tmp_path):
     tiny_model.save_pretrained(tmp_path)
     assert type(AutoConfig.from_pretrained(tmp_path)) is MSAConfig
@@ -290,3 +280,109 @@ def test_attention_mask_shape_mismatch(tiny_model, tiny_config):
     inputs["attention_mask"] = inputs["attention_mask"][:, :5]
     with pytest.raises(ValueError, match="attention_mask"):
         tiny_model(**inputs)
+
+
+# --- transformers' conventions ---------------------------------------------------------------
+
+
+def test_feature_methods_follow_clip_on_each_transformers_major(tiny_model, tiny_config):
+    """transformers 5: BaseModelOutputWithPooling (pooler_output = the embedding); 4.x: the tensor."""
+    inputs = make_inputs(tiny_config)
+    with torch.no_grad():
+        v = tiny_model.embed_images(inputs["pixel_values"])
+        t = tiny_model.embed_texts(inputs["input_ids"], inputs["attention_mask"])
+        image_features = tiny_model.get_image_features(inputs["pixel_values"])
+        text_features = tiny_model.get_text_features(inputs["input_ids"], inputs["attention_mask"])
+    if transformers.__version__.startswith("4."):
+        assert torch.equal(image_features, v) and torch.equal(text_features, t)
+        return
+    assert isinstance(image_features, BaseModelOutputWithPooling)
+    assert torch.equal(image_features.pooler_output, v) and torch.equal(text_features.pooler_output, t)
+    assert text_features.last_hidden_state.shape == (3, tiny_config.text_max_length, 32)
+    assert image_features.last_hidden_state.ndim == 4  # the deepest timm stage map
+    with torch.no_grad():
+        as_tuple = tiny_model.get_image_features(inputs["pixel_values"], return_dict=False)
+    assert isinstance(as_tuple, tuple) and torch.equal(as_tuple[1], v)
+
+
+def test_forward_takes_return_dict_and_output_flags(tiny_config):
+    model = MSAModel(MSAConfig.from_preset("msa-tiny", attn_implementation="eager")).eval()  # eager: attention maps
+    inputs = make_inputs(tiny_config)
+    with torch.no_grad():
+        out = model(**inputs, output_hidden_states=True, output_attentions=True)
+        as_tuple = model(**inputs, return_dict=False)
+    assert len(out.text_model_output.hidden_states) == tiny_config.text_config.num_hidden_layers + 1
+    assert len(out.text_model_output.attentions) == tiny_config.text_config.num_hidden_layers
+    stages = out.vision_model_output.hidden_states  # a timm tower's hidden states: its scale maps
+    assert [s.shape[1] for s in stages] == model.vision_model.scale_channels
+    assert isinstance(as_tuple, tuple) and torch.equal(as_tuple[0], out.logits_per_image)
+    assert MSAModel.main_input_name == list(inspect.signature(MSAModel.forward).parameters)[1]  # after self
+
+
+def test_attn_implementation_reaches_the_text_tower(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path)
+    for implementation in ("sdpa", "eager"):
+        model = MSAModel.from_pretrained(tmp_path, attn_implementation=implementation)
+        assert model.text_model.config._attn_implementation == implementation
+
+
+# --- frozen parts, gradients -----------------------------------------------------------------
+
+
+def test_frozen_parts_stay_in_eval_mode_so_batchnorm_statistics_stay_fixed(tiny_config):
+    model = MSAModel(tiny_config)
+    model.freeze_vision_tower()
+    model.train()
+    backbone = model.vision_model.backbone
+    norms = [m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and not any(m.training for m in norms)
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    model(**make_inputs(tiny_config, images=4, texts=4), return_loss=True).loss.backward()
+    assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())
+    assert model.image_projection.training and model.text_model.training  # the rest trains
+
+
+def test_partly_frozen_towers_keep_only_their_frozen_part_in_eval(tiny_config):
+    model = MSAModel(tiny_config)
+    model.freeze_vision_tower(2)
+    model.freeze_text_tower(1)
+    model.train()
+    backbone = model.vision_model.backbone
+    for name, module in backbone.named_modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            assert module.training == name.startswith(("layer3.", "layer4.")), name
+    assert not model.text_model.embeddings.training and not model.text_model.encoder.layer[0].training
+    assert model.text_model.encoder.layer[1].training
+    model.eval()
+    assert not any(m.training for m in model.modules())
+
+
+VIT = {
+    "model_type": "vit",
+    "hidden_size": 32,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 4,
+    "intermediate_size": 37,
+    "image_size": 32,
+    "patch_size": 8,
+}
+CLIP_VISION = {**VIT, "model_type": "clip_vision_model"}
+
+
+@pytest.mark.parametrize("vision_config", [VIT, CLIP_VISION], ids=["vit", "clip"])
+def test_every_trainable_parameter_of_a_transformers_tower_gets_gradient(vision_config):
+    """DDP refuses parameters without gradient: the towers' final norms are unused by the scales."""
+    config = MSAConfig.from_preset(
+        "msa-tiny",
+        vision_config=vision_config,
+        vision_out_indices=(1, 2, 3),
+        vision_pooling=("cls",) * 3,
+        image_size=32,
+    )
+    model = perturbed_model(config).train()
+    inputs = make_inputs(config, images=4, texts=4)
+    model(**inputs, return_loss=True).loss.backward()
+    no_grad = [
+        n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)
+    ]
+    assert no_grad == []

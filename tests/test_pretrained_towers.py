@@ -9,9 +9,10 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from transformers import BertConfig, BertModel, BertTokenizer, CLIPConfig, CLIPModel
 
-from msa_hf import MSAConfig, MSAModel, MSAProcessor
+from msa_hf import PRESETS, MSAConfig, MSAModel, MSAProcessor
 from msa_hf.pretrained_towers import (
     INSTALL_HINT,
+    offline_preset_available,
     offline_text_folder,
     offline_vision_weights,
     timm_state_dict,
@@ -255,3 +256,32 @@ def test_freezing_stages_and_layers(tiny_config):
     ).loss
     batch_loss.backward()
     assert all(p.grad is None for p in model.text_model.parameters())
+
+
+def test_efficientnet_weights_load_without_unused_head_warnings(tmp_path, text_folder, caplog):
+    """The classifier head (conv_head, bn2, classifier) is dropped before timm loads the features model."""
+    torch.manual_seed(4)
+    reference = timm.create_model("test_efficientnet")
+    save_file(reference.state_dict(), tmp_path / "effnet.safetensors")
+    assert {"conv_head.weight", "bn2.weight", "classifier.weight"} <= set(reference.state_dict())
+    with caplog.at_level("INFO"):
+        model, _ = MSAModel.from_backbones(
+            str(tmp_path / "effnet.safetensors"),
+            str(text_folder),
+            vision_backbone="test_efficientnet",
+            mscmat_num_heads=4,
+        )
+    assert "Unexpected keys" not in caplog.text and "conv_head" not in caplog.text
+    backbone = model.vision_model.backbone.state_dict()
+    for name, tensor in backbone.items():
+        assert torch.equal(tensor, reference.state_dict()[name]), name
+
+
+def test_presets_build_their_registered_architecture():
+    for name, preset in PRESETS.items():
+        if not preset.pretrained or not offline_preset_available(name):
+            continue
+        model, _ = MSAModel.from_preset(name)
+        shapes = {k: v.shape for k, v in model.state_dict().items()}
+        expected = {k: v.shape for k, v in MSAModel(MSAConfig.from_preset(name)).state_dict().items()}
+        assert shapes == expected, name

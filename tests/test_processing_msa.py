@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 from transformers import AutoImageProcessor, AutoProcessor
 
-from msa_hf import MSAImageProcessor, MSAProcessor, to_float_rgb
+from msa_hf import MSAConfig, MSAImageProcessor, MSAProcessor, to_float_rgb
 
 
 def test_uint8_rgb_is_divided_by_255():
@@ -110,3 +110,10 @@ def test_processor_round_trip(tiny_processor, tmp_path):
     b = loaded(images=images, text=["ships in the harbor"])
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_processor_from_config_carries_the_model_settings(tiny_tokenizer):
+    config = MSAConfig.from_preset("msa-tiny", image_mean=(0.5, 0.4, 0.3), image_std=(0.2, 0.2, 0.2))
+    processor = MSAProcessor.from_config(config, tiny_tokenizer)
+    assert processor.image_processor.image_size == 64 and processor.text_max_length == 16
+    assert processor.image_processor.image_mean == [0.5, 0.4, 0.3] and processor.image_processor.image_std == [0.2] * 3

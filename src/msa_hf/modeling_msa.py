@@ -5,6 +5,11 @@ Method spec: multi-scale image features (section 1), a gated global image embedd
 MSCMAT, which scores every (image, text) pair at every scale by cross-attention from one
 image-scale query to the text tokens (section 4). MSCMAT and the losses are training-only;
 retrieval is the cosine of the global embeddings.
+
+A saved folder ships this file with the others it needs (its "flat set": configuration,
+losses, pretrained towers, processing) as remote code. Every one of them is imported here, at
+the top: for a local folder transformers 4.57 copies only the model file's direct relative
+imports into its modules cache.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from .losses import (
     world_size_and_rank,
 )
 from .pretrained_towers import from_backbones, from_preset, quiet_transformers_loading
+from .processing_msa import MSAProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -535,6 +541,14 @@ def _listing(keys: list[str], limit: int = 12) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
+def _describe_mismatch(entry: str | tuple[str, Any, Any]) -> str:
+    """transformers 5 reports ``(key, checkpoint shape, model shape)``; 4.57 only the key."""
+    if isinstance(entry, str):
+        return entry
+    key, in_checkpoint, in_model = entry
+    return f"{key} {tuple(in_checkpoint)} vs {tuple(in_model)}"
+
+
 def _check_loading_info(
     model_name: str,
     source: Any,
@@ -553,9 +567,7 @@ def _check_loading_info(
     fresh_heads = [key for key in missing if key.startswith(HEAD_PREFIXES)] if allow_missing_heads else []
     missing = [key for key in missing if key not in fresh_heads]
     unexpected = sorted(info["unexpected_keys"])
-    mismatched = (
-        [] if ignore_mismatched else sorted(f"{k} {tuple(a)} vs {tuple(b)}" for k, a, b in info["mismatched_keys"])
-    )
+    mismatched = [] if ignore_mismatched else sorted(_describe_mismatch(entry) for entry in info["mismatched_keys"])
     problems = []
     if missing:
         problems.append(f"{len(missing)} tensors missing: {_listing(missing)}")
@@ -634,7 +646,7 @@ class MSAModel(MSAPreTrainedModel):
         self.post_init()
 
     @classmethod
-    def from_backbones(cls, vision: str, text: str, **config_overrides: Any) -> tuple[MSAModel, Any]:
+    def from_backbones(cls, vision: str, text: str, **config_overrides: Any) -> tuple[MSAModel, MSAProcessor]:
         """Build MSA on pretrained towers and return ``(model, processor)``.
 
         Args:
@@ -660,7 +672,7 @@ class MSAModel(MSAPreTrainedModel):
         return from_backbones(cls, vision, text, **config_overrides)
 
     @classmethod
-    def from_preset(cls, name: str, **config_overrides: Any) -> tuple[MSAModel, Any]:
+    def from_preset(cls, name: str, **config_overrides: Any) -> tuple[MSAModel, MSAProcessor]:
         """Build a pretrained preset (see ``msa_hf.PRESETS``) and return ``(model, processor)``.
 
         Example:
