@@ -200,7 +200,7 @@ class MSAProcessor(ProcessorMixin):
 
     @classmethod
     def from_config(cls, config: Any, tokenizer: Any) -> MSAProcessor:
-        """The processor a model config implies: its image size and normalisation, its caption length.
+        r"""The processor a model config implies: its image size and normalisation, its caption length.
 
         Example:
 
