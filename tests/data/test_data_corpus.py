@@ -266,7 +266,7 @@ def _rewrite(path: Path, edit) -> Path:
 @pytest.mark.parametrize(
     ("sentences", "expected"),
     [
-        ("field", '"sentences" is str \'field\''),
+        ("field", "\"sentences\" is str 'field'"),
         (None, '"sentences" is null None'),
         (7, '"sentences" is int 7'),
         ([{"raw": "a plane"}, {"text": "no raw here"}], 'sentences[1] has no "raw" text'),
@@ -274,7 +274,9 @@ def _rewrite(path: Path, edit) -> Path:
     ],
 )
 def test_malformed_captions_are_validation_problems_naming_the_entry(make_karpathy, sentences, expected) -> None:
-    path = _rewrite(make_karpathy(["train"] * 6 + ["val", "test"]), lambda images: images[2].update(sentences=sentences))
+    path = _rewrite(
+        make_karpathy(["train"] * 6 + ["val", "test"]), lambda images: images[2].update(sentences=sentences)
+    )
     with pytest.raises(ValueError, match="malformed captions: 1") as error:
         load_corpus(path)
     message = str(error.value)
@@ -319,7 +321,8 @@ def test_test_only_corpus_loads_with_empty_train(make_karpathy, caplog) -> None:
     assert [corpus[s].num_rows for s in corpus] == [0, 0, 5]
     info = corpus_info(corpus)
     assert "no train images" in info["train"]["empty_because"]
-    assert "too small" in info["validation"]["empty_because"] and info["test"]["empty_because"] is None
+    assert "no train images to carve them from" in info["validation"]["empty_because"]
+    assert info["test"]["empty_because"] is None
     assert "the validation split is empty" in caplog.text
 
 

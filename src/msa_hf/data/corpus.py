@@ -26,11 +26,11 @@ import numpy as np
 if TYPE_CHECKING:
     import datasets
 
-from .validation import CorpusValidationError, validate_records
+from .validation import CorpusValidationError, ValidationReport, validate_records
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_corpus", "corpus_info", "SPLITS", "SPLIT_ALIASES", "CAPTION_COLUMNS"]
+__all__ = ["load_corpus", "validate_corpus", "corpus_info", "SPLITS", "SPLIT_ALIASES", "CAPTION_COLUMNS"]
 
 SPLITS = ("train", "validation", "test")
 SPLIT_ALIASES = {
@@ -455,7 +455,9 @@ def _derive_splits(by_split: dict[str, list[int]], fraction: float, seed: int) -
     if len(train) < n_each * len(missing) + 1:
         for split in missing:
             empty[split] = (
-                f"the source has no {split} images and its train split ({len(train)} images) is too small "
+                f"the source has no {split} images and no train images to carve them from"
+                if not train
+                else f"the source has no {split} images and its train split ({len(train)} images) is too small "
                 f"to carve {n_each} out for each of {missing} and keep one (validation_fraction={fraction})"
             )
         return derived, empty
@@ -472,7 +474,44 @@ def _derive_splits(by_split: dict[str, list[int]], fraction: float, seed: int) -
     return derived, empty
 
 
+def _read_records(
+    source: Any, image_root: Any, columns: Mapping[str, Any] | None
+) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
+    """Read any source into records with canonical split names; also its metadata and display name."""
+    records, meta = _read_source(source, image_root, dict(columns or {}))
+    name = str(source) if isinstance(source, (str, os.PathLike)) else meta["name"]
+    if not records:
+        raise ValueError(f"{name}: the corpus has no images.")
+    for r in records:
+        r["split"] = _canonical_split(r["split"], name)
+    return records, meta, name
+
+
 # ----------------------------------------------------------------------------- public API
+def validate_corpus(
+    source: Any,
+    *,
+    image_root: str | os.PathLike | None = None,
+    columns: Mapping[str, Any] | None = None,
+    check_images: bool = True,
+    progress: bool = False,
+) -> ValidationReport:
+    """Check a corpus the way :func:`load_corpus` does, and return the full report instead of raising.
+
+    The arguments mean what they mean for :func:`load_corpus`. What ``load_corpus(...,
+    on_bad="error")`` would refuse is in ``report.problems``; ``report.ok`` means it loads as is.
+
+    Example:
+        >>> import tempfile
+        >>> from msa_hf.data import generate_synth_corpus
+        >>> report = validate_corpus(generate_synth_corpus(tempfile.mkdtemp() + "/rs", n_images=4, image_size=32))
+        >>> report.ok, report.n_images
+        (True, 4)
+    """
+    records, _meta, name = _read_records(source, image_root, columns)
+    return validate_records(records, name, check_images=check_images, progress=progress)
+
+
 def load_corpus(
     source: Any,
     *,
@@ -532,13 +571,7 @@ def load_corpus(
         raise ValueError(f'on_bad must be "error" or "drop", got {on_bad!r}.')
     if not 0.0 < validation_fraction < 1.0:
         raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}.")
-    records, meta = _read_source(source, image_root, dict(columns or {}))
-    name = str(source) if isinstance(source, (str, os.PathLike)) else meta["name"]
-    if not records:
-        raise ValueError(f"{name}: the corpus has no images.")
-    for r in records:
-        r["split"] = _canonical_split(r["split"], name)
-
+    records, meta, name = _read_records(source, image_root, columns)
     report = validate_records(records, name, check_images=check_images, progress=progress)
     dropped = 0
     if not report.ok:
@@ -583,6 +616,7 @@ def load_corpus(
             "derived_from_train": derived.get(split),
             "empty_because": empty.get(split),
             "dropped_images": dropped,
+            "problems": report.counts(),
             "image_root": meta.get("image_root"),
         }
         summary = f"{meta['name']} ({meta['format']}), split {split}"
@@ -608,7 +642,8 @@ def corpus_info(dataset: Any) -> dict[str, Any]:
 
     Keys: ``source``, ``format``, ``split``, ``derived_from_train`` (None, or how the split was
     carved out of train), ``empty_because`` (None, or why the split has no images),
-    ``dropped_images``, ``image_root``. For a ``DatasetDict``, a dict of
+    ``dropped_images``, ``problems`` (problem kind -> number of entries, before dropping),
+    ``image_root``. For a ``DatasetDict``, a dict of
     those per split.
     """
     import datasets

@@ -88,6 +88,19 @@ class ValidationReport:
     def __str__(self) -> str:
         return self.format()
 
+    def to_dict(self) -> dict[str, Any]:
+        """The whole report as JSON-ready data: counts per kind and every problem."""
+        return {
+            "source": self.source,
+            "images": self.n_images,
+            "images_with_problems": len(self.bad_indices),
+            "expected_captions": self.expected_captions,
+            "counts": self.counts(),
+            "problems": [
+                {"kind": p.kind, "entry": p.index, "file_name": p.file_name, "detail": p.detail} for p in self.problems
+            ],
+        }
+
 
 class CorpusValidationError(ValueError):
     """Raised by ``load_corpus(..., on_bad="error")``; ``.report`` holds the full report."""
