@@ -114,7 +114,7 @@ def _eval(args: argparse.Namespace) -> int:
         "split": args.split,
         "max_images": args.max_images,
         "metrics": result.metrics,
-        "protocol": "spec section 7: R@K in percent over 0-based ranks < K; mr = mean of the six recalls; "
+        "protocol": "docs/method.md section 7: R@K in percent over 0-based ranks < K; mr = mean of the six recalls; "
         "medr/meanr 1-based; a competitor tied with the ground truth counts as ranked ahead",
     }
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
