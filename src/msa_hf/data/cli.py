@@ -269,11 +269,11 @@ class _StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is at the time (so redirection and capture work)."""
 
     @property
-    def stream(self):  # type: ignore[override]
+    def stream(self) -> Any:  # type: ignore[override]
         return sys.stderr
 
     @stream.setter
-    def stream(self, value) -> None:
+    def stream(self, value: Any) -> None:
         pass
 
 

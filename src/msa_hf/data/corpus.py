@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -182,7 +182,11 @@ def _caption_columns(columns: Sequence[str], mapping: Mapping[str, Any], where: 
 
 
 def _rows_to_records(
-    rows: list[dict[str, Any]], where: str, mapping: Mapping[str, Any], split: str, resolve
+    rows: list[dict[str, Any]],
+    where: str,
+    mapping: Mapping[str, Any],
+    split: str,
+    resolve: Callable[[str], tuple[str, dict[str, Any]]],
 ) -> list[dict[str, Any]]:
     """Rows of a metadata table -> records, grouping rows that share a file name (one caption per row)."""
     if not rows:

@@ -236,9 +236,11 @@ class Placement:
         self.draw = ImageDraw.Draw(self.image, "RGBA")
         self.taken: list[tuple[float, float, float]] = []  # x, y, clearance radius
 
-    def clear(self, x: float, y: float, radius: float) -> bool:
+    def clear(self, centre_x: float, centre_y: float, radius: float) -> bool:
+        """Is a disc of ``radius`` at this centre clear of every object placed so far?"""
         return all(
-            (x - other_x) ** 2 + (y - other_y) ** 2 > (radius + other) ** 2 for other_x, other_y, other in self.taken
+            (centre_x - other_x) ** 2 + (centre_y - other_y) ** 2 > (radius + other_radius) ** 2
+            for other_x, other_y, other_radius in self.taken
         )
 
 
