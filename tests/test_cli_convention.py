@@ -1,4 +1,4 @@
-"""One convention for every ``msa-*`` command, checked in one table.
+"""One convention for every ``msa-*`` command (and ``training/train.py``), checked in one table.
 
 Each row runs a command in-process through its ``main(argv)`` (what the console script
 calls) and checks the exit code (0 ok, 2 bad usage or input, 1 runtime failure, 3 a stale
@@ -24,7 +24,14 @@ from msa_hf.data import generate_synth_corpus
 from msa_hf.data.cli import main as data_main
 from msa_hf.retrieval import cli as retrieval_cli
 
+try:
+    from msa_hf_train import cli as train_cli
+except ImportError:  # training/train.py needs the [train] extra (accelerate)
+    train_cli = None
+DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "training" / "configs" / "default.yaml"
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "train.py": lambda argv: train_cli.main(argv, default_recipe=DEFAULT_RECIPE),
     "msa-data": data_main,
     "msa-convert-original": convert_main,
     "msa-eval": retrieval_cli.eval_main,
@@ -144,12 +151,17 @@ TABLE = [
     ("msa-classify", ["{images}", "--model", "{model}", "--no-progress"], 0, None),
     ("msa-classify", ["{root}/no-folder", "--model", "{model}"], 2, "is not a folder"),
     ("msa-classify", ["{images}", "--model", "{model}", "--labels", "a", "--labels-file", "x"], 2, "not both"),
+    ("train.py", ["{root}/no-recipe.yaml"], 2, "no-recipe.yaml does not exist"),
+    ("train.py", ["no_such_key=3"], 2, "Unknown recipe key 'no_such_key'"),
+    ("train.py", ["--frob"], 2, "unrecognized arguments"),
 ]
 
 
 @pytest.mark.parametrize("row", TABLE, ids=[f"{row[0]}-{i}" for i, row in enumerate(TABLE)])
 def test_exit_codes_and_one_line_errors(row, workspace, monkeypatch, capsys) -> None:
     prog, argv, code, message = row[:4]
+    if prog == "train.py" and train_cli is None:
+        pytest.skip("training/train.py needs the [train] extra (accelerate)")
     if row[4:] == ("disk-full",):
         monkeypatch.setattr(Image.Image, "save", _no_space_left)
     argv = [part.format(**workspace) for part in argv]
@@ -168,7 +180,7 @@ def test_the_table_covers_every_command_and_outcome() -> None:
     outcomes = {(row[0], row[2]) for row in TABLE}
     for prog in COMMANDS:
         assert (prog, EXIT_USAGE) in outcomes, prog
-        if prog != "msa-convert-original":  # a conversion needs the original checkpoints
+        if prog not in ("msa-convert-original", "train.py"):  # original checkpoints / minutes of training
             assert (prog, EXIT_OK) in outcomes, prog
     for prog in ("msa-data", "msa-eval", "msa-index", "msa-search"):
         assert (prog, EXIT_FAILURE) in outcomes, prog
@@ -186,6 +198,8 @@ def _parsers(prog: str, monkeypatch) -> list[argparse.ArgumentParser]:
     monkeypatch.setattr(retrieval_cli, "run_command", capture)
     monkeypatch.setattr("msa_hf.data.cli.run_command", capture)
     monkeypatch.setattr("msa_hf.convert_original.run_command", capture)
+    if train_cli is not None:
+        monkeypatch.setattr(train_cli, "run_command", capture)
     COMMANDS[prog](["--help"])
     parsers, todo = [], list(captured)
     while todo:
@@ -199,6 +213,8 @@ def _parsers(prog: str, monkeypatch) -> list[argparse.ArgumentParser]:
 
 @pytest.mark.parametrize("prog", list(COMMANDS))
 def test_every_argument_has_help(prog, monkeypatch) -> None:
+    if prog == "train.py" and train_cli is None:
+        pytest.skip("training/train.py needs the [train] extra (accelerate)")
     missing = [
         f"{parser.prog} {'/'.join(action.option_strings) or action.dest}"
         for parser in _parsers(prog, monkeypatch)
