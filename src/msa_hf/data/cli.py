@@ -113,6 +113,8 @@ def _format_statistics(name: str, stats: dict[str, Any]) -> str:
         )
     lines.append("")
     for split, s in stats["splits"].items():
+        if not s["images"]:
+            continue
         sizes = list(s["image_sizes"].items())
         shown = ", ".join(f"{k} ({v})" for k, v in sizes[:4]) + (
             f", ... {len(sizes) - 4} more sizes" if len(sizes) > 4 else ""
