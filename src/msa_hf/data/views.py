@@ -1,8 +1,8 @@
 """Training and evaluation views of a corpus split, and the collator that feeds the model.
 
 Why views rather than copies: the corpus stores one row per image with image *paths*; the
-training recipe wants one row per (image, caption) pair (spec §6) and evaluation wants all
-images plus the flattened captions with their image index (spec §7). Both views keep the
+training recipe wants one row per (image, caption) pair (docs/method.md, section 6) and evaluation wants all
+images plus the flattened captions with their image index (docs/method.md, section 7). Both views keep the
 image column as ``datasets.Image``, so a ``DataLoader`` decodes images in its workers, only
 when a row is read.
 """

@@ -1,76 +1,40 @@
 """Command-line tools: ``msa-eval``, ``msa-index``, ``msa-search``, ``msa-classify``.
 
 Each ``*_main(argv=None) -> int`` returns an exit status instead of exiting, so tests can call
-it directly. Expected failures (bad paths, empty folders, a model that does not match an
-index, ...) print one ``prog: error: ...`` line and return 1; argument errors return 2 as
-argparse does (set ``MSA_HF_DEBUG=1`` to get the traceback instead). Warnings (skipped
-files, ...) are printed as ``prog: warning: ...``.
+it directly. Exit codes follow :mod:`msa_hf.cli_utils`: 0 ok, 2 bad usage or input (a missing
+folder, an empty query), 1 a runtime failure (a model that does not match an index, a build
+already running), 3 ``msa-index status`` found the index stale. Errors print one
+``prog: error: ...`` line (``MSA_HF_DEBUG=1`` gives the traceback); warnings (skipped files,
+stale hits, ...) print as ``prog: warning: ...``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from msa_hf.cli_utils import EXIT_OK, EXIT_STALE, run_command
 
 __all__ = ["eval_main", "index_main", "search_main", "classify_main"]
 
 
-# Failures that are the user's input, not our bugs: shown as one line, no traceback.
 def _expected_errors() -> tuple[type[BaseException], ...]:
+    """The retrieval tools' own exception types (index errors map to exit 1, image errors to 2)."""
     from .encoding import ImageLoadError, ModelLoadError
     from .index import ImageIndexError
 
-    return (
-        ImageIndexError,
-        ModelLoadError,
-        ImageLoadError,
-        FileNotFoundError,
-        NotADirectoryError,
-        ValueError,
-        TypeError,
-        ImportError,
-        PermissionError,
-    )
-
-
-@contextlib.contextmanager
-def _cli_warnings(prog: str) -> Iterator[None]:
-    """Show warnings as ``prog: warning: message`` lines on stderr."""
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        print(f"{prog}: warning: {message}", file=sys.stderr)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("default")
-        warnings.showwarning = show
-        yield
+    return (ImageIndexError, ModelLoadError, ImageLoadError)
 
 
 def _run(
     prog: str, fn: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser, argv: Sequence[str] | None
 ) -> int:
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
-        return int(exc.code or 0)
-    with _cli_warnings(prog):
-        try:
-            return fn(args)
-        except KeyboardInterrupt:
-            print(f"{prog}: interrupted", file=sys.stderr)
-            return 130
-        except _expected_errors() as exc:
-            if os.environ.get("MSA_HF_DEBUG"):
-                raise  # full traceback for debugging
-            print(f"{prog}: error: {exc}", file=sys.stderr)
-            return 1
+    return run_command(prog, fn, parser, argv, expected=_expected_errors())
 
 
 def _add_common(p: argparse.ArgumentParser, model_required: bool = True) -> None:
@@ -150,7 +114,7 @@ def _eval(args: argparse.Namespace) -> int:
         "split": args.split,
         "max_images": args.max_images,
         "metrics": result.metrics,
-        "protocol": "spec section 7: R@K in percent over 0-based ranks < K; mr = mean of the six recalls; "
+        "protocol": "docs/method.md section 7: R@K in percent over 0-based ranks < K; mr = mean of the six recalls; "
         "medr/meanr 1-based; a competitor tied with the ground truth counts as ranked ahead",
     }
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -182,7 +146,12 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     _add_common(p)
     p.add_argument("--corpus", required=True, help="corpus source understood by msa_hf.data.load_corpus")
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")
-    p.add_argument("--text-batch-size", type=_positive("--text-batch-size"), default=128)
+    p.add_argument(
+        "--text-batch-size",
+        type=_positive("--text-batch-size"),
+        default=128,
+        help="captions per forward pass (default 128)",
+    )
     p.add_argument(
         "--max-images",
         type=_positive("--max-images"),
@@ -265,7 +234,7 @@ def _index_status(args: argparse.Namespace) -> int:
     for name in ("added", "removed", "modified"):
         for path in getattr(report, name)[:20]:
             print(f"  {name}: {path}")
-    return 1 if report.is_stale else 0
+    return EXIT_STALE if report.is_stale else EXIT_OK
 
 
 def index_main(argv: Sequence[str] | None = None) -> int:
@@ -273,7 +242,7 @@ def index_main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="msa-index", description="Build and inspect an on-disk image index.")
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="encode a folder of images into an index (resumable, incremental)")
-    b.add_argument("image_folder", metavar="IMAGE_FOLDER")
+    b.add_argument("image_folder", metavar="IMAGE_FOLDER", help="folder of images to index (searched recursively)")
     _add_common(b)
     b.add_argument("--out", required=True, metavar="INDEX", help="index folder to create or update")
     b.add_argument(
@@ -287,11 +256,11 @@ def index_main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--workers", type=int, default=0, help="image decoding threads")
     b.set_defaults(fn=_index_build)
     i = sub.add_parser("info", help="print an index's manifest summary")
-    i.add_argument("index", metavar="INDEX")
-    i.add_argument("--json", action="store_true")
+    i.add_argument("index", metavar="INDEX", help="index folder written by `msa-index build`")
+    i.add_argument("--json", action="store_true", help="print JSON instead of a table")
     i.set_defaults(fn=_index_info)
-    s = sub.add_parser("status", help="compare an index with its image folder (exit 1 if stale)")
-    s.add_argument("index", metavar="INDEX")
+    s = sub.add_parser("status", help=f"compare an index with its image folder (exit {EXIT_STALE} if stale)")
+    s.add_argument("index", metavar="INDEX", help="index folder written by `msa-index build`")
     s.add_argument("--folder", default=None, help="image folder (default: the one recorded in the index)")
     s.set_defaults(fn=_index_status)
     return _run("msa-index", lambda a: a.fn(a), p, argv)
@@ -340,7 +309,7 @@ def _search(args: argparse.Namespace) -> int:
 def search_main(argv: Sequence[str] | None = None) -> int:
     """``msa-search INDEX "text" -k 10`` or ``msa-search INDEX --image query.png``."""
     p = argparse.ArgumentParser(prog="msa-search", description="Search an image index by text or by image.")
-    p.add_argument("index", metavar="INDEX")
+    p.add_argument("index", metavar="INDEX", help="index folder written by `msa-index build`")
     p.add_argument("query", nargs="*", metavar="QUERY", help="text query (several give one result table each)")
     p.add_argument("--image", action="append", metavar="PATH", help="query image (repeatable)")
     p.add_argument("-k", type=_positive("-k"), default=10, help="results per query (default 10)")
@@ -356,7 +325,7 @@ def search_main(argv: Sequence[str] | None = None) -> int:
         default="torch",
         help="exact search in torch (default) or a FAISS flat index (same results)",
     )
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="torch device for the query model (default: cuda if available)")
     return _run("msa-search", _search, p, argv)
 
 
@@ -446,7 +415,9 @@ def classify_main(argv: Sequence[str] | None = None) -> int:
         description="Zero-shot scene classification of a folder of "
         "images; reports accuracy when the folder has one subfolder per class.",
     )
-    p.add_argument("image_folder", metavar="IMAGE_FOLDER")
+    p.add_argument(
+        "image_folder", metavar="IMAGE_FOLDER", help="folder of images; one subfolder per class also reports accuracy"
+    )
     _add_common(p)
     p.add_argument("--labels", default=None, help="comma-separated labels (default: the class subfolder names)")
     p.add_argument("--labels-file", default=None, help="file with one label per line")

@@ -1,7 +1,7 @@
 """Batched, progress-reporting encoding of images and texts, image-folder scanning and model identity.
 
 Everything here returns **L2-normalised float32 embeddings on the CPU**: retrieval in this
-package is the dot product of normalised embeddings (spec §7), so normalising once at encode
+package is the dot product of normalised embeddings (docs/method.md, section 7), so normalising once at encode
 time makes every later similarity a plain matrix product.
 """
 

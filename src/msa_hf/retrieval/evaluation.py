@@ -62,7 +62,7 @@ def evaluate_retrieval(
     progress: bool = True,
     num_workers: int = 0,
 ) -> EvaluationResult:
-    """Encode ``images`` and their captions and compute the retrieval metrics (spec §7)."""
+    """Encode ``images`` and their captions and compute the retrieval metrics (docs/method.md, section 7)."""
     if len(images) != len(captions_per_image):
         raise ValueError(
             f"Got {len(images)} images but {len(captions_per_image)} caption lists; "
