@@ -34,7 +34,7 @@ from transformers import set_seed
 from msa_hf import MSAModel
 from msa_hf.data import ensure_synth_corpus, load_corpus
 from msa_hf.io_utils import atomic_directory
-from msa_hf.model_card import build_model_card
+from msa_hf.model_card import Evaluation, base_model_ids, build_model_card
 from msa_hf.pretrained_towers import BACKBONE_PRESETS, INSTALL_HINT, from_backbone_preset, offline_preset_available
 from msa_hf.retrieval import evaluate_corpus, format_metrics_table, render_retrieval_examples
 
@@ -128,13 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     card = build_model_card(
         model.config,
         model_name=f"{preset}-untrained-heads",
+        evaluations=[Evaluation("rs-synth", args.split, result.metrics)],
+        base_models=base_model_ids(vision, text),
         vision_tower=f"{vision} (ImageNet weights)",
         text_tower=text,
         command=command,
         status="pretrained towers, MSA heads freshly initialised (not trained): a zero-shot baseline",
-        dataset_name="rs-synth",
-        split=args.split,
-        metrics=result.metrics,
         limitations="The MSA heads are untrained, so retrieval is near chance; train before use.",
     )
     model_dir = args.workdir / "model"
