@@ -285,6 +285,13 @@ def test_unreachable_hub_fails_in_one_line(push_dir):
     assert snapshot(push_dir) == before
 
 
+def test_offline_mode_refuses_to_push_in_one_line(push_dir, monkeypatch, capsys):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    rc, _out, err = run(main, [push_dir, "--repo-id", "user/name"], capsys)
+    assert rc == EXIT_FAILURE and len(err.strip().splitlines()) == 1
+    assert "HF_HUB_OFFLINE=1 is set and this needs the network" in err
+
+
 def test_bad_repo_id_is_a_usage_error(push_dir, capsys):
     rc, _out, err = run(main, [push_dir, "--repo-id", "not a/valid/id"], capsys)
     assert rc == EXIT_USAGE and "--repo-id 'not a/valid/id' is not a Hub id" in err

@@ -365,7 +365,7 @@ def is_hub_id(name: str) -> bool:
     (True, False, False)
     ```
     """
-    if not name or name.startswith((".", "/", "~")) or os.sep in name.replace("/", "") or "\\" in name:
+    if not name or name.startswith((".", "/", "~")) or "\\" in name:
         return False
     try:
         validate_repo_id(name)

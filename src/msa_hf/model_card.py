@@ -90,10 +90,11 @@ CARD_TEMPLATE = """---
 # {{ model_name }}
 
 An [MSA](https://arxiv.org/abs/2405.18959) (multi-scale alignment) remote-sensing image-text
-retrieval model in `msa_hf` format (authors' code: [yr666666/MSA](https://github.com/yr666666/MSA)). MSA is a dual encoder
-whose image tower is aligned to the text at each of its {{ num_scales }} scales separately
-(MSCMAT cross-attention during training); at test time retrieval is the cosine similarity
-of one global image embedding and one text embedding ({{ projection_dim }} dimensions).
+retrieval model in `msa_hf` format (the authors' code: [yr666666/MSA](https://github.com/yr666666/MSA)).
+MSA is a dual encoder whose image tower is aligned to the text at each of its {{ num_scales }}
+scales separately (MSCMAT cross-attention during training); at test time retrieval is the
+cosine similarity of one global image embedding and one text embedding ({{ projection_dim }}
+dimensions).
 
 - **Image tower:** {{ vision_tower }}
 - **Text tower:** {{ text_tower }}
