@@ -20,6 +20,7 @@ import sys
 import threading
 from pathlib import Path
 
+import huggingface_hub
 import numpy as np
 import pytest
 from huggingface_hub import constants
@@ -27,7 +28,7 @@ from PIL import Image
 
 import msa_hf
 from msa_hf.cli_utils import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
-from msa_hf.hub import FolderCheckError, check_folder, folder_files, main, push_to_hub, resolve_model_source
+from msa_hf.hub import FolderCheckError, HubError, check_folder, folder_files, main, push_to_hub, resolve_model_source
 from msa_hf.model_card import Evaluation, build_model_card, write_card
 from msa_hf.retrieval.cli import classify_main, eval_main, index_main, search_main
 from msa_hf.retrieval.encoding import load_model_and_processor, model_fingerprint
@@ -72,10 +73,28 @@ def push_dir(tmp_path, tiny_model_dir, tiny_config) -> Path:
     return folder
 
 
+def reset_hub_sessions() -> None:
+    """huggingface_hub < 1 builds its HTTP session once, offline or not: drop it when the mode changes."""
+    getattr(huggingface_hub.utils, "reset_sessions", lambda: None)()
+
+
 @pytest.fixture
-def offline_off(monkeypatch):
+def hub_mode(monkeypatch):
+    """``hub_mode(offline)`` switches offline mode for one test, as HF_HUB_OFFLINE at start-up would."""
+
+    def switch(offline: bool) -> None:
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+        reset_hub_sessions()
+
+    yield switch
+    monkeypatch.undo()
+    reset_hub_sessions()
+
+
+@pytest.fixture
+def offline_off(hub_mode):
     """Online mode, whatever the environment says (uploads need it)."""
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    hub_mode(False)
 
 
 # ---------------------------------------------------------------------------- a local fake Hub
@@ -94,16 +113,18 @@ class FakeHub:
             def log_message(self, *args):
                 pass
 
-            def reply(self, status: int, payload: dict) -> None:
+            def reply(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_GET(self):  # huggingface_hub's own registry look-ups, not part of an upload
-                self.reply(404, {"error": "not in the fake hub"})
+            def do_GET(self):  # model look-ups: this Hub holds no model, and says so as the real one does
+                self.reply(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -285,8 +306,8 @@ def test_unreachable_hub_fails_in_one_line(push_dir):
     assert snapshot(push_dir) == before
 
 
-def test_offline_mode_refuses_to_push_in_one_line(push_dir, monkeypatch, capsys):
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+def test_offline_mode_refuses_to_push_in_one_line(push_dir, hub_mode, capsys):
+    hub_mode(True)
     rc, _out, err = run(main, [push_dir, "--repo-id", "user/name"], capsys)
     assert rc == EXIT_FAILURE and len(err.strip().splitlines()) == 1
     assert "HF_HUB_OFFLINE=1 is set and this needs the network" in err
@@ -322,7 +343,7 @@ def test_push_to_hub_python_api_dry_run(push_dir):
 
 
 @pytest.fixture
-def hub_cache(tmp_path, tiny_model_dir, monkeypatch) -> Path:
+def hub_cache(tmp_path, tiny_model_dir, monkeypatch, hub_mode) -> Path:
     """A Hugging Face cache holding ``user/msa-tiny`` at ``main`` and tag ``v1`` (one commit), offline."""
     cache = tmp_path / "hf-cache"
     repo = cache / "models--user--msa-tiny"
@@ -331,7 +352,7 @@ def hub_cache(tmp_path, tiny_model_dir, monkeypatch) -> Path:
     (repo / "refs" / "main").write_text(COMMIT)
     (repo / "refs" / "v1").write_text(COMMIT)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    hub_mode(True)
     return cache
 
 
@@ -349,6 +370,21 @@ def test_hub_id_missing_from_the_cache_offline_is_one_clear_error(hub_cache):
         resolve_model_source("user/other")
     with pytest.raises(Exception, match=r"user/msa-tiny@v2 is not in the local Hugging Face cache"):
         resolve_model_source("user/msa-tiny", "v2")
+
+
+def test_hub_id_online_failures_are_one_line(fake_hub, tmp_path, monkeypatch):
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with fake_hub() as hub, pytest.raises(HubError) as caught:  # the fake Hub knows no model: HTTP 404
+        resolve_model_source("user/nothing", "v3")
+    message = str(caught.value)
+    assert message.startswith("the Hub rejected the request to download user/nothing@v3 (HTTP 404")
+    assert "\n" not in message
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)  # shut down now: nothing listens there
+    with pytest.raises(HubError) as caught:
+        resolve_model_source("user/nothing")
+    assert str(caught.value).startswith(
+        f"user/nothing@main is not in the local Hugging Face cache, and could not reach the Hub at {hub.url}"
+    )
 
 
 def test_local_paths_and_revisions(tiny_model_dir, tmp_path):

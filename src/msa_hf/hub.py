@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from huggingface_hub import HfApi, ModelCard, constants, snapshot_download
-from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, OfflineModeIsEnabled
 from huggingface_hub.utils import validate_repo_id
 
 from .cli_utils import EXIT_OK, UsageError, run_command
@@ -84,12 +84,14 @@ def format_size(size: int) -> str:
     ('512 B', '1.5 KiB', '3.0 GiB')
     ```
     """
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+    if size < 1024:
+        return f"{size} B"
+    value, unit = size / 1024, "KiB"
+    for bigger in ("MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.1f} {unit}"
 
 
 def folder_files(folder: str | os.PathLike) -> list[FolderFile]:
@@ -268,20 +270,21 @@ def describe_hub_error(error: BaseException, action: str) -> str:
     response = getattr(error, "response", None)
     status = getattr(response, "status_code", None)
     server = _one_line(getattr(error, "server_message", None) or "") or _one_line(str(error).split("\n")[0])
-    if type(error).__name__ == "OfflineModeIsEnabled":
+    if isinstance(error, OfflineModeIsEnabled):
         return f"cannot {action}: HF_HUB_OFFLINE=1 is set and this needs the network; unset it to go online."
     if status in (401, 403):
         return (
             f"the Hub refused to {action} (HTTP {status}, bad or missing token: {server}); log in with "
-            f"`hf auth login` or set HF_TOKEN to a token with write access."
+            f"`hf auth login` or set HF_TOKEN to a token with access to the repo (write access to push)."
         )
     if isinstance(status, int) and 400 <= status < 500:
         return f"the Hub rejected the request to {action} (HTTP {status}: {server})."
     if isinstance(status, int) and status >= 500:
         return f"the Hub failed to {action} (HTTP {status}, a server-side error: {server}); try again later."
-    root = error
-    while root.__cause__ is not None or root.__context__ is not None:
-        root = root.__cause__ or root.__context__
+    root, seen = error, {id(error)}
+    while (cause := root.__cause__ or root.__context__) is not None and id(cause) not in seen:
+        root = cause
+        seen.add(id(root))
     transport = type(root).__module__.split(".")[0] in {"httpx", "httpx2", "requests", "urllib3", "socket"}
     if transport or isinstance(root, (ConnectionError, TimeoutError)):
         return (
