@@ -387,6 +387,15 @@ def test_hub_id_online_failures_are_one_line(fake_hub, tmp_path, monkeypatch):
     )
 
 
+def test_mistyped_local_path_says_it_was_tried_as_a_folder(hub_cache, tmp_path, monkeypatch):
+    (tmp_path / "outputs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+        HubError, match=r"outputs/bset@main is not in .* \(there is no local folder 'outputs/bset' either\)"
+    ):
+        resolve_model_source("outputs/bset")
+
+
 def test_local_paths_and_revisions(tiny_model_dir, tmp_path):
     assert resolve_model_source(tiny_model_dir) == str(tiny_model_dir)
     with pytest.raises(UsageError, match="applies to Hub ids"):

@@ -405,18 +405,21 @@ def resolve_model_source(name_or_path: str | os.PathLike, revision: str | None =
     if not is_hub_id(name):
         raise UsageError(f"{name!r} is neither an existing folder nor a Hub id ('user/name'): check the path.")
     at = f"{name}@{revision or 'main'}"
+    parent = Path(name).parent
+    # "outputs/best" reads as a Hub id too: when "outputs" is a local folder, say it was tried as a path.
+    not_local = f" (there is no local folder {name!r} either)" if str(parent) != "." and parent.is_dir() else ""
     try:
         return snapshot_download(name, revision=revision, allow_patterns=MODEL_FILE_PATTERNS)
     except LocalEntryNotFoundError as error:  # not cached, and offline or unreachable
         if constants.HF_HUB_OFFLINE:
             raise HubError(
                 f"{at} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE=1 "
-                f"forbids downloading it: run once online, or pass a local folder."
+                f"forbids downloading it: run once online, or pass a local folder{not_local}."
             ) from error
         reason = describe_hub_error(error.__cause__ or error.__context__ or error, f"download {at}")
-        raise HubError(f"{at} is not in the local Hugging Face cache, and {reason}") from error
+        raise HubError(f"{at} is not in the local Hugging Face cache, and {reason}{not_local}") from error
     except Exception as error:  # unknown repo or revision, no access, server errors
-        raise HubError(describe_hub_error(error, f"download {at}")) from error
+        raise HubError(describe_hub_error(error, f"download {at}") + not_local) from error
 
 
 def build_parser() -> argparse.ArgumentParser:
