@@ -118,7 +118,8 @@ def test_card_from_folder_reads_recipe_and_metrics(tiny_model_dir, tmp_path):
     folder = tmp_path / "best"
     shutil.copytree(tiny_model_dir, folder)
     (folder / "recipe.yaml").write_text(RECIPE)
-    (folder / "metrics.json").write_text(json.dumps(EVALUATIONS[0].metrics))  # flat: validation of the corpus
+    training_record = {"validation": EVALUATIONS[0].metrics, "step": 120, "epoch": 2.0, "corpus": "rs-synth"}
+    (folder / "metrics.json").write_text(json.dumps(training_record))  # as training writes best/metrics.json
     (folder / "test_metrics.json").write_text(
         json.dumps({"dataset": "rs-synth", "split": "test", "metrics": EVALUATIONS[1].metrics})
     )
@@ -129,6 +130,20 @@ def test_card_from_folder_reads_recipe_and_metrics(tiny_model_dir, tmp_path):
     assert splits[("validation", "mr")] == round(EVALUATIONS[0].metrics["mr"], 2)
     assert splits[("test", "mr")] == round(EVALUATIONS[1].metrics["mr"], 2)
     assert RECIPE.strip() in card.text and 'from_pretrained("user/msa-best")' in card.text
+
+
+def test_flat_metrics_files_are_validation_and_test_of_the_recipe_corpus(tiny_model_dir, tmp_path):
+    folder = tmp_path / "best"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "recipe.yaml").write_text("model: msa-tiny\ncorpus: data/ucm-captions/dataset_ucm.json\n")
+    (folder / "metrics.json").write_text(json.dumps(EVALUATIONS[0].metrics))
+    (folder / "test_metrics.json").write_text(json.dumps(EVALUATIONS[1].metrics))
+    card = card_from_folder(folder)
+    assert {(r.dataset_name, r.dataset_split) for r in card.data.eval_results} == {
+        ("ucm-captions", "validation"),
+        ("ucm-captions", "test"),
+    }
+    assert card.data.base_model is None  # msa-tiny is an architecture: nothing pretrained
 
 
 def test_card_from_folder_rejects_a_bad_metrics_file(tiny_model_dir, tmp_path):

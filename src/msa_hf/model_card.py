@@ -46,6 +46,7 @@ MODEL_INDEX_TASK = ("image-text-retrieval", "Image-Text Retrieval")
 LIBRARY_NAME = "transformers"
 DEFAULT_LICENSE = "apache-2.0"
 REPO_PLACEHOLDER = "path/or/hub-id"
+SPLITS = ("train", "validation", "test")
 # Tower names the package accepts (offline packages, short legacy ids) -> canonical Hub ids.
 TEXT_TOWER_HUB_IDS = {
     "all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2",
@@ -384,13 +385,38 @@ def build_model_card(
     return ModelCard.from_template(card_data, template_str=CARD_TEMPLATE, **values)
 
 
-def evaluations_from_folder(folder: str | os.PathLike, dataset: str | None = None) -> list[Evaluation]:
-    """The evaluations a saved folder records, from ``metrics.json`` and ``test_metrics.json``.
+def evaluations_from_record(
+    record: Mapping[str, Any] | Sequence[Mapping[str, Any]], *, dataset: str | None = None, split: str | None = None
+) -> list[Evaluation]:
+    """The evaluations one metrics record holds, in any of the shapes the package writes.
 
-    Each file holds one evaluation object (``{"dataset", "split", "metrics"}``, msa-eval's
-    format, ``corpus`` accepted for ``dataset``) or a list of them. A flat mapping of metrics
-    is read as the validation split (``metrics.json``, the best checkpoint's) or the test split
-    (``test_metrics.json``) of ``dataset``.
+    * msa-eval's ``{"corpus"|"dataset": ..., "split": ..., "metrics": {...}}``, or a list of them;
+    * training's ``{"corpus": ..., "validation": {...}, "test": {...}}`` (one per split key);
+    * a flat mapping of metrics, read as ``split`` of ``dataset``.
+
+    ```python
+    >>> record = {"corpus": "rs-synth", "test": {"i2t_r1": 50.0, "mr": 40.0}, "best_step": 120}
+    >>> [(e.dataset, e.split, e.metrics["mr"]) for e in evaluations_from_record(record)]
+    [('rs-synth', 'test', 40.0)]
+    ```
+    """
+    if isinstance(record, Sequence) and not isinstance(record, (str, bytes)):
+        return [e for entry in record for e in evaluations_from_record(entry, dataset=dataset, split=split)]
+    if not isinstance(record, Mapping):
+        raise ValueError(f"expected a JSON object or a list of them, got {type(record).__name__}")
+    name = record.get("dataset") or record.get("corpus") or dataset
+    by_split = {key: value for key, value in record.items() if key in SPLITS and isinstance(value, Mapping)}
+    if by_split:
+        return [Evaluation.from_dict(metrics, dataset=name, split=key) for key, metrics in by_split.items()]
+    return [Evaluation.from_dict(record, dataset=name, split=split)]
+
+
+def evaluations_from_folder(folder: str | os.PathLike, dataset: str | None = None) -> list[Evaluation]:
+    """The evaluations a saved folder records in ``metrics.json`` and ``test_metrics.json``.
+
+    Any shape :func:`evaluations_from_record` reads; a flat mapping of metrics is the validation
+    split (``metrics.json``, the best checkpoint's) or the test split (``test_metrics.json``) of
+    ``dataset``.
     """
     evaluations = []
     for name, split in (("metrics.json", "validation"), ("test_metrics.json", "test")):
@@ -398,10 +424,10 @@ def evaluations_from_folder(folder: str | os.PathLike, dataset: str | None = Non
         if not path.is_file():
             continue
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            for entry in data if isinstance(data, list) else [data]:
-                evaluations.append(Evaluation.from_dict(entry, dataset=dataset, split=split))
-        except (json.JSONDecodeError, ValueError, TypeError, AttributeError) as error:
+            evaluations += evaluations_from_record(
+                json.loads(path.read_text(encoding="utf-8")), dataset=dataset, split=split
+            )
+        except (json.JSONDecodeError, ValueError, TypeError) as error:
             raise ValueError(f"{path} is not an evaluation record: {error}") from error
     return evaluations
 
@@ -464,6 +490,7 @@ __all__ = [
     "dataset_display_name",
     "describe_towers",
     "evaluations_from_folder",
+    "evaluations_from_record",
     "results_table",
     "tower_hub_id",
     "write_card",
