@@ -22,9 +22,8 @@ import torch
 from tqdm.auto import tqdm
 
 from msa_hf import PRESETS, MSAConfig, MSAModel, MSAProcessor, param_groups
-from msa_hf.hub import is_hub_id
 from msa_hf.io_utils import atomic_directory
-from msa_hf.model_card import Evaluation, base_model_ids, build_model_card, write_card
+from msa_hf.model_card import Evaluation, base_model_ids, build_model_card, tower_hub_id, write_card
 from msa_hf.pretrained_towers import (
     BACKBONE_PRESETS,
     INSTALL_HINT,
@@ -397,8 +396,8 @@ class Trainer:
         vision, text = self.towers
         if self.recipe.model in BACKBONE_PRESETS:
             base_models = base_model_ids(vision, text)
-        else:  # fine-tuning a Hub checkpoint: that checkpoint is the base
-            base_models = [self.recipe.model] if is_hub_id(self.recipe.model) else []
+        else:  # fine-tuning a Hub checkpoint: that checkpoint is the base (an architecture preset has none)
+            base_models = [hub_id] if (hub_id := tower_hub_id(self.recipe.model)) else []
         name = (self.recipe.hub_repo_id or str(self.recipe.output_dir)).rstrip("/").split("/")[-1]
         return build_model_card(
             self._unwrapped().config,
