@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from msa_hf import PRESETS, MSAConfig, MSAModel, MSAProcessor, param_groups
 from msa_hf.io_utils import atomic_directory
-from msa_hf.model_card import build_model_card
+from msa_hf.model_card import Evaluation, base_model_ids, build_model_card, tower_hub_id, write_card
 from msa_hf.pretrained_towers import (
     BACKBONE_PRESETS,
     INSTALL_HINT,
@@ -394,17 +394,23 @@ class Trainer:
         return result.metrics
 
     def _card(self, evaluations: list[tuple[str, dict[str, float]]], status: str) -> Any:
-        split, metrics = evaluations[-1]
+        vision, text = self.towers
+        if self.recipe.model in BACKBONE_PRESETS:
+            base_models = base_model_ids(vision, text)
+        else:  # fine-tuning a Hub checkpoint: that checkpoint is the base (an architecture preset has none)
+            base_models = [hub_id] if (hub_id := tower_hub_id(self.recipe.model)) else []
+        name = (self.recipe.hub_repo_id or str(self.recipe.output_dir)).rstrip("/").split("/")[-1]
         return build_model_card(
             self._unwrapped().config,
-            model_name=Path(self.recipe.output_dir).name or "msa",
-            vision_tower=self.towers[0],
-            text_tower=self.towers[1],
+            model_name=name or "msa",
+            evaluations=[Evaluation(self.corpus_name, split, metrics) for split, metrics in evaluations],
+            base_models=base_models,
+            vision_tower=vision,
+            text_tower=text,
+            recipe=self.recipe.to_yaml(),
             command=self.command,
             status=status,
-            dataset_name=self.corpus_name,
-            split=split,
-            metrics=metrics,
+            repo_id=self.recipe.hub_repo_id,
         )
 
     def save_best(self, metrics: dict[str, float]) -> None:
@@ -559,7 +565,7 @@ class Trainer:
                 "test evaluated once"
             )
             card = self._card([("validation", best["metrics"]), ("test", test_metrics)], status)
-            card.save(best_dir / "README.md")
+            write_card(card, best_dir)
             if self.recipe.push_to_hub:
                 from msa_hf.hub import push_to_hub
 

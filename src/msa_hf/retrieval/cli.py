@@ -41,6 +41,7 @@ def _add_common(p: argparse.ArgumentParser, model_required: bool = True) -> None
     p.add_argument(
         "--model", required=model_required, help="saved MSA folder (save_pretrained of model + processor) or Hub id"
     )
+    p.add_argument("--revision", default=None, help="branch, tag or commit of a Hub --model (default: main)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument(
         "--batch-size", type=_positive("--batch-size"), default=32, help="images per forward pass (default 32)"
@@ -92,7 +93,7 @@ def _eval(args: argparse.Namespace) -> int:
     from .visualize import render_retrieval_examples
 
     dataset = _load_split(args.corpus, args.split)
-    model, processor = load_model_and_processor(args.model, device=args.device)
+    model, processor = load_model_and_processor(args.model, device=args.device, revision=args.revision)
     result = evaluate_corpus(
         model,
         processor,
@@ -176,7 +177,7 @@ def _index_build(args: argparse.Namespace) -> int:
 
     if not Path(args.image_folder).is_dir():
         raise NotADirectoryError(f"IMAGE_FOLDER {args.image_folder} is not a folder.")
-    model, processor = load_model_and_processor(args.model, device=args.device)
+    model, processor = load_model_and_processor(args.model, device=args.device, revision=args.revision)
     index = build_index(
         args.image_folder,
         model,
@@ -284,6 +285,7 @@ def _search(args: argparse.Namespace) -> int:
         image=args.image or None,
         k=args.k,
         model=args.model,
+        revision=args.revision,
         backend=args.backend,
         device=args.device,
     )
@@ -319,6 +321,7 @@ def search_main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="model to embed the query (default: the index's own model); must have the index's weights",
     )
+    p.add_argument("--revision", default=None, help="branch, tag or commit of a Hub --model (default: main)")
     p.add_argument(
         "--backend",
         choices=("torch", "faiss"),
@@ -353,7 +356,7 @@ def _classify(args: argparse.Namespace) -> int:
         raise NotADirectoryError(f"IMAGE_FOLDER {args.image_folder} is not a folder.")
     labels = _read_labels(args)
     templates = args.template or [DEFAULT_TEMPLATE]
-    model, processor = load_model_and_processor(args.model, device=args.device)
+    model, processor = load_model_and_processor(args.model, device=args.device, revision=args.revision)
     result = classify_folder(
         args.image_folder,
         model,

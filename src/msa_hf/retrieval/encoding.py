@@ -74,23 +74,29 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def load_model_and_processor(
-    name_or_path: str | os.PathLike, device: str | torch.device | None = None
+    name_or_path: str | os.PathLike, device: str | torch.device | None = None, revision: str | None = None
 ) -> tuple[Any, Any]:
     """Load an ``MSAModel`` (eval mode, on ``device``) and its ``MSAProcessor`` from a folder or Hub id.
 
+    A Hub id is fetched at ``revision`` through the Hugging Face cache (offline: from it) by
+    :func:`msa_hf.hub.resolve_model_source`, and the model's ``name_or_path`` is the Hub id.
     Errors from deep inside transformers are re-raised as :class:`ModelLoadError` naming the
     folder/id and what was expected there (``config.json`` + weights + processor files).
     """
     from msa_hf import MSAModel, MSAProcessor  # registers the Auto classes as a side effect
+    from msa_hf.hub import HubError, resolve_model_source
 
     source = str(name_or_path)
     if not source:
         raise ModelLoadError("No model given: pass --model with a saved MSA folder or a Hub id.")
     dev = resolve_device(device)
-    local = Path(source).expanduser()
-    if local.exists() and not (local / "config.json").is_file():
+    try:
+        local = Path(resolve_model_source(source, revision))
+    except HubError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    if not (local / "config.json").is_file():
         raise ModelLoadError(
-            f"Model folder {local} has no config.json: expected a folder written by "
+            f"Model {source} has no config.json: expected a folder written by "
             f"MSAModel.save_pretrained (and MSAProcessor.save_pretrained)."
         )
     from transformers.utils import logging as hf_logging
@@ -98,19 +104,22 @@ def load_model_and_processor(
     bar_was_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar is noise in a CLI
     try:
-        model = MSAModel.from_pretrained(str(local) if local.exists() else source)
+        model = MSAModel.from_pretrained(local)
     except Exception as exc:
         raise ModelLoadError(f"Could not load an MSA model from {source!r}: {type(exc).__name__}: {exc}") from exc
     finally:
         if bar_was_on:
             hf_logging.enable_progress_bar()
     try:
-        processor = MSAProcessor.from_pretrained(str(local) if local.exists() else source)
+        processor = MSAProcessor.from_pretrained(local)
     except Exception as exc:
         raise ModelLoadError(
             f"Loaded the model from {source!r} but not its processor ({type(exc).__name__}: {exc}); "
             f"save it next to the model with MSAProcessor.save_pretrained."
         ) from exc
+    if str(local) != source and not Path(source).expanduser().exists():  # a Hub snapshot: snapshots/<commit>
+        model.name_or_path = model.config.name_or_path = source  # record the Hub id, not the cache path
+        model.config._commit_hash = local.name
     return model.to(dev).eval(), processor
 
 

@@ -653,26 +653,34 @@ def search_index(
     k: int = 10,
     model: Any = None,
     processor: Any = None,
+    revision: str | None = None,
     backend: str = "torch",
     device: str | torch.device | None = None,
 ) -> list[list[SearchHit]]:
     """The Python twin of ``msa-search``: load the index (if a path), the model, and search.
 
-    ``model`` may be an ``MSAModel``, a folder/Hub id, or ``None`` for the model recorded in the
-    index manifest. Exactly one of ``text`` (a string or list) and ``image`` (a path, PIL image
-    or list of them) is required. The model must have the index's weights.
+    ``model`` may be an ``MSAModel``, a folder/Hub id (at ``revision``), or ``None`` for the model
+    recorded in the index manifest (a Hub model at its recorded commit). Exactly one of ``text``
+    (a string or list) and ``image`` (a path, PIL image or list of them) is required. The model
+    must have the index's weights.
     """
     if (text is None) == (image is None):
         raise ValueError("Give exactly one of `text` and `image` to search with.")
     idx = index if isinstance(index, ImageIndex) else ImageIndex.load(index)
     if model is None or isinstance(model, (str, os.PathLike)):
+        if model is None and revision is not None:
+            raise ValueError(
+                "`revision` (--revision) needs `model` (--model): the index's own model loads at its recorded commit."
+            )
         source = model if model is not None else idx.model_identity.get("name_or_path")
+        if model is None and not Path(str(source or "")).expanduser().exists():
+            revision = idx.model_identity.get("revision")
         if not source:
             raise ValueError(
                 f"Index {idx.path} was built from an in-memory model and does not record where it lives; "
                 f"pass `model` (--model) explicitly."
             )
-        model, loaded_proc = load_model_and_processor(source, device=device)
+        model, loaded_proc = load_model_and_processor(source, device=device, revision=revision)
         processor = processor or loaded_proc
     elif processor is None:
         raise ValueError("`processor` is required when `model` is a model object.")
