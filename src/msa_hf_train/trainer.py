@@ -31,7 +31,7 @@ from msa_hf.pretrained_towers import (
     offline_preset_available,
 )
 from msa_hf.processing_msa import MSAImageProcessor
-from msa_hf.retrieval import evaluate_corpus, format_metrics_table
+from msa_hf.retrieval import evaluate_corpus, format_metrics_table, render_retrieval_examples
 
 from .checkpointing import TrainerState, list_checkpoints, resolve_checkpoint, save_checkpoint
 from .data import (
@@ -376,7 +376,8 @@ class Trainer:
     def _unwrapped(self) -> MSAModel:
         return self.accelerator.unwrap_model(self.model)
 
-    def evaluate(self, split: str, model: MSAModel | None = None) -> dict[str, float]:
+    def evaluate(self, split: str, model: MSAModel | None = None) -> Any:
+        """Retrieval on a corpus split with ``msa_hf.retrieval.evaluate_corpus`` (what ``msa-eval`` runs)."""
         model = model or self._unwrapped()
         was_training = model.training
         model.eval()
@@ -391,7 +392,7 @@ class Trainer:
             )
         finally:
             model.train(was_training)
-        return result.metrics
+        return result
 
     def _card(self, evaluations: list[tuple[str, dict[str, float]]], status: str) -> Any:
         vision, text = self.towers
@@ -436,7 +437,7 @@ class Trainer:
 
     def run_evaluation(self) -> None:
         if self.is_main:
-            metrics = self.evaluate("validation")
+            metrics = self.evaluate("validation").metrics
             record = {
                 "step": self.state.global_step,
                 "epoch": self._epoch_position(),
@@ -548,7 +549,18 @@ class Trainer:
         test_metrics: dict[str, float] = {}
         if self.is_main:
             model = MSAModel.from_pretrained(str(best_dir)).to(self.accelerator.device)
-            test_metrics = self.evaluate("test", model)
+            result = self.evaluate("test", model)
+            test_metrics = result.metrics
+            images = self.corpus["test"].select_columns(["image"])
+            render_retrieval_examples(
+                result.image_embeds,
+                result.text_embeds,
+                result.caption_image_ids,
+                result.captions,
+                lambda i: images[int(i)]["image"],
+                self.output_dir / "plots" / "test_retrieval_examples.png",
+                seed=self.recipe.seed,
+            )
             write_json(
                 self.output_dir / FINISHED_MARKER,
                 {
