@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from msa_hf.data import MSADataCollator, evaluation_view, load_corpus, training_view
+from msa_hf.data.views import decode_image
 
 
 @pytest.fixture
@@ -22,15 +23,16 @@ def test_training_view_has_one_row_per_pair(corpus, caption_of) -> None:
     pairs = training_view(train)
     assert pairs.num_rows == 5 * train.num_rows
     assert set(pairs.column_names) == {"image", "caption", "image_id", "file_name"}
-    assert isinstance(pairs.features["image"], datasets.Image) and pairs.features["image"].decode
+    assert isinstance(pairs.features["image"], datasets.Image) and not pairs.features["image"].decode
     ids = pairs["image_id"]
     assert ids == [i for i in train["image_id"] for _ in range(5)]
     first_image = train[0]["image_id"]
     assert pairs["caption"][:5] == [caption_of(first_image, k) for k in range(5)]
-    # still paths, not pixels: decoding waits for row access (in the loader workers)
+    # still paths, not pixels: decoding waits for the collator (in the loader workers)
     stored = pairs.data.column("image").to_pylist()
     assert all(s["bytes"] is None and s["path"].endswith(".tif") for s in stored)
-    assert pairs[7]["image"].size == (32, 32)
+    assert pairs[7]["image"]["path"].endswith(".tif")
+    assert decode_image(pairs[7]["image"]).size == (32, 32)
 
 
 def test_evaluation_view_maps_captions_to_image_rows(corpus) -> None:
@@ -70,7 +72,9 @@ def test_collator_batches_training_rows_with_the_real_processor(corpus, tiny_pro
     assert batch["image_ids"].dtype == torch.long
     assert batch["image_ids"].tolist() == [r["image_id"] for r in rows]
     # one batched call gives what the processor gives for the same inputs
-    direct = tiny_processor(images=[r["image"] for r in rows], text=[r["caption"] for r in rows], return_tensors="pt")
+    direct = tiny_processor(
+        images=[decode_image(r["image"]) for r in rows], text=[r["caption"] for r in rows], return_tensors="pt"
+    )
     torch.testing.assert_close(batch["pixel_values"], direct["pixel_values"])
     assert torch.equal(batch["input_ids"], direct["input_ids"])
     # the 16-bit image is stretched, not clipped to white
@@ -130,9 +134,9 @@ def test_collator_decodes_undecoded_images_and_rejects_unknown_rows(corpus, tiny
 
 def test_views_reject_foreign_datasets() -> None:
     ds = datasets.Dataset.from_dict({"x": [1]})
-    with pytest.raises(ValueError, match="training_view needs columns"):
+    with pytest.raises(ValueError, match="training_view needs a corpus split with columns"):
         training_view(ds)
-    with pytest.raises(ValueError, match="evaluation_view needs columns"):
+    with pytest.raises(ValueError, match="evaluation_view needs a corpus split with columns"):
         evaluation_view(ds)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from msa_hf.cli_utils import EXIT_FAILURE, EXIT_OK, EXIT_STALE, EXIT_USAGE
 from msa_hf.retrieval.cli import classify_main, eval_main, index_main, search_main
 
 
@@ -78,7 +79,8 @@ def test_index_status_info_and_rebuild(make_images, index_dir, image_folder, tin
     assert rc == 0 and "up to date" in out
     make_images(image_folder, ["new.png"], seed=50)
     rc, out, _ = run(index_main, ["status", index_dir], capsys)
-    assert rc == 1 and "1 new" in out and "added: new.png" in out
+    assert rc == EXIT_STALE and "1 new" in out and "added: new.png" in out
+    assert f"msa-index build {image_folder.resolve()} --out {index_dir}" in out
     rc, out, _ = run(
         index_main, ["build", image_folder, "--model", tiny_model_dir, "--out", index_dir, "--no-progress"], capsys
     )
@@ -91,39 +93,54 @@ def test_index_status_info_and_rebuild(make_images, index_dir, image_folder, tin
 def test_stale_hit_warns(index_dir, image_folder, capsys):
     (image_folder / "a.png").unlink()
     rc, _out, err = run(search_main, [index_dir, "a plane", "-k", 6], capsys)
-    assert rc == 0 and "a.png no longer exists" in err
+    assert rc == EXIT_OK and "a.png: missing since it was indexed" in err
+    assert f"msa-index build {image_folder.resolve()} --out" in err
 
 
 @pytest.mark.parametrize(
-    "argv, message",
+    "argv, code, message",
     [
-        (["build", "{empty}", "--model", "{model}", "--out", "{tmp}/i"], "No image files found in"),
-        (["build", "{tmp}/missing", "--model", "{model}", "--out", "{tmp}/i"], "is not a folder"),
-        (["build", "{images}", "--model", "{tmp}", "--out", "{tmp}/i"], "has no config.json"),
-        (["info", "{tmp}/nothing"], "does not exist"),
-        (["info", "{empty}"], "is not an MSA image index"),
+        (["build", "{empty}", "--model", "{model}", "--out", "{tmp}/i"], EXIT_FAILURE, "No image files found in"),
+        (["build", "{tmp}/missing", "--model", "{model}", "--out", "{tmp}/i"], EXIT_USAGE, "is not a folder"),
+        (["build", "{images}", "--model", "{tmp}", "--out", "{tmp}/i"], EXIT_FAILURE, "has no config.json"),
+        (
+            ["build", "{images}", "--model", "{model}", "--out", "{tmp}/i", "--relocate", "--overwrite"],
+            EXIT_USAGE,
+            "give one of them",
+        ),
+        (["info", "{tmp}/nothing"], EXIT_USAGE, "does not exist"),
+        (["info", "{empty}"], EXIT_FAILURE, "is not an MSA image index"),
     ],
 )
-def test_index_errors(argv, message, tmp_path, tiny_model_dir, image_folder, capsys):
+def test_index_errors(argv, code, message, tmp_path, tiny_model_dir, image_folder, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     argv = [a.format(empty=empty, model=tiny_model_dir, tmp=tmp_path, images=image_folder) for a in argv]
     rc, _out, err = run(index_main, argv, capsys)
-    assert rc == 1
+    assert rc == code
     assert "msa-index: error:" in err and message in err
 
 
 def test_search_argument_errors(index_dir, tmp_path, capsys):
     rc, _, err = run(search_main, [index_dir], capsys)
-    assert rc == 1 and "give a text QUERY or --image" in err
+    assert rc == EXIT_USAGE and "give a text QUERY or --image" in err
     rc, _, err = run(search_main, [index_dir, "--image", tmp_path / "nope.png"], capsys)
-    assert rc == 1 and "no such file" in err
+    assert rc == EXIT_USAGE and "no such file" in err
     rc, _, err = run(search_main, [index_dir, "x", "-k", 0], capsys)
-    assert rc == 2 and "-k must be >= 1" in err
+    assert rc == EXIT_USAGE and "-k must be >= 1" in err
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not png")
     rc, _, err = run(search_main, [index_dir, "--image", bad], capsys)
-    assert rc == 1 and "cannot decode image" in err and "bad.png" in err
+    assert rc == EXIT_USAGE and "cannot decode image" in err and "bad.png" in err
+
+
+@pytest.mark.parametrize("query", ["", "   ", "\t\n"])
+def test_empty_query_is_refused(index_dir, query, capsys):
+    rc, out, err = run(search_main, [index_dir, query], capsys)
+    assert rc == EXIT_USAGE and out == ""
+    assert "msa-search: error: The query is empty" in err
+    rc, out, err = run(search_main, [index_dir, "a plane", query], capsys)
+    assert rc == EXIT_USAGE and "Query 2 is empty" in err
 
 
 def test_interrupted_index_is_reported(index_dir, capsys):
@@ -185,7 +202,7 @@ def test_classify_labels_from_folders_and_table(class_folder, tiny_model_dir, tm
 
 def test_classify_flat_folder_without_labels_fails(image_folder, tiny_model_dir, capsys):
     rc, _, err = run(classify_main, [image_folder, "--model", tiny_model_dir, "--no-progress"], capsys)
-    assert rc == 1 and "--labels is required" in err
+    assert rc == EXIT_USAGE and "--labels is required" in err
 
 
 @pytest.mark.parametrize(
@@ -199,7 +216,7 @@ def test_classify_flat_folder_without_labels_fails(image_folder, tiny_model_dir,
 )
 def test_classify_bad_arguments(extra, message, class_folder, tiny_model_dir, capsys):
     rc, _, err = run(classify_main, [class_folder, "--model", tiny_model_dir, "--no-progress", *extra], capsys)
-    assert rc == 1 and message in err
+    assert rc == EXIT_USAGE and message in err
 
 
 # ---------------------------------------------------------------------------- msa-eval
@@ -296,4 +313,4 @@ def test_eval_matches_python_api(corpus_dir, tiny_model, tiny_processor):
 
 def test_eval_bad_split(corpus_dir, tiny_model_dir, capsys):
     rc, _, err = run(eval_main, ["--model", tiny_model_dir, "--corpus", corpus_dir, "--split", "dev"], capsys)
-    assert rc == 1 and "--split 'dev' is not in corpus" in err and "test" in err
+    assert rc == EXIT_USAGE and "--split 'dev' is not in corpus" in err and "test" in err

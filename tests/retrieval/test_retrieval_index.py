@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-import msa_hf.retrieval.index as index_mod
+import msa_hf.retrieval.encoding as encoding_mod
 from msa_hf.retrieval import (
     ImageIndex,
     IncompleteIndexError,
@@ -96,7 +96,7 @@ def test_ties_resolved_by_row_order(make_images, tmp_path, tiny_model, tiny_proc
 
 
 def test_interrupted_build_resumes(image_folder, tiny_model, tiny_processor, tmp_path, monkeypatch):
-    real = index_mod._encode_image_batch
+    real = encoding_mod.image_features
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
@@ -105,7 +105,7 @@ def test_interrupted_build_resumes(image_folder, tiny_model, tiny_processor, tmp
             raise KeyboardInterrupt  # the user hits Ctrl-C during the third chunk
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(index_mod, "_encode_image_batch", flaky)
+    monkeypatch.setattr(encoding_mod, "image_features", flaky)
     out = tmp_path / "idx"
     with pytest.raises(KeyboardInterrupt):
         build_index(image_folder, tiny_model, tiny_processor, out, batch_size=2, chunk_size=2, progress=False)
@@ -118,7 +118,7 @@ def test_interrupted_build_resumes(image_folder, tiny_model, tiny_processor, tmp
 
     calls["n"] = 0
     monkeypatch.setattr(
-        index_mod, "_encode_image_batch", lambda *a, **k: (calls.__setitem__("n", calls["n"] + 1), real(*a, **k))[1]
+        encoding_mod, "image_features", lambda *a, **k: (calls.__setitem__("n", calls["n"] + 1), real(*a, **k))[1]
     )
     with pytest.warns(UserWarning, match="Skipped 2 files"):
         resumed = build_index(image_folder, tiny_model, tiny_processor, out, batch_size=2, chunk_size=2, progress=False)
@@ -144,8 +144,9 @@ def test_incremental_update_and_stale_report(make_images, built, image_folder, t
         )
     assert "tiles/g.png" in updated.files and "a.png" not in updated.files
     assert updated.manifest["reused"] == 5
-    # encoded: g.png, plus the corrupt file is retried (and skipped again)
+    # encoded: g.png only; the corrupt file, unchanged since it was skipped, is not retried
     assert updated.manifest["encoded"] == 1
+    assert "broken.jpg" in {s.path for s in updated.skipped}
     row_old = built.files.index("c.png")
     torch.testing.assert_close(updated.embeddings[updated.files.index("c.png")], built.embeddings[row_old])
     assert not updated.stale_files().is_stale
@@ -196,7 +197,7 @@ def test_bad_inputs(make_images, tmp_path, tiny_model, tiny_processor, built):
     with pytest.raises(IndexBuildError, match="1 non-image file.*notes.txt"):
         build_index(empty, tiny_model, tiny_processor, tmp_path / "i1", progress=False)
     (empty / "bad.png").write_bytes(b"garbage")
-    with pytest.raises(IndexBuildError, match="None of the 1 image files .* could be decoded"):
+    with pytest.raises(IndexBuildError, match="None of the 1 image files .* could be embedded"):
         build_index(empty, tiny_model, tiny_processor, tmp_path / "i1", progress=False)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         build_index(tmp_path / "nope", tiny_model, tiny_processor, tmp_path / "i2", progress=False)
