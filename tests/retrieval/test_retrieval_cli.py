@@ -314,3 +314,64 @@ def test_eval_matches_python_api(corpus_dir, tiny_model, tiny_processor):
 def test_eval_bad_split(corpus_dir, tiny_model_dir, capsys):
     rc, _, err = run(eval_main, ["--model", tiny_model_dir, "--corpus", corpus_dir, "--split", "dev"], capsys)
     assert rc == EXIT_USAGE and "--split 'dev' is not in corpus" in err and "test" in err
+
+
+# ---------------------------------------------------------------------------- archives that move, builds that collide
+
+
+def test_moved_archive_is_relocated(index_dir, image_folder, tiny_model_dir, tmp_path, capsys):
+    moved = tmp_path / "moved"
+    image_folder.rename(moved)
+    rc, _, err = run(index_main, ["status", index_dir], capsys)
+    assert rc == EXIT_USAGE and "no longer exists" in err and f"--out {index_dir} --relocate" in err
+    rc, _, err = run(search_main, [index_dir, "a plane", "-k", 2], capsys)
+    assert rc == EXIT_OK and "no longer exists" in err and "--relocate" in err
+    build = ["build", moved, "--model", tiny_model_dir, "--out", index_dir, "--no-progress"]
+    rc, _, err = run(index_main, build, capsys)
+    assert rc == EXIT_FAILURE and "pass --relocate" in err
+    rc, out, err = run(index_main, [*build, "--relocate"], capsys)
+    assert rc == EXIT_OK and "0 encoded, 6 reused" in out, err
+    rc, out, _ = run(index_main, ["status", index_dir], capsys)
+    assert rc == EXIT_OK and "up to date" in out
+
+
+_HOLD_LOCK = """
+import importlib.util, sys, time
+spec = importlib.util.spec_from_file_location("io_utils", sys.argv[1])
+io_utils = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(io_utils)
+with io_utils.exclusive_lock(sys.argv[2], purpose="msa-index build of another archive"):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_concurrent_build_is_refused_and_a_dead_holder_taken_over(image_folder, tiny_model_dir, tmp_path, capsys):
+    import signal
+    import subprocess
+    import sys
+
+    import msa_hf.io_utils
+
+    out = tmp_path / "index"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, msa_hf.io_utils.__file__, str(out / ".lock")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        build = ["build", image_folder, "--model", tiny_model_dir, "--out", out, "--no-progress"]
+        rc, _, err = run(index_main, build, capsys)
+        assert rc == EXIT_FAILURE
+        assert f"is in use by pid {holder.pid} on host" in err and "msa-index build of another archive" in err
+        assert not (out / "manifest.json").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert (out / ".lock").exists()  # the killed holder could not clean up
+    rc, out_text, err = run(index_main, build, capsys)
+    assert rc == EXIT_OK and "6 images" in out_text
+    assert f"Took over the lock {out / '.lock'} left by pid {holder.pid}" in err
+    assert not (out / ".lock").exists()

@@ -1,9 +1,10 @@
 """The processes of an ``accelerate launch`` / ``torchrun`` job, as the index builder needs them.
 
 One process is the plain case (rank 0 of 1, nothing to communicate). With ``WORLD_SIZE > 1``
-in the environment, accelerate's ``PartialState`` joins the process group (NCCL on GPUs,
-gloo on CPUs with ``ACCELERATE_USE_CPU=1``) and picks each process's device, so the same
-command runs unchanged on one CPU, one GPU or a cluster.
+in the environment, accelerate's ``PartialState`` joins the process group (NCCL on GPUs;
+gloo on CPUs, with ``ACCELERATE_USE_CPU=1`` or on a machine without an accelerator) and
+picks each process's device, so the same command runs unchanged on one CPU, one GPU or a
+cluster.
 """
 
 from __future__ import annotations
@@ -56,5 +57,14 @@ def process_group() -> ProcessGroup:
         raise ImportError(
             "Running msa-index under a multi-process launcher needs accelerate: pip install 'msa_hf[index]'."
         ) from exc
-    state = PartialState()
+    from accelerate.utils import parse_flag_from_env
+
+    # PartialState only joins a CPU job when told to; with no accelerator there is no other choice.
+    has_accelerator = torch.cuda.is_available() or (hasattr(torch, "accelerator") and torch.accelerator.is_available())
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not has_accelerator)
+    if state.num_processes != int(os.environ["WORLD_SIZE"]):
+        raise RuntimeError(
+            f"WORLD_SIZE is {os.environ['WORLD_SIZE']} but accelerate joined {state.num_processes} process(es) "
+            f"({state.distributed_type}); check the launcher's settings."
+        )
     return ProcessGroup(rank=state.process_index, world_size=state.num_processes, device=state.device)
