@@ -149,12 +149,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     _add_common(p)
     p.add_argument("--corpus", required=True, help="corpus source understood by msa_hf.data.load_corpus")
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")
-    p.add_argument(
-        "--text-batch-size",
-        type=_positive("--text-batch-size"),
-        default=128,
-        help="captions per forward pass (default 128)",
-    )
+    p.add_argument("--text-batch-size", type=_positive("--text-batch-size"), default=128)
     p.add_argument(
         "--max-images",
         type=_positive("--max-images"),
@@ -347,7 +342,7 @@ def _warn_stale_hits(index: Any, hits: Sequence[Any], relocate_hint: Callable[..
 def search_main(argv: Sequence[str] | None = None) -> int:
     """``msa-search INDEX "text" -k 10`` or ``msa-search INDEX --image query.png``."""
     p = argparse.ArgumentParser(prog="msa-search", description="Search an image index by text or by image.")
-    p.add_argument("index", metavar="INDEX", help="index folder written by `msa-index build`")
+    p.add_argument("index", metavar="INDEX")
     p.add_argument("query", nargs="*", metavar="QUERY", help="text query (several give one result table each)")
     p.add_argument("--image", action="append", metavar="PATH", help="query image (repeatable)")
     p.add_argument("-k", type=_positive("-k"), default=10, help="results per query (default 10)")
@@ -363,7 +358,7 @@ def search_main(argv: Sequence[str] | None = None) -> int:
         default="torch",
         help="exact search in torch (default) or a FAISS flat index (same results)",
     )
-    p.add_argument("--device", default=None, help="torch device for the query model (default: cuda if available)")
+    p.add_argument("--device", default=None)
     return _run("msa-search", _search, p, argv)
 
 
