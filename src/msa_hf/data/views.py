@@ -3,10 +3,11 @@
 Why views rather than copies: the corpus stores one row per image with image *paths*; the
 training recipe wants one row per (image, caption) pair (spec §6), evaluation wants all
 images plus the flattened captions with their image index (spec §7), and the index builder
-wants a list of files. Every view keeps images undecoded; :class:`MSADataCollator` decodes
-them with :func:`msa_hf.data.images.load_image` inside the ``DataLoader`` workers, so a
-batch is decoded in parallel, only when it is read, and the same way on every path.
-:func:`image_loader` is the one place a ``DataLoader`` over images is built.
+wants a list of files. The evaluation and file views keep images undecoded;
+:class:`MSADataCollator` decodes them with :func:`msa_hf.data.images.load_image` inside the
+``DataLoader`` workers, so a batch is decoded in parallel, only when it is read, and huge
+scenes at a reduced scale. :func:`image_loader` is the one place a ``DataLoader`` over
+images is built.
 """
 
 from __future__ import annotations
@@ -56,8 +57,8 @@ def training_view(split: datasets.Dataset) -> datasets.Dataset:
     """One row per (image, caption) pair: ``image``, ``caption``, ``image_id``, ``file_name``.
 
     ``image_id`` is kept so the loss can tell that two captions of the same image in one
-    batch are not negatives of each other. Images stay undecoded (``{"path", "bytes"}``):
-    :class:`MSADataCollator` decodes them in the loader workers.
+    batch are not negatives of each other. Images are not decoded here: ``datasets`` decodes
+    a row's image when the row is read (in the loader workers).
     """
     import datasets
 
@@ -84,7 +85,8 @@ def training_view(split: datasets.Dataset) -> datasets.Dataset:
             "file_name": datasets.Value("string"),
         }
     )
-    return raw.map(explode, batched=True, remove_columns=raw.column_names, features=features, desc="training pairs")
+    pairs = raw.map(explode, batched=True, remove_columns=raw.column_names, features=features, desc="training pairs")
+    return pairs.cast_column("image", datasets.Image())
 
 
 @dataclass
