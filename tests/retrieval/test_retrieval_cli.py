@@ -311,6 +311,47 @@ def test_eval_matches_python_api(corpus_dir, tiny_model, tiny_processor):
     assert result.metrics == pytest.approx(expected)
 
 
+def test_evaluate_corpus_takes_a_split_or_a_view_and_loader_workers(corpus_dir, tiny_model, tiny_processor):
+    import datasets
+    import torch
+
+    from msa_hf.data import evaluation_view
+    from msa_hf.retrieval import evaluate_corpus
+
+    test = datasets.load_from_disk(str(corpus_dir))["test"]
+    plain = evaluate_corpus(tiny_model, tiny_processor, test, batch_size=4, progress=False)
+    view = evaluate_corpus(
+        tiny_model, tiny_processor, evaluation_view(test), batch_size=4, num_workers=2, progress=False
+    )
+    assert view.metrics == plain.metrics and torch.equal(view.image_embeds, plain.image_embeds)
+    assert view.image_ids.tolist() == test["image_id"]
+    head = evaluate_corpus(tiny_model, tiny_processor, evaluation_view(test), max_images=2, progress=False)
+    assert head.metrics["num_images"] == 2 and head.metrics["num_captions"] == 10
+    torch.testing.assert_close(head.image_embeds, plain.image_embeds[:2])
+
+
+def test_evaluate_corpus_names_an_image_it_cannot_decode(tmp_path, tiny_model, tiny_processor):
+    import datasets
+
+    from msa_hf.retrieval import evaluate_corpus
+
+    good, bad = tmp_path / "good.png", tmp_path / "bad.png"
+    Image.new("RGB", (16, 16), "blue").save(good)
+    bad.write_bytes(b"not an image")
+    split = datasets.Dataset.from_dict(
+        {"image": [str(good), str(bad)], "captions": [["a"], ["b"]], "image_id": [7, 8]},
+        features=datasets.Features(
+            {
+                "image": datasets.Image(),
+                "captions": datasets.Sequence(datasets.Value("string")),
+                "image_id": datasets.Value("int64"),
+            }
+        ),
+    )
+    with pytest.raises(ValueError, match=r"image_id 8: cannot decode image .*bad\.png"):
+        evaluate_corpus(tiny_model, tiny_processor, split, progress=False)
+
+
 def test_eval_bad_split(corpus_dir, tiny_model_dir, capsys):
     rc, _, err = run(eval_main, ["--model", tiny_model_dir, "--corpus", corpus_dir, "--split", "dev"], capsys)
     assert rc == EXIT_USAGE and "--split 'dev' is not in corpus" in err and "test" in err

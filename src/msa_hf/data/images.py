@@ -148,7 +148,9 @@ def load_image(
                 return reduced if reduced is not image else image.copy()
     except FileNotFoundError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError as exc:
+        raise ImageLoadError(f"cannot decode image {label}: not in an image format PIL reads (corrupt?)") from exc
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ImageLoadError(f"cannot decode image {label}: {type(exc).__name__}: {exc}") from exc
 
 

@@ -214,8 +214,10 @@ def decode_image(value: Any, target_size: int | None = None) -> Any:
     """A decoded image from a row's image value: ``{"path", "bytes"}`` (an undecoded
     ``datasets.Image``) or a path go through :func:`load_image`; decoded images pass through."""
     if isinstance(value, Mapping) and ("path" in value or "bytes" in value):
-        data = value.get("bytes")
-        return load_image(data if data is not None else value["path"], target_size=target_size, name=value.get("path"))
+        data, path = value.get("bytes"), value.get("path")
+        if data is None and path is None:
+            raise ImageLoadError("the row has no image (neither a path nor bytes)")
+        return load_image(data if data is not None else path, target_size=target_size, name=path)
     if isinstance(value, (str, os.PathLike)):
         return load_image(value, target_size=target_size)
     return value

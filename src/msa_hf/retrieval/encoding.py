@@ -202,6 +202,8 @@ def encode_image_batches(model: Any, loader: Any, *, bar: Any = None) -> Iterato
     ``bar`` (a :func:`progress_bar`) advances by the rows of each batch.
     """
     for batch in loader:
+        if "pixel_values" in batch and "image_ids" not in batch:
+            raise ValueError("The loader's rows carry no id column: build it with image_loader(..., id_column=...).")
         ids = [int(i) for i in batch["image_ids"].tolist()] if "image_ids" in batch else []
         failures = [(int(i), str(reason)) for i, reason in batch.get("failures", [])]
         columns = {k: list(v) for k, v in batch.items() if k not in _BATCH_KEYS}

@@ -75,6 +75,7 @@ __all__ = [
     "FolderScan",
     "Reusable",
     "build_index",
+    "chunk_rows",
     "commit_index",
     "encode_chunks",
     "gather_chunks",
@@ -123,9 +124,10 @@ class BuildPlan:
     def n_chunks(self) -> int:
         return math.ceil(len(self.todo) / self.chunk_size)
 
-    def chunk_rows(self, chunk: int) -> range:
-        """Rows of ``todo`` in chunk ``chunk``."""
-        return range(chunk * self.chunk_size, min(len(self.todo), (chunk + 1) * self.chunk_size))
+
+def chunk_rows(chunk: int, n_todo: int, chunk_size: int) -> range:
+    """Rows of the files to encode that make up chunk ``chunk`` (the unit of resumption)."""
+    return range(chunk * chunk_size, min(n_todo, (chunk + 1) * chunk_size))
 
 
 @dataclass
@@ -295,10 +297,8 @@ def encode_chunks(
     """Step 5: encode ``chunks`` (of the relative paths ``todo``) in order, one :class:`Chunk`
     each. Files are read, hashed, decoded and preprocessed in the loader workers; batches
     never straddle a chunk, so chunks come out the same however they are shared out."""
-    bounds = {c: range(c * chunk_size, min(len(todo), (c + 1) * chunk_size)) for c in chunks}
-    batches = [
-        list(rows[i : i + batch_size]) for c in chunks for rows in [bounds[c]] for i in range(0, len(rows), batch_size)
-    ]
+    bounds = {c: chunk_rows(c, len(todo), chunk_size) for c in chunks}
+    batches = [list(bounds[c][i : i + batch_size]) for c in chunks for i in range(0, len(bounds[c]), batch_size)]
     if not batches:
         return
     loader = image_loader(
@@ -311,24 +311,20 @@ def encode_chunks(
         keep_columns=("sha256",),
         on_error="skip",
     )
-    current: Chunk | None = None
+    files: list[str] = []
+    hashes: list[str] = []
+    parts: list[torch.Tensor] = []
+    skipped: list[dict[str, str]] = []
     for encoded in encode_image_batches(model, loader, bar=bar):
-        rows = encoded.ids + [row for row, _ in encoded.failures]
-        chunk = rows[0] // chunk_size
-        if current is None:
-            current = Chunk(chunk, [], [], torch.zeros(0, 0), [])
-        current.files += [todo[i] for i in encoded.ids]
-        current.sha256 += encoded.columns.get("sha256", [])
-        if len(encoded.ids):
-            current.embeddings = (
-                encoded.embeddings
-                if current.embeddings.numel() == 0
-                else torch.cat([current.embeddings, encoded.embeddings])
-            )
-        current.skipped += [{"path": todo[i], "reason": reason} for i, reason in encoded.failures]
-        if len(current.files) + len(current.skipped) == len(bounds[chunk]):
-            yield current
-            current = None
+        chunk = (encoded.ids or [row for row, _ in encoded.failures])[0] // chunk_size
+        files += [todo[i] for i in encoded.ids]
+        hashes += encoded.columns.get("sha256", [])
+        skipped += [{"path": todo[i], "reason": reason} for i, reason in encoded.failures]
+        if encoded.ids:
+            parts.append(encoded.embeddings)
+        if len(files) + len(skipped) == len(bounds[chunk]):
+            yield Chunk(chunk, files, hashes, torch.cat(parts) if parts else torch.zeros(0, 0), skipped)
+            files, hashes, parts, skipped = [], [], [], []
 
 
 def write_chunk(partial: Path, chunk: Chunk) -> None:
@@ -457,7 +453,7 @@ def _encode_and_write(
     process and writes the round's chunks on the main process."""
     partial = settings.out / PARTIAL
     mine = pending[group.rank :: group.world_size]
-    total = sum(len(range(c * settings.chunk_size, min(len(todo), (c + 1) * settings.chunk_size))) for c in pending)
+    total = sum(len(chunk_rows(c, len(todo), settings.chunk_size)) for c in pending)
     enabled = settings.progress and group.is_main
     with progress_bar(total, "Indexing images", enabled=enabled) as bar:
         chunks = encode_chunks(
