@@ -45,7 +45,6 @@ def check_corpus(recipe: Recipe) -> None:
     if recipe.corpus == SYNTH_CORPUS:
         _check_kwargs(ensure_synth_corpus, recipe.corpus_kwargs, "the rs-synth generator")
         return
-    _check_kwargs(load_corpus, recipe.corpus_kwargs, "msa_hf.data.load_corpus")
     path = Path(recipe.corpus).expanduser()
     looks_local = path.suffix in (".json", ".jsonl", ".csv") or recipe.corpus.startswith((".", "/", "~"))
     if looks_local and not path.exists():
@@ -53,6 +52,7 @@ def check_corpus(recipe: Recipe) -> None:
             f"corpus {recipe.corpus!r} does not exist. Give a Karpathy-style JSON, a corpus folder, a Hub dataset "
             f"id, or {SYNTH_CORPUS!r} for the embedded generated corpus."
         )
+    _check_kwargs(load_corpus, recipe.corpus_kwargs, "msa_hf.data.load_corpus")
 
 
 def load_training_corpus(recipe: Recipe, cache_dir: Path, progress: bool) -> tuple[Any, str]:

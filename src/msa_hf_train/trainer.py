@@ -321,6 +321,7 @@ class Trainer:
                 f"{recipe.gradient_accumulation_steps}; lower it or per_device_batch_size."
             )
         self.total_steps = recipe.max_steps if recipe.max_steps > 0 else recipe.num_epochs * self.steps_per_epoch
+        set_seed(recipe.seed)  # the training RNG stream (dropout) starts here, whatever setup consumed
 
         from transformers import get_scheduler
 

@@ -1,13 +1,13 @@
 """Views of a corpus split or a list of images, and the collator and loader that feed the model.
 
 Why views rather than copies: the corpus stores one row per image with image *paths*; the
-training recipe wants one row per (image, caption) pair (spec §6), evaluation wants all
-images plus the flattened captions with their image index (spec §7), and the index builder
-wants a list of files. The evaluation and file views keep images undecoded;
-:class:`MSADataCollator` decodes them with :func:`msa_hf.data.images.load_image` inside the
-``DataLoader`` workers, so a batch is decoded in parallel, only when it is read, and huge
-scenes at a reduced scale. :func:`image_loader` is the one place a ``DataLoader`` over
-images is built.
+training recipe wants one row per (image, caption) pair (docs/method.md, section 6),
+evaluation wants all images plus the flattened captions with their image index
+(docs/method.md, section 7), and the index builder wants a list of files. The evaluation and
+file views keep images undecoded; :class:`MSADataCollator` decodes them with
+:func:`msa_hf.data.images.load_image` inside the ``DataLoader`` workers, so a batch is
+decoded in parallel, only when it is read, and huge scenes at a reduced scale.
+:func:`image_loader` is the one place a ``DataLoader`` over images is built.
 """
 
 from __future__ import annotations

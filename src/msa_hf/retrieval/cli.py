@@ -117,7 +117,7 @@ def _eval(args: argparse.Namespace) -> int:
         "split": args.split,
         "max_images": args.max_images,
         "metrics": result.metrics,
-        "protocol": "spec section 7: R@K in percent over 0-based ranks < K; mr = mean of the six recalls; "
+        "protocol": "docs/method.md section 7: R@K in percent over 0-based ranks < K; mr = mean of the six recalls; "
         "medr/meanr 1-based; a competitor tied with the ground truth counts as ranked ahead",
     }
     atomic_write_json(out / "metrics.json", report)
@@ -149,7 +149,12 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     _add_common(p)
     p.add_argument("--corpus", required=True, help="corpus source understood by msa_hf.data.load_corpus")
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")
-    p.add_argument("--text-batch-size", type=_positive("--text-batch-size"), default=128)
+    p.add_argument(
+        "--text-batch-size",
+        type=_positive("--text-batch-size"),
+        default=128,
+        help="captions per forward pass (default 128)",
+    )
     p.add_argument(
         "--max-images",
         type=_positive("--max-images"),
@@ -254,7 +259,7 @@ def index_main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="msa-index", description="Build and inspect an on-disk image index.")
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="encode a folder of images into an index (resumable, incremental)")
-    b.add_argument("image_folder", metavar="IMAGE_FOLDER")
+    b.add_argument("image_folder", metavar="IMAGE_FOLDER", help="folder of images to index (searched recursively)")
     _add_common(b)
     b.add_argument("--out", required=True, metavar="INDEX", help="index folder to create or update")
     b.add_argument(
@@ -276,11 +281,11 @@ def index_main(argv: Sequence[str] | None = None) -> int:
     )
     b.set_defaults(fn=_index_build)
     i = sub.add_parser("info", help="print an index's manifest summary")
-    i.add_argument("index", metavar="INDEX")
-    i.add_argument("--json", action="store_true")
+    i.add_argument("index", metavar="INDEX", help="index folder written by `msa-index build`")
+    i.add_argument("--json", action="store_true", help="print JSON instead of a table")
     i.set_defaults(fn=_index_info)
     s = sub.add_parser("status", help=f"compare an index with its image folder (exit {EXIT_STALE} if stale)")
-    s.add_argument("index", metavar="INDEX")
+    s.add_argument("index", metavar="INDEX", help="index folder written by `msa-index build`")
     s.add_argument("--folder", default=None, help="image folder (default: the one recorded in the index)")
     s.set_defaults(fn=_index_status)
     return _run("msa-index", lambda a: a.fn(a), p, argv)
@@ -290,7 +295,7 @@ def index_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from .index import ImageIndex, relocate_hint, search_index
+    from .index import ImageIndex, search_index
 
     if bool(args.query) == bool(args.image):
         raise ValueError("give a text QUERY or --image PATH (not both).")
@@ -307,7 +312,7 @@ def _search(args: argparse.Namespace) -> int:
         backend=args.backend,
         device=args.device,
     )
-    _warn_stale_hits(index, [h for hits in results for h in hits], relocate_hint)
+    _warn_stale_hits(index, [h for hits in results for h in hits])
     queries = list(args.query or args.image)
     if args.json:
         payload = [
@@ -323,8 +328,10 @@ def _search(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _warn_stale_hits(index: Any, hits: Sequence[Any], relocate_hint: Callable[..., str]) -> None:
+def _warn_stale_hits(index: Any, hits: Sequence[Any]) -> None:
     """One warning for hits whose file is missing or changed since it was embedded."""
+    from .index import relocate_hint
+
     stale = sorted({(h.stale, h.path) for h in hits if h.stale})
     if not stale:
         return
@@ -342,7 +349,7 @@ def _warn_stale_hits(index: Any, hits: Sequence[Any], relocate_hint: Callable[..
 def search_main(argv: Sequence[str] | None = None) -> int:
     """``msa-search INDEX "text" -k 10`` or ``msa-search INDEX --image query.png``."""
     p = argparse.ArgumentParser(prog="msa-search", description="Search an image index by text or by image.")
-    p.add_argument("index", metavar="INDEX")
+    p.add_argument("index", metavar="INDEX", help="index folder written by `msa-index build`")
     p.add_argument("query", nargs="*", metavar="QUERY", help="text query (several give one result table each)")
     p.add_argument("--image", action="append", metavar="PATH", help="query image (repeatable)")
     p.add_argument("-k", type=_positive("-k"), default=10, help="results per query (default 10)")
@@ -358,7 +365,7 @@ def search_main(argv: Sequence[str] | None = None) -> int:
         default="torch",
         help="exact search in torch (default) or a FAISS flat index (same results)",
     )
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="torch device for the query model (default: cuda if available)")
     return _run("msa-search", _search, p, argv)
 
 
@@ -449,7 +456,9 @@ def classify_main(argv: Sequence[str] | None = None) -> int:
         description="Zero-shot scene classification of a folder of "
         "images; reports accuracy when the folder has one subfolder per class.",
     )
-    p.add_argument("image_folder", metavar="IMAGE_FOLDER")
+    p.add_argument(
+        "image_folder", metavar="IMAGE_FOLDER", help="folder of images; one subfolder per class also reports accuracy"
+    )
     _add_common(p)
     p.add_argument("--labels", default=None, help="comma-separated labels (default: the class subfolder names)")
     p.add_argument("--labels-file", default=None, help="file with one label per line")

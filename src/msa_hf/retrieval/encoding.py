@@ -6,7 +6,7 @@ search by image, ``msa-classify``) reads images through :func:`msa_hf.data.views
 :func:`encode_image_batches`; texts go through :func:`encode_texts`.
 
 Everything here returns **L2-normalised float32 embeddings on the CPU**: retrieval in this
-package is the dot product of normalised embeddings (spec §7), so normalising once at encode
+package is the dot product of normalised embeddings (docs/method.md, section 7), so normalising once at encode
 time makes every later similarity a plain matrix product.
 """
 

@@ -53,7 +53,7 @@ def evaluate_corpus(
     max_images: int | None = None,
     ks: Sequence[int] = DEFAULT_KS,
 ) -> EvaluationResult:
-    """Image-text retrieval metrics (spec §7) of ``model`` on a corpus split.
+    """Image-text retrieval metrics (docs/method.md, section 7) of ``model`` on a corpus split.
 
     ``split`` is a corpus split (``datasets.Dataset``) or its already-built
     :class:`~msa_hf.data.views.EvalView` (a trainer evaluating every epoch builds the view
