@@ -134,3 +134,73 @@ def test_refuses_to_replace_the_current_folder(tmp_path, monkeypatch):
     with atomic_directory(".") as staging:  # an empty current folder may be filled
         (staging / "a.txt").write_text("a")
     assert [p.name for p in empty.iterdir()] == ["a.txt"]
+
+
+# ---------------------------------------------------------------------------- single files and the lock
+
+
+def test_atomic_file_writers_replace_in_one_step_with_umask_modes(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from msa_hf.io_utils import atomic_save_safetensors, atomic_write_json
+
+    target = tmp_path / "manifest.json"
+    target.write_text("old")
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(target, {"a": 1})
+        atomic_save_safetensors(tmp_path / "e.safetensors", {"embeddings": torch.ones(2, 3)}, {"format": "x"})
+    finally:
+        os.umask(old)
+    assert target.read_text() == '{\n  "a": 1\n}\n'
+    assert load_file(str(tmp_path / "e.safetensors"))["embeddings"].shape == (2, 3)
+    assert stat.S_IMODE((tmp_path / "e.safetensors").stat().st_mode) == 0o644  # safetensors alone gives 0600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.safetensors", "manifest.json"]
+
+
+def test_atomic_write_that_fails_keeps_the_old_file(tmp_path):
+    from msa_hf.io_utils import atomic_write_json
+
+    target = tmp_path / "manifest.json"
+    target.write_text("old")
+    with pytest.raises(TypeError):
+        atomic_write_json(target, {"not serialisable": object()})
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
+
+
+def test_lock_refuses_a_second_holder_and_takes_over_a_dead_ones(tmp_path):
+    from msa_hf.io_utils import LockHeldError, exclusive_lock
+
+    lock = tmp_path / ".lock"
+    with (
+        exclusive_lock(lock, purpose="first writer"),
+        pytest.raises(LockHeldError, match=rf"in use by pid {os.getpid()} on host .*first writer"),
+        exclusive_lock(lock),
+    ):
+        pass
+    assert not lock.exists()
+    holder = subprocess.run(  # takes the lock and dies without releasing it
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import importlib.util, os
+                spec = importlib.util.spec_from_file_location("io_utils", {io_utils.__file__!r})
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+                held = module.exclusive_lock({str(lock)!r})
+                held.__enter__()
+                print(os.getpid(), flush=True)
+                os._exit(0)
+                """
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert lock.exists()
+    with pytest.warns(UserWarning, match=f"left by pid {holder.stdout.strip()}"), exclusive_lock(lock) as me:
+        assert me["pid"] == os.getpid()

@@ -32,6 +32,7 @@ from msa_hf.pretrained_towers import (
 )
 from msa_hf.processing_msa import MSAImageProcessor
 from msa_hf.retrieval import evaluate_corpus, format_metrics_table, render_retrieval_examples
+from msa_hf.retrieval.distributed import processes_use_cpu
 
 from .checkpointing import TrainerState, list_checkpoints, resolve_checkpoint, save_checkpoint
 from .data import (
@@ -249,6 +250,7 @@ class Trainer:
         reporters = [recipe.report_to] if isinstance(recipe.report_to, str) else list(recipe.report_to)
         reporters = [name for name in reporters if name != "none"]
         self.accelerator = Accelerator(
+            cpu=processes_use_cpu(),
             mixed_precision=recipe.mixed_precision,
             gradient_accumulation_steps=recipe.gradient_accumulation_steps,
             log_with=reporters or None,

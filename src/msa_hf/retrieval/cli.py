@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,7 +24,9 @@ __all__ = ["eval_main", "index_main", "search_main", "classify_main"]
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """The retrieval tools' own exception types (index errors map to exit 1, image errors to 2)."""
-    from .encoding import ImageLoadError, ModelLoadError
+    from msa_hf.data.images import ImageLoadError
+
+    from .encoding import ModelLoadError
     from .index import ImageIndexError
 
     return (ImageIndexError, ModelLoadError, ImageLoadError)
@@ -87,6 +88,8 @@ def _load_split(source: str, split: str) -> Any:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from msa_hf.io_utils import atomic_write_json
+
     from .encoding import load_model_and_processor, model_fingerprint
     from .evaluation import evaluate_corpus
     from .metrics import format_metrics_table
@@ -118,7 +121,7 @@ def _eval(args: argparse.Namespace) -> int:
         "protocol": "docs/method.md section 7: R@K in percent over 0-based ranks < K; mr = mean of the six recalls; "
         "medr/meanr 1-based; a competitor tied with the ground truth counts as ranked ahead",
     }
-    (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(out / "metrics.json", report)
     print(f"metrics written to {out / 'metrics.json'}")
     if args.num_examples > 0:
         images_only = dataset.select(range(len(result.image_embeds))).select_columns(["image"])
@@ -134,7 +137,7 @@ def _eval(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
         print(f"examples written to {png}")
-    return 0
+    return EXIT_OK
 
 
 def eval_main(argv: Sequence[str] | None = None) -> int:
@@ -164,7 +167,9 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         "--num-examples", type=int, default=3, help="text and image queries drawn in retrieval_examples.png (0: no PNG)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed for picking the example queries")
-    p.add_argument("--workers", type=int, default=0, help="image decoding threads")
+    p.add_argument(
+        "--workers", type=int, default=0, help="data-loader worker processes that decode images (default 0: in-process)"
+    )
     return _run("msa-eval", _eval, p, argv)
 
 
@@ -172,12 +177,16 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _index_build(args: argparse.Namespace) -> int:
+    from .distributed import process_group
     from .encoding import load_model_and_processor
-    from .index import build_index
+    from .index_build import build_index
 
     if not Path(args.image_folder).is_dir():
         raise NotADirectoryError(f"IMAGE_FOLDER {args.image_folder} is not a folder.")
-    model, processor = load_model_and_processor(args.model, device=args.device, revision=args.revision)
+    if args.overwrite and args.relocate:
+        raise ValueError("--overwrite re-encodes everything and --relocate keeps embeddings: give one of them.")
+    group = process_group()  # one process, or each of an `accelerate launch` / `torchrun` job
+    model, processor = load_model_and_processor(args.model, device=args.device or group.device, revision=args.revision)
     index = build_index(
         args.image_folder,
         model,
@@ -187,15 +196,19 @@ def _index_build(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
         recursive=not args.no_recursive,
         overwrite=args.overwrite,
+        relocate=args.relocate,
         num_workers=args.workers,
         progress=not args.no_progress,
+        group=group,
     )
+    if index is None:  # not the main process: the main process reports
+        return EXIT_OK
     m = index.manifest
     print(
         f"index {index.path}: {len(index)} images, dim {m['embedding_dim']} "
         f"({m.get('encoded', len(index))} encoded, {m.get('reused', 0)} reused, {len(m['skipped'])} skipped)"
     )
-    return 0
+    return EXIT_OK
 
 
 def _index_info(args: argparse.Namespace) -> int:
@@ -223,7 +236,7 @@ def _index_info(args: argparse.Namespace) -> int:
     else:
         for key, value in info.items():
             print(f"{key:>15}: {value}")
-    return 0
+    return EXIT_OK
 
 
 def _index_status(args: argparse.Namespace) -> int:
@@ -232,10 +245,14 @@ def _index_status(args: argparse.Namespace) -> int:
     index = ImageIndex.load(args.index)
     report = index.stale_files(args.folder)
     print(report.summary())
-    for name in ("added", "removed", "modified"):
+    for name in ("added", "removed", "modified", "changed_skipped"):
         for path in getattr(report, name)[:20]:
             print(f"  {name}: {path}")
-    return EXIT_STALE if report.is_stale else EXIT_OK
+    if report.is_stale:
+        folder = args.folder or index.root
+        print(f"update it with: msa-index build {folder} --out {index.path}")
+        return EXIT_STALE
+    return EXIT_OK
 
 
 def index_main(argv: Sequence[str] | None = None) -> int:
@@ -253,8 +270,16 @@ def index_main(argv: Sequence[str] | None = None) -> int:
         help="images per on-disk chunk: the unit of resumption (default 1024)",
     )
     b.add_argument("--overwrite", action="store_true", help="replace an index built with another model/folder")
+    b.add_argument(
+        "--relocate",
+        action="store_true",
+        help="the image folder moved: update an index of the old folder, keeping the embeddings of files "
+        "whose content is unchanged",
+    )
     b.add_argument("--no-recursive", action="store_true", help="only the folder's top level")
-    b.add_argument("--workers", type=int, default=0, help="image decoding threads")
+    b.add_argument(
+        "--workers", type=int, default=0, help="data-loader worker processes that read and decode images (default 0)"
+    )
     b.set_defaults(fn=_index_build)
     i = sub.add_parser("info", help="print an index's manifest summary")
     i.add_argument("index", metavar="INDEX", help="index folder written by `msa-index build`")
@@ -289,10 +314,7 @@ def _search(args: argparse.Namespace) -> int:
         backend=args.backend,
         device=args.device,
     )
-    for hits in results:  # files deleted since the index was built
-        for h in hits:
-            if not os.path.exists(h.path):
-                warnings.warn(f"{h.path} no longer exists: the index is stale; rerun `msa-index build`.", stacklevel=2)
+    _warn_stale_hits(index, [h for hits in results for h in hits])
     queries = list(args.query or args.image)
     if args.json:
         payload = [
@@ -300,12 +322,30 @@ def _search(args: argparse.Namespace) -> int:
             for q, hits in zip(queries, results)
         ]
         print(json.dumps(payload if len(payload) > 1 else payload[0], indent=2))
-        return 0
+        return EXIT_OK
     for q, hits in zip(queries, results):
         print(f"query: {q}")
         _print_table(["rank", "score", "path"], [[h.rank, f"{h.score:.4f}", h.path] for h in hits])
         print()
-    return 0
+    return EXIT_OK
+
+
+def _warn_stale_hits(index: Any, hits: Sequence[Any]) -> None:
+    """One warning for hits whose file is missing or changed since it was embedded."""
+    from .index import relocate_hint
+
+    stale = sorted({(h.stale, h.path) for h in hits if h.stale})
+    if not stale:
+        return
+    if not index.root.is_dir():
+        warnings.warn(relocate_hint(index.path, index.root), stacklevel=2)
+        return
+    listed = "\n".join(f"  {path}: {why} since it was indexed" for why, path in stale[:10])
+    warnings.warn(
+        f"{len(stale)} result(s) may be out of date (their score is from the file as it was):\n{listed}\n"
+        f"Update the index: msa-index build {index.root} --out {index.path}",
+        stacklevel=2,
+    )
 
 
 def search_main(argv: Sequence[str] | None = None) -> int:
@@ -365,6 +405,7 @@ def _classify(args: argparse.Namespace) -> int:
         templates=templates,
         scale=args.scale,
         batch_size=args.batch_size,
+        num_workers=args.workers,
         progress=not args.no_progress,
     )
     payload = result.to_dict(top=args.top)
@@ -390,7 +431,7 @@ def _classify(args: argparse.Namespace) -> int:
             out.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
     if args.json:
         print(json.dumps(payload, indent=2))
-        return 0
+        return EXIT_OK
     headers = ["file", "prediction", "prob"] + (["label", "ok"] if result.true_labels is not None else [])
     rows = []
     for row in payload["images"]:
@@ -408,7 +449,7 @@ def _classify(args: argparse.Namespace) -> int:
             print(f"  {label}: {acc:.2f}%")
     if args.output:
         print(f"written to {args.output}")
-    return 0
+    return EXIT_OK
 
 
 def classify_main(argv: Sequence[str] | None = None) -> int:
@@ -436,4 +477,7 @@ def classify_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--top", type=_positive("--top"), default=3, help="labels shown per image (default 3)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--output", default=None, help="also write all probabilities to FILE (.json or .csv)")
+    p.add_argument(
+        "--workers", type=int, default=0, help="data-loader worker processes that read and decode images (default 0)"
+    )
     return _run("msa-classify", _classify, p, argv)
