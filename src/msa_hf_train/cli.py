@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -41,12 +42,12 @@ def _configure_logging() -> None:
     """Our progress lines on the main process; the libraries' per-file chatter (bars, INFO lines) off."""
     import datasets
     import huggingface_hub
-    from accelerate import PartialState
     from transformers.utils import logging as transformers_logging
 
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    level = logging.INFO if PartialState().is_main_process else logging.WARNING
+    # The launcher's RANK, not accelerate's state: that is created once, by the trainer, with its own settings.
+    level = logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING
     for name in ("msa_hf", "msa_hf_train"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
