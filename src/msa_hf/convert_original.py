@@ -1,6 +1,6 @@
 """Convert checkpoints of the authors' MSA code into a ``from_pretrained`` folder.
 
-The original saves four plain state dicts (method spec section 8): the image tower
+The original saves four plain state dicts (docs/method.md, section 8): the image tower
 (``img_model``), the gated MLP (``img_map``), BERT (``text_model``) and MSCMAT
 (``crossatt``). Every used tensor is mapped one to one; the unused ones are dropped and
 listed; anything else is an error, so a silent half-conversion cannot happen.

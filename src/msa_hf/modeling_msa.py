@@ -340,7 +340,7 @@ class MSATransformersVisionTower(nn.Module):
 
 
 class MSAImageProjection(nn.Module):
-    """Spec section 2: sum of per-scale Linears, then a gated MLP, giving the global embedding ``v``."""
+    """docs/method.md, section 2: sum of per-scale Linears, then a gated MLP, giving the global embedding ``v``."""
 
     def __init__(self, scale_channels: list[int], dim: int) -> None:
         super().__init__()
@@ -356,7 +356,7 @@ class MSAImageProjection(nn.Module):
 
 
 class MSCMAT(nn.Module):
-    """Multi-scale cross-modal alignment transformer (spec section 4).
+    """Multi-scale cross-modal alignment transformer (docs/method.md, section 4).
 
     Scores every (image, text) pair at every scale. Instead of repeating the batch into B²
     pairs as the original does, each text's keys/values are projected once per scale, each
@@ -717,7 +717,7 @@ class MSAModel(MSAPreTrainedModel):
         return self
 
     def get_scale_features(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
-        """The S pooled scale vectors ``s_k`` (spec section 1), shallow to deep."""
+        """The S pooled scale vectors ``s_k`` (docs/method.md, section 1), shallow to deep."""
         return list(self.vision_model(pixel_values).scale_features)
 
     def embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -38,12 +39,25 @@ def build_parser(default_recipe: Path) -> argparse.ArgumentParser:
 
 
 def _configure_logging() -> None:
-    from accelerate import PartialState
+    """Our progress lines on the main process; the libraries' per-file chatter (bars, INFO lines) off."""
+    import datasets
+    import huggingface_hub
+    from transformers.utils import logging as transformers_logging
 
-    main_process = PartialState().is_main_process
-    logging.basicConfig(
-        level=logging.INFO if main_process else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    # The launcher's RANK, not accelerate's state: that is created once, by the trainer, with its own settings.
+    level = logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING
+    for name in ("msa_hf", "msa_hf_train"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level)
+        logger.propagate = False
+    for name in ("accelerate", "timm"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    transformers_logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()
+    datasets.disable_progress_bars()
 
 
 def main(argv: Sequence[str] | None = None, default_recipe: Path | None = None) -> int:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from msa_hf.data import ensure_synth_corpus, evaluation_view, load_corpus, training_view
+from msa_hf.data.views import decode_image
 
 from .recipe import Recipe, RecipeError
 
@@ -45,7 +46,6 @@ def check_corpus(recipe: Recipe) -> None:
     if recipe.corpus == SYNTH_CORPUS:
         _check_kwargs(ensure_synth_corpus, recipe.corpus_kwargs, "the rs-synth generator")
         return
-    _check_kwargs(load_corpus, recipe.corpus_kwargs, "msa_hf.data.load_corpus")
     path = Path(recipe.corpus).expanduser()
     looks_local = path.suffix in (".json", ".jsonl", ".csv") or recipe.corpus.startswith((".", "/", "~"))
     if looks_local and not path.exists():
@@ -53,6 +53,7 @@ def check_corpus(recipe: Recipe) -> None:
             f"corpus {recipe.corpus!r} does not exist. Give a Karpathy-style JSON, a corpus folder, a Hub dataset "
             f"id, or {SYNTH_CORPUS!r} for the embedded generated corpus."
         )
+    _check_kwargs(load_corpus, recipe.corpus_kwargs, "msa_hf.data.load_corpus")
 
 
 def load_training_corpus(recipe: Recipe, cache_dir: Path, progress: bool) -> tuple[Any, str]:
@@ -79,8 +80,15 @@ class TrainingPairs(torch.utils.data.Dataset):
     """
 
     def __init__(self, split: Any, *, seed: int, augment: str, with_images: bool) -> None:
+        import datasets
+
         pairs = training_view(split)
-        self.pairs = pairs if with_images else pairs.select_columns(["caption", "image_id"])
+        # Images stay undecoded here and go through the one image loader (decode_image) in the collator.
+        self.pairs = (
+            pairs.cast_column("image", datasets.Image(decode=False))
+            if with_images
+            else pairs.select_columns(["caption", "image_id"])
+        )
         self.with_images = with_images
         self.seed = seed
         self.variants = AUGMENTATIONS[augment]
@@ -181,7 +189,9 @@ class TrainingCollator:
         variants = [item["variant"] for item in items]
         batch = dict(self.processor(text=[item["caption"] for item in items], return_tensors="pt"))
         if self.cached_features is None:
-            pixels = self.processor(images=[item["image"] for item in items], return_tensors="pt")["pixel_values"]
+            size = self.processor.image_processor.image_size
+            images = [decode_image(item["image"], size) for item in items]
+            pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
             batch["pixel_values"] = torch.stack([apply_variant(p, v) for p, v in zip(pixels, variants)])
         else:
             slots = torch.tensor([self.variant_slot[v] for v in variants])

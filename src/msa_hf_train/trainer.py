@@ -23,9 +23,10 @@ from tqdm.auto import tqdm
 
 from msa_hf import PRESETS, MSAConfig, MSAModel, MSAProcessor, param_groups
 from msa_hf.io_utils import atomic_directory
-from msa_hf.model_card import build_model_card
+from msa_hf.model_card import Evaluation, base_model_ids, build_model_card, tower_hub_id, write_card
 from msa_hf.pretrained_towers import INSTALL_HINT, offline_preset_available
-from msa_hf.retrieval import evaluate_corpus, format_metrics_table
+from msa_hf.retrieval import evaluate_corpus, format_metrics_table, render_retrieval_examples
+from msa_hf.retrieval.distributed import processes_use_cpu
 
 from .checkpointing import TrainerState, list_checkpoints, resolve_checkpoint, save_checkpoint
 from .data import (
@@ -240,6 +241,7 @@ class Trainer:
         reporters = [recipe.report_to] if isinstance(recipe.report_to, str) else list(recipe.report_to)
         reporters = [name for name in reporters if name != "none"]
         self.accelerator = Accelerator(
+            cpu=processes_use_cpu(),
             mixed_precision=recipe.mixed_precision,
             gradient_accumulation_steps=recipe.gradient_accumulation_steps,
             log_with=reporters or None,
@@ -312,6 +314,7 @@ class Trainer:
                 f"{recipe.gradient_accumulation_steps}; lower it or per_device_batch_size."
             )
         self.total_steps = recipe.max_steps if recipe.max_steps > 0 else recipe.num_epochs * self.steps_per_epoch
+        set_seed(recipe.seed)  # the training RNG stream (dropout) starts here, whatever setup consumed
 
         from transformers import get_scheduler
 
@@ -366,7 +369,8 @@ class Trainer:
     def _unwrapped(self) -> MSAModel:
         return self.accelerator.unwrap_model(self.model)
 
-    def evaluate(self, split: str, model: MSAModel | None = None) -> dict[str, float]:
+    def evaluate(self, split: str, model: MSAModel | None = None) -> Any:
+        """Retrieval on a corpus split with ``msa_hf.retrieval.evaluate_corpus`` (what ``msa-eval`` runs)."""
         model = model or self._unwrapped()
         was_training = model.training
         model.eval()
@@ -381,20 +385,26 @@ class Trainer:
             )
         finally:
             model.train(was_training)
-        return result.metrics
+        return result
 
     def _card(self, evaluations: list[tuple[str, dict[str, float]]], status: str) -> Any:
-        split, metrics = evaluations[-1]
+        vision, text = self.towers
+        if self.recipe.model in PRESETS and PRESETS[self.recipe.model].pretrained:
+            base_models = base_model_ids(vision, text)
+        else:  # fine-tuning a Hub checkpoint: that checkpoint is the base (an architecture preset has none)
+            base_models = [hub_id] if (hub_id := tower_hub_id(self.recipe.model)) else []
+        name = (self.recipe.hub_repo_id or str(self.recipe.output_dir)).rstrip("/").split("/")[-1]
         return build_model_card(
             self._unwrapped().config,
-            model_name=Path(self.recipe.output_dir).name or "msa",
-            vision_tower=self.towers[0],
-            text_tower=self.towers[1],
+            model_name=name or "msa",
+            evaluations=[Evaluation(self.corpus_name, split, metrics) for split, metrics in evaluations],
+            base_models=base_models,
+            vision_tower=vision,
+            text_tower=text,
+            recipe=self.recipe.to_yaml(),
             command=self.command,
             status=status,
-            dataset_name=self.corpus_name,
-            split=split,
-            metrics=metrics,
+            repo_id=self.recipe.hub_repo_id,
         )
 
     def save_best(self, metrics: dict[str, float]) -> None:
@@ -420,7 +430,7 @@ class Trainer:
 
     def run_evaluation(self) -> None:
         if self.is_main:
-            metrics = self.evaluate("validation")
+            metrics = self.evaluate("validation").metrics
             record = {
                 "step": self.state.global_step,
                 "epoch": self._epoch_position(),
@@ -532,7 +542,18 @@ class Trainer:
         test_metrics: dict[str, float] = {}
         if self.is_main:
             model = MSAModel.from_pretrained(str(best_dir)).to(self.accelerator.device)
-            test_metrics = self.evaluate("test", model)
+            result = self.evaluate("test", model)
+            test_metrics = result.metrics
+            images = self.corpus["test"].select_columns(["image"])
+            render_retrieval_examples(
+                result.image_embeds,
+                result.text_embeds,
+                result.caption_image_ids,
+                result.captions,
+                lambda i: images[int(i)]["image"],
+                self.output_dir / "plots" / "test_retrieval_examples.png",
+                seed=self.recipe.seed,
+            )
             write_json(
                 self.output_dir / FINISHED_MARKER,
                 {
@@ -549,7 +570,7 @@ class Trainer:
                 "test evaluated once"
             )
             card = self._card([("validation", best["metrics"]), ("test", test_metrics)], status)
-            card.save(best_dir / "README.md")
+            write_card(card, best_dir)
             if self.recipe.push_to_hub:
                 from msa_hf.hub import push_to_hub
 

@@ -29,7 +29,11 @@ def run(args: list[str]) -> int:
 
 def test_the_script_trains_selects_on_validation_and_writes_a_loadable_model(tiny_recipe_args, tmp_path):
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), *tiny_recipe_args("run", "eval_every=5", "save_every=4", "keep_last=2")],
+        [
+            sys.executable,
+            str(SCRIPT),
+            *tiny_recipe_args("run", "eval_every=5", "save_every=4", "keep_last=2", "report_to=tensorboard"),
+        ],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -49,10 +53,19 @@ def test_the_script_trains_selects_on_validation_and_writes_a_loadable_model(tin
     assert best["step"] == next(e["step"] for e in evaluations if e["metrics"]["mr"] == best["validation"]["mr"])
     checkpoints = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert len(checkpoints) == 2 and not any(name.startswith(".") for name in checkpoints)
-    assert (out / "plots" / "losses.png").stat().st_size > 0 and (out / "plots" / "validation.png").stat().st_size > 0
+    for plot in ("losses.png", "validation.png", "test_retrieval_examples.png"):
+        assert (out / "plots" / plot).stat().st_size > 0
     assert "model: msa-tiny" in (out / "best" / "recipe.yaml").read_text()
     card = (out / "best" / "README.md").read_text()
     assert "model-index" in card and f"{test_metrics['mr']:.2f}" in card
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next((out / "logs").rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    logged = set(events.Tags()["scalars"])
+    expected = {"train/loss", "train/loss_triplet", "train/loss_mscma", "train/loss_csmmc", "train/lr"}
+    assert expected | {"validation/mr", "validation/i2t_r1", "validation/t2i_r10"} <= logged
 
     model = AutoModel.from_pretrained(out / "best").eval()
     processor = AutoProcessor.from_pretrained(out / "best")
