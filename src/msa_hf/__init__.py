@@ -8,8 +8,9 @@ any saved MSA folder without ``trust_remote_code``.
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcessor
 
 from .configuration_msa import PRESETS, MSAConfig, Preset
+from .loading_msa import CheckpointMismatchError
 from .losses import csmmc_loss, mscma_loss, triplet_loss
-from .modeling_msa import MSCMAT, CheckpointMismatchError, MSAModel, MSAOutput, MSAPreTrainedModel
+from .modeling_msa import MSCMAT, MSAModel, MSAOutput, MSAPreTrainedModel
 from .optimization import param_groups
 from .processing_msa import MSAImageProcessor, MSAProcessor, to_float_rgb
 

@@ -7,7 +7,7 @@ image-scale query to the text tokens (section 4). MSCMAT and the losses are trai
 retrieval is the cosine of the global embeddings.
 
 A saved folder ships this file with the others it needs (its "flat set": configuration,
-losses, pretrained towers, processing) as remote code. Every one of them is imported here, at
+losses, loading, pretrained towers, processing) as remote code. Every one of them is imported here, at
 the top: for a local folder transformers 4.57 copies only the model file's direct relative
 imports into its modules cache.
 """
@@ -31,6 +31,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
 from .configuration_msa import MSAConfig
+from .loading_msa import check_loading_info, quiet_transformers_loading
 from .losses import (
     check_same_batch_size,
     column_distillation,
@@ -40,7 +41,7 @@ from .losses import (
     row_cross_entropy,
     world_size_and_rank,
 )
-from .pretrained_towers import from_backbones, from_preset, quiet_transformers_loading
+from .pretrained_towers import from_backbones, from_preset
 from .processing_msa import MSAProcessor
 
 logger = logging.getLogger(__name__)
@@ -431,10 +432,6 @@ class MSCMAT(nn.Module):
         return torch.stack(scores)
 
 
-class CheckpointMismatchError(ValueError):
-    """A checkpoint lacks tensors of the model, has others, or has them in another shape."""
-
-
 class MSAPreTrainedModel(PreTrainedModel):
     """Weight initialisation and strict loading shared by MSA models."""
 
@@ -527,82 +524,10 @@ class MSAPreTrainedModel(PreTrainedModel):
                 pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
             )
         if pretrained_model_name_or_path is not None:  # a checkpoint was read (not a state_dict in memory)
-            _check_loading_info(
+            check_loading_info(
                 cls.__name__, pretrained_model_name_or_path, info, allow_missing_heads, ignore_mismatched, want_info
             )
         return (model, info) if want_info else model
-
-
-HEAD_PREFIXES = ("image_projection.", "text_projection.", "mscmat.")
-
-
-def _listing(keys: list[str], limit: int = 12) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-
-def _describe_mismatch(entry: str | tuple[str, Any, Any]) -> str:
-    """transformers 5 reports ``(key, checkpoint shape, model shape)``; 4.57 only the key."""
-    if isinstance(entry, str):
-        return entry
-    key, in_checkpoint, in_model = entry
-    return f"{key} {tuple(in_checkpoint)} vs {tuple(in_model)}"
-
-
-def _check_loading_info(
-    model_name: str,
-    source: Any,
-    info: dict[str, Any],
-    allow_missing_heads: bool,
-    ignore_mismatched: bool,
-    report_only: bool,
-) -> None:
-    """Raise `CheckpointMismatchError` for anything the checkpoint did not fill exactly.
-
-    With ``report_only`` (the caller asked for ``output_loading_info`` and inspects it, as
-    transformers' own tooling does) missing and unexpected tensors are logged instead; a shape
-    mismatch still raises unless ``ignore_mismatched``.
-    """
-    missing = sorted(info["missing_keys"])
-    fresh_heads = [key for key in missing if key.startswith(HEAD_PREFIXES)] if allow_missing_heads else []
-    missing = [key for key in missing if key not in fresh_heads]
-    unexpected = sorted(info["unexpected_keys"])
-    mismatched = [] if ignore_mismatched else sorted(_describe_mismatch(entry) for entry in info["mismatched_keys"])
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} tensors missing: {_listing(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected tensors: {_listing(unexpected)}")
-    if mismatched:
-        problems.append(f"{len(mismatched)} with another shape (checkpoint vs model): {_listing(mismatched)}")
-    if report_only and not mismatched and (missing or unexpected):
-        logger.warning(
-            "%s from %s does not match the checkpoint (returned with output_loading_info): %s.",
-            model_name,
-            source,
-            "; ".join(problems),
-        )
-    elif problems:
-        only_heads = missing and not unexpected and not mismatched and all(k.startswith(HEAD_PREFIXES) for k in missing)
-        fix = (
-            "Pass allow_missing_heads=True to start the MSA heads fresh on these towers."
-            if only_heads
-            else "The weights file is incomplete or belongs to another configuration; save it again with "
-            "save_pretrained, or load the config it was saved with."
-        )
-        raise CheckpointMismatchError(
-            f"{model_name}.from_pretrained({str(source)!r}): the checkpoint does not match the model: "
-            + "; ".join(problems)
-            + f". {fix}"
-        )
-    if fresh_heads:
-        logger.warning(
-            "%s from %s: the checkpoint has no MSA heads; %d head tensors start fresh (allow_missing_heads=True): %s",
-            model_name,
-            source,
-            len(fresh_heads),
-            _listing(fresh_heads),
-        )
 
 
 class MSAModel(MSAPreTrainedModel):

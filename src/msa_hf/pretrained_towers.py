@@ -19,21 +19,19 @@ import json
 import logging
 import pickle
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import timm
 import torch
-import transformers
 from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
 from .configuration_msa import IMAGENET_MEAN, IMAGENET_STD, PRESETS, MSAConfig, get_preset
+from .loading_msa import quiet_transformers_loading
 from .processing_msa import MSAProcessor
 
 logger = logging.getLogger(__name__)
@@ -213,27 +211,6 @@ def _timm_source(
         description=description,
         timm_weights=weights,
     )
-
-
-class _DropWarnings(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno > logging.WARNING
-
-
-@contextmanager
-def quiet_transformers_loading() -> Iterator[None]:
-    """Drop transformers' missing/unexpected-key warnings while MSA loads weights, which it reports itself.
-
-    A filter, not a raised logger level: transformers 5 runs extra checks (and prints their
-    warnings) when its loading logger's level is WARNING or above.
-    """
-    loading_logger = transformers.utils.logging.get_logger("transformers.modeling_utils")
-    drop = _DropWarnings()
-    loading_logger.addFilter(drop)
-    try:
-        yield
-    finally:
-        loading_logger.removeFilter(drop)
 
 
 def _count_by_prefix(keys: Any) -> str:
@@ -455,7 +432,6 @@ __all__ = [
     "offline_preset_available",
     "offline_text_folder",
     "offline_vision_weights",
-    "quiet_transformers_loading",
     "read_state_dict",
     "resolve_vision",
     "timm_state_dict",
