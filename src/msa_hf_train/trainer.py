@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from msa_hf import PRESETS, MSAConfig, MSAModel, MSAProcessor, param_groups
+from msa_hf.hub import resolve_model_source
 from msa_hf.io_utils import atomic_directory
 from msa_hf.model_card import Evaluation, base_model_ids, build_model_card, tower_hub_id, write_card
 from msa_hf.pretrained_towers import INSTALL_HINT, offline_preset_available
@@ -140,10 +141,10 @@ class BuiltModel:
 def build_model(recipe: Recipe) -> BuiltModel:
     """The model and processor a recipe names: a saved folder, a pretrained-tower preset or an architecture."""
     overrides = dict(recipe.config_overrides)
-    folder = Path(recipe.model).expanduser()
-    if folder.is_dir() or recipe.model not in PRESETS:
-        model = MSAModel.from_pretrained(str(folder) if folder.is_dir() else recipe.model, **overrides)
-        processor = MSAProcessor.from_pretrained(str(folder) if folder.is_dir() else recipe.model)
+    if Path(recipe.model).expanduser().is_dir() or recipe.model not in PRESETS:
+        folder = resolve_model_source(recipe.model, recipe.revision)  # a saved folder, or a Hub snapshot
+        model = MSAModel.from_pretrained(folder, **overrides)
+        processor = MSAProcessor.from_pretrained(folder)
         return BuiltModel(model, processor, model.config.vision_backbone, model.config.text_config.model_type)
     if PRESETS[recipe.model].pretrained:
         preset = recipe.model
