@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tower_folders import write_clip_folder
 from transformers import BertTokenizer
 
 from msa_hf import MSAConfig, MSAModel, MSAProcessor
@@ -146,6 +147,11 @@ def tiny_model_dir(
     tiny_model.save_pretrained(folder)
     tiny_processor.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def clip_folder(tmp_path_factory: pytest.TempPathFactory, tiny_vocab_dir: Path) -> Path:
+    return write_clip_folder(tmp_path_factory.mktemp("clip"), tiny_vocab_dir)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import timm
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from transformers import BertConfig, BertModel, BertTokenizer, CLIPConfig, CLIPModel
+from transformers import BertConfig, BertModel, BertTokenizer, CLIPModel
 
 from msa_hf import PRESETS, MSAConfig, MSAModel, MSAProcessor
 from msa_hf.pretrained_towers import (
@@ -155,35 +155,6 @@ def test_mismatched_vision_weights_are_refused(tmp_path, text_folder):
         )
     with pytest.raises(ValueError, match="vision_backbone"):
         MSAModel.from_backbones(str(tmp_path / "bad.safetensors"), str(text_folder))
-
-
-@pytest.fixture(scope="module")
-def clip_folder(tmp_path_factory, tiny_vocab_dir):
-    folder = tmp_path_factory.mktemp("clip")
-    config = CLIPConfig(
-        text_config={
-            "vocab_size": 128,
-            "hidden_size": 32,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "intermediate_size": 37,
-            "max_position_embeddings": 32,
-            "eos_token_id": 3,
-        },
-        vision_config={
-            "hidden_size": 32,
-            "num_hidden_layers": 4,
-            "num_attention_heads": 4,
-            "intermediate_size": 37,
-            "image_size": 32,
-            "patch_size": 8,
-        },
-        projection_dim=16,
-    )
-    torch.manual_seed(3)
-    CLIPModel(config).save_pretrained(folder)
-    BertTokenizer.from_pretrained(tiny_vocab_dir).save_pretrained(folder)
-    return folder
 
 
 def test_clip_towers(clip_folder, tmp_path):

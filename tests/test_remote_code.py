@@ -14,43 +14,14 @@ import pytest
 import torch
 from remote_code_check import assert_loads_without_package
 from safetensors.torch import load_file, save_file
-from transformers import BertConfig, BertTokenizer, CLIPConfig, CLIPModel
+from tower_folders import write_clip_folder
+from transformers import BertConfig
 
 from msa_hf import MSAConfig, MSAModel
 
 
 def test_timm_tower_folder_loads_as_remote_code(tiny_model_dir, tmp_path):
     assert_loads_without_package(tiny_model_dir, tmp_path)
-
-
-@pytest.fixture(scope="module")
-def clip_folder(tmp_path_factory, tiny_vocab_dir):
-    """A tiny random CLIP (both towers) with a BERT vocabulary: what `from_backbones` reads."""
-    folder = tmp_path_factory.mktemp("clip")
-    config = CLIPConfig(
-        text_config={
-            "vocab_size": 128,
-            "hidden_size": 32,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "intermediate_size": 37,
-            "max_position_embeddings": 32,
-            "eos_token_id": 3,
-        },
-        vision_config={
-            "hidden_size": 32,
-            "num_hidden_layers": 4,
-            "num_attention_heads": 4,
-            "intermediate_size": 37,
-            "image_size": 32,
-            "patch_size": 8,
-        },
-        projection_dim=16,
-    )
-    torch.manual_seed(3)
-    CLIPModel(config).save_pretrained(folder)
-    BertTokenizer.from_pretrained(tiny_vocab_dir).save_pretrained(folder)
-    return folder
 
 
 def test_transformers_tower_folder_loads_as_remote_code(clip_folder, tmp_path):
@@ -100,31 +71,8 @@ def test_model_files_import_only_their_flat_set_at_top_level(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def clip_vit_b_width_folder(tmp_path_factory, tiny_vocab_dir):
-    """CLIP ViT-B's text width (512) in a one-layer random CLIP."""
-    folder = tmp_path_factory.mktemp("clip512")
-    config = CLIPConfig(
-        text_config={
-            "vocab_size": 128,
-            "hidden_size": 512,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 8,
-            "intermediate_size": 64,
-            "max_position_embeddings": 32,
-            "eos_token_id": 3,
-        },
-        vision_config={
-            "hidden_size": 32,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "intermediate_size": 37,
-            "image_size": 32,
-            "patch_size": 8,
-        },
-        projection_dim=16,
-    )
-    CLIPModel(config).save_pretrained(folder)
-    BertTokenizer.from_pretrained(tiny_vocab_dir).save_pretrained(folder)
-    return folder
+    """CLIP ViT-B's text width (512) in a small random CLIP."""
+    return write_clip_folder(tmp_path_factory.mktemp("clip512"), tiny_vocab_dir, text_width=512, vision_layers=2)
 
 
 def test_clip_vit_b_width_builds_with_the_default_head_count(clip_vit_b_width_folder, caplog):

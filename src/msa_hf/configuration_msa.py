@@ -76,6 +76,14 @@ class Preset:
         return self.vision is not None and self.text is not None
 
 
+EFFNET_LITE0_MINILM: dict[str, Any] = {
+    "vision_backbone": "tf_efficientnet_lite0",
+    **PAPER_SCALES,
+    "image_mean": (0.5, 0.5, 0.5),
+    "image_std": (0.5, 0.5, 0.5),
+    "text_config": MINILM_L6_TEXT_CONFIG,
+}
+
 PRESETS: dict[str, Preset] = {
     "msa-resnet50-bert-base": Preset(
         "The paper's model: ImageNet ResNet-50 (timm, Hub) stages 1-4 and bert-base-uncased (Hub).",
@@ -85,26 +93,13 @@ PRESETS: dict[str, Preset] = {
     ),
     "msa-effnetlite0-minilm": Preset(
         "ImageNet EfficientNet-Lite0 and all-MiniLM-L6-v2, both from PyPI packages (no Hub needed).",
-        {
-            "vision_backbone": "tf_efficientnet_lite0",
-            **PAPER_SCALES,
-            "image_mean": (0.5, 0.5, 0.5),
-            "image_std": (0.5, 0.5, 0.5),
-            "text_config": MINILM_L6_TEXT_CONFIG,
-        },
+        EFFNET_LITE0_MINILM,
         vision="tf_efficientnet_lite0",
         text="all-MiniLM-L6-v2",
     ),
     "msa-effnetlite2-minilm": Preset(
         "ImageNet EfficientNet-Lite2 (260 px) and all-MiniLM-L6-v2, both from PyPI packages.",
-        {
-            "vision_backbone": "tf_efficientnet_lite2",
-            **PAPER_SCALES,
-            "image_size": 260,
-            "image_mean": (0.5, 0.5, 0.5),
-            "image_std": (0.5, 0.5, 0.5),
-            "text_config": MINILM_L6_TEXT_CONFIG,
-        },
+        {**EFFNET_LITE0_MINILM, "vision_backbone": "tf_efficientnet_lite2", "image_size": 260},
         vision="tf_efficientnet_lite2",
         text="all-MiniLM-L6-v2",
     ),
