@@ -68,3 +68,15 @@ def test_app_py_reads_the_environment(launched, monkeypatch, tiny_model_dir, syn
     assert exit_info.value.code == 0
     (_, service, host, port) = launched[0]
     assert (host, port) == ("0.0.0.0", 7870) and service.image_root == synth_archive
+
+
+def test_busy_port_is_a_one_line_error(launched, tiny_model_dir, synth_index_path, capsys):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main(["--model", str(tiny_model_dir), "--index", str(synth_index_path), "--port", str(port)])
+    assert code == 1 and launched == []
+    assert f"msa-app: error: cannot serve on 127.0.0.1:{port}" in capsys.readouterr().err

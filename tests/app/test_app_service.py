@@ -70,8 +70,11 @@ def test_uploaded_image_finds_itself_first(service, synth_archive, synth_index):
 def test_non_image_upload_is_refused_by_name(service, tmp_path):
     fake = tmp_path / "notes.png"
     fake.write_text("these are my notes, not a picture")
-    with pytest.raises(AppError, match=r"notes\.png is not an image that can be read.*Upload a PNG, JPEG or TIFF"):
+    with pytest.raises(
+        AppError, match=r"notes\.png is not an image that can be read.*Upload a PNG, JPEG or TIFF"
+    ) as info:
         service.search_image(upload=str(fake))
+    assert str(tmp_path) not in str(info.value)  # the server's upload folder is not the user's business
 
 
 def test_unknown_archive_file_and_no_image(service):
@@ -95,7 +98,7 @@ def test_candidate_captions_ranked_by_cosine(service, synth_archive, synth_index
 
 def test_classify_is_msa_classify(service, synth_archive, synth_index, tiny_model, tiny_processor):
     labels = ["airport", "farmland", "residential"]
-    image, probs = service.classify(None, synth_index.files[2], labels, "a satellite photo of {}")
+    _, probs = service.classify(None, synth_index.files[2], labels, "a satellite photo of {}")
     expected = zero_shot_classify(
         [Image.open(synth_archive / synth_index.files[2])],
         labels,
@@ -134,6 +137,14 @@ def test_interrupted_index_is_a_message(tiny_model, tiny_processor, tmp_path):
     (tmp_path / "half.idx").mkdir()
     service = SearchService(tiny_model, tiny_processor, tmp_path / "half.idx")
     assert "not an MSA image index" in service.status()["index_error"]
+
+
+def test_damaged_index_is_a_message(tiny_model, tiny_processor, archive_copy):
+    _, index = archive_copy
+    manifest = index / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"files"', '"fills"'))
+    service = SearchService(tiny_model, tiny_processor, index)
+    assert "is damaged" in service.status()["index_error"] and "--overwrite" in service.status()["index_error"]
 
 
 def test_reload_picks_up_an_index_built_later(tiny_model, tiny_processor, tmp_path, synth_archive):

@@ -12,7 +12,7 @@ from msa_hf.retrieval import build_index
 
 pytest.importorskip("pandas", reason="the page's tables and bar chart need pandas (installed with gradio)")
 
-from msa_hf.app.ui import SearchPage, format_status  # noqa: E402
+from msa_hf.app.ui import SearchPage, format_status
 
 CAPTION = re.compile(r"^#(\d+) · (-?\d\.\d{3}) · (\S+)$")
 
@@ -73,13 +73,13 @@ def test_image_search_with_captions(page, synth_index):
 def test_non_image_upload_shows_the_message(page, tmp_path):
     fake = tmp_path / "report.pdf"
     fake.write_bytes(b"%PDF-1.4 not an image")
-    query, items, hits, table, message, _ = page.image_search(str(fake), None, 3, "")
+    query, items, _, table, message, _ = page.image_search(str(fake), None, 3, "")
     assert query is None and items == [] and table.empty
     assert message.startswith("⚠ The uploaded file report.pdf is not an image")
 
 
 def test_classify_gives_a_bar_chart_frame(page, synth_index):
-    image, frame, message, status = page.classify(None, synth_index.files[0], "airport, farmland,\nharbor", "")
+    image, frame, message, _ = page.classify(None, synth_index.files[0], "airport, farmland,\nharbor", "")
     assert isinstance(image, Image.Image) and list(frame.columns) == ["label", "probability"]
     assert sorted(frame["label"]) == ["airport", "farmland", "harbor"]
     assert frame["probability"].sum() == pytest.approx(1.0) and frame["probability"].is_monotonic_decreasing

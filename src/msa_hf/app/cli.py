@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import warnings
 from collections.abc import Sequence
 
@@ -37,6 +38,17 @@ def _port(value: str) -> int:
     return port
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Fail before loading anything if the address cannot be served (busy port, unknown host)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise OSError(
+                f"cannot serve on {host}:{port} ({exc.strerror or exc}); choose another --port or --host."
+            ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``msa-app`` argument parser; defaults are read from the environment when it is built."""
     env = os.environ
@@ -57,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=env.get("GRADIO_SERVER_NAME", DEFAULT_HOST),
         help=f"address to serve on (default {DEFAULT_HOST}; 0.0.0.0 for every interface)",
     )
-    p.add_argument("--port", type=_port, default=env.get("GRADIO_SERVER_PORT", DEFAULT_PORT), help="port (default 7860)")
+    p.add_argument(
+        "--port", type=_port, default=env.get("GRADIO_SERVER_PORT", DEFAULT_PORT), help="port (default 7860)"
+    )
     p.add_argument(
         "--backend",
         choices=("torch", "faiss"),
@@ -73,6 +87,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--model is required (a saved MSA folder or Hub id), or set {ENV_MODEL}.")
     if not args.index:
         raise UsageError(f"--index is required (a folder written by `msa-index build`), or set {ENV_INDEX}.")
+    _check_port_free(args.host, args.port)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
     try:
         import gradio  # noqa: F401

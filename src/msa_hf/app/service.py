@@ -52,9 +52,7 @@ __all__ = [
 ]
 
 MAX_K = 100
-EMPTY_QUERY_MESSAGE = (
-    "Type a description of the scenes you are looking for, e.g. “two planes parked beside a runway”."
-)
+EMPTY_QUERY_MESSAGE = "Type a description of the scenes you are looking for, e.g. “two planes parked beside a runway”."
 # Beyond this many images the page offers a free-text box instead of a list of every file.
 ARCHIVE_CHOICES_LIMIT = 5000
 
@@ -157,9 +155,7 @@ class SearchService:
             error = None
         except (ModelLoadError, ValueError, OSError) as exc:
             loaded, processor, error = None, None, f"The model could not be loaded: {exc}"
-        return cls(
-            loaded, processor, index, model_name=str(model), model_error=error, images=images, backend=backend
-        )
+        return cls(loaded, processor, index, model_name=str(model), model_error=error, images=images, backend=backend)
 
     # ------------------------------------------------------------------ index state
     def reload_index(self) -> None:
@@ -177,6 +173,13 @@ class SearchService:
         except ImageIndexError as exc:
             self.index_error = f"The index cannot be used: {exc} Then press “Reload index”."
             return
+        except Exception as exc:  # a damaged manifest or embeddings file: say so, keep serving
+            self.index_error = (
+                f"Index {self.index_path} cannot be read ({type(exc).__name__}: {exc}); it is damaged. Rebuild it "
+                f"with `msa-index build IMAGE_FOLDER --model {self.model_name} --out {self.index_path} --overwrite`, "
+                f"then press “Reload index”."
+            )
+            return
         self.index = index
         self._rows = {rel: row for row, rel in enumerate(index.files)}
         if self.model is not None:
@@ -186,7 +189,7 @@ class SearchService:
                 self.mismatch_error = str(exc)
         try:
             self.stale = index.stale_files(self.image_root)
-        except (FileNotFoundError, NotADirectoryError) as exc:
+        except OSError as exc:  # missing, not a folder, not readable
             self.stale_error = (
                 f"The image folder of the index is not available ({exc}); results cannot be shown. "
                 f"Start the app with --images pointing at the archive's new place."
@@ -219,7 +222,9 @@ class SearchService:
             "stale": self.stale.is_stale if self.stale is not None else None,
             "stale_summary": self.stale.summary() if self.stale is not None else None,
             "stale_counts": (
-                {k: len(getattr(self.stale, k)) for k in ("added", "removed", "modified")} if self.stale else None
+                {k: len(getattr(self.stale, k)) for k in ("added", "removed", "modified")}
+                if self.stale is not None
+                else None
             ),
             "stale_error": self.stale_error,
             "backend": self.backend,
@@ -275,8 +280,9 @@ class SearchService:
                 return load_image(upload), None
             except (ImageLoadError, OSError) as exc:
                 cause = exc.__cause__ or exc
+                detail = str(cause).replace(f"'{upload}'", name).replace(str(upload), name)  # no server paths
                 raise AppError(
-                    f"The uploaded file {name} is not an image that can be read ({type(cause).__name__}: {cause}). "
+                    f"The uploaded file {name} is not an image that can be read ({type(cause).__name__}: {detail}). "
                     f"Upload a PNG, JPEG or TIFF image."
                 ) from None
         if archive_file:
@@ -311,7 +317,9 @@ class SearchService:
         if row is not None:
             # The index already holds this image's embedding: no encoding, and exactly what the archive stores.
             embedding = index.embeddings[row : row + 1]
-            hits = [h for h in index.search(embedding, k=min(k + 1, len(index)), backend=self.backend)[0] if h.row != row]
+            hits = [
+                h for h in index.search(embedding, k=min(k + 1, len(index)), backend=self.backend)[0] if h.row != row
+            ]
             hits = [dataclasses.replace(h, rank=n) for n, h in enumerate(hits[:k], start=1)]
         else:
             embedding = encode_images(self.model, self.processor, [image], progress=False)
@@ -341,7 +349,9 @@ class SearchService:
         template = (template or "").strip() or DEFAULT_TEMPLATE
         start = time.perf_counter()
         try:
-            result = zero_shot_classify([image], list(labels), self.model, self.processor, templates=template, progress=False)
+            result = zero_shot_classify(
+                [image], list(labels), self.model, self.processor, templates=template, progress=False
+            )
         except ValueError as exc:  # too few labels, duplicates, a template without {}
             raise AppError(str(exc)) from None
         self.last_search_ms = _seconds_to_ms(start)

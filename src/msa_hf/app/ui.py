@@ -76,9 +76,7 @@ def format_status(status: dict[str, Any]) -> str:
     ms = status["last_search_ms"]
     parts.append(f"**Last search** {ms:.1f} ms ({status['backend']})" if ms is not None else "**Last search** –")
     line = " · ".join(parts)
-    problems = [
-        status[k] for k in ("model_error", "index_error", "mismatch_error", "stale_error") if status.get(k)
-    ]
+    problems = [status[k] for k in ("model_error", "index_error", "mismatch_error", "stale_error") if status.get(k)]
     return line + "".join(f"\n\n{_warning(p)}" for p in problems)
 
 
@@ -125,7 +123,9 @@ class SearchPage:
             f"the server log has the details."
         )
 
-    def _gallery(self, hits: Sequence[SearchHit]) -> tuple[list[tuple[Any, str]], list[dict[str, Any]], list[SearchHit]]:
+    def _gallery(
+        self, hits: Sequence[SearchHit]
+    ) -> tuple[list[tuple[Any, str]], list[dict[str, Any]], list[SearchHit]]:
         """Gallery items and hit dicts for the hits that can be shown, and the hits that cannot."""
         items, kept, unreadable = [], [], []
         for hit in hits:
@@ -226,7 +226,8 @@ def build_demo(service: SearchService, title: str = "MSA image search") -> Any:
     import gradio as gr
 
     page = SearchPage(service)
-    with gr.Blocks(title=title, analytics_enabled=False) as demo:
+    # Result images are copied into Gradio's cache; an hourly sweep keeps it to the last hour's results.
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"## {title}\nSearch an aerial image archive by description or by example, offline.")
         with gr.Row(equal_height=True):
             status = gr.Markdown(page.status_markdown(), elem_id="status")
@@ -322,9 +323,9 @@ def build_demo(service: SearchService, title: str = "MSA image search") -> Any:
             relpath = next((h["relpath"] for h in hits if h["path"] == path), None)
             return gr.Tabs(selected="image"), None, relpath
 
-        similar_button.click(
-            similar_to_selected, [text_hits, selected_path], [tabs, image_upload, image_archive]
-        ).then(page.image_search, [image_upload, image_archive, image_k, candidates], image_outputs)
+        similar_button.click(similar_to_selected, [text_hits, selected_path], [tabs, image_upload, image_archive]).then(
+            page.image_search, [image_upload, image_archive, image_k, candidates], image_outputs
+        )
         # One image source at a time: a new upload clears the archive pick and vice versa.
         for upload, archive in ((image_upload, image_archive), (cls_upload, cls_archive)):
             upload.upload(lambda: None, None, [archive])
