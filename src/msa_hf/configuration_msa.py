@@ -109,6 +109,11 @@ class MSAConfig(_BaseConfig):
         csmmc_temperature: softmax temperature of the CSMMC distillation.
         same_image_positives: when ``image_ids`` are given, other captions of the same image are
             not negatives (triplet and MSCMA losses). ``False`` is faithful.
+        same_text_positives: captions whose text equals one of an image's own captions are not
+            negatives of that image (triplet and MSCMA losses); helps corpora that reuse one
+            sentence for many images, such as UCM-Captions. ``False`` is faithful.
+        mscmat_scales: which scales (indices into ``vision_out_indices``) MSCMAT aligns; ``None``
+            (faithful) = all. ``[-1]`` keeps only the deepest scale (then CSMMC has no student).
 
     Example:
 
@@ -142,6 +147,8 @@ class MSAConfig(_BaseConfig):
         csmmc_weight: float = 10.0,
         csmmc_temperature: float = 2.0,
         same_image_positives: bool = False,
+        same_text_positives: bool = False,
+        mscmat_scales: Sequence[int] | None = None,
         **kwargs: Any,
     ) -> None:
         self.vision_backbone = vision_backbone
@@ -162,6 +169,8 @@ class MSAConfig(_BaseConfig):
         self.csmmc_weight = float(csmmc_weight)
         self.csmmc_temperature = float(csmmc_temperature)
         self.same_image_positives = bool(same_image_positives)
+        self.same_text_positives = bool(same_text_positives)
+        self.mscmat_scales = None if mscmat_scales is None else [int(k) for k in mscmat_scales]
         super().__init__(**kwargs)
         self._validate()
 
@@ -192,12 +201,27 @@ class MSAConfig(_BaseConfig):
             raise ValueError(f"`image_size` must be positive, got {self.image_size}.")
         if len(self.image_mean) != 3 or len(self.image_std) != 3:
             raise ValueError("`image_mean` and `image_std` need one value per RGB channel (3 each).")
+        if self.mscmat_scales is not None:
+            num_scales = len(self.vision_out_indices)
+            bad = [k for k in self.mscmat_scales if not -num_scales <= k < num_scales]
+            if bad or not self.mscmat_scales or len(set(self.mscmat_scale_indices)) != len(self.mscmat_scales):
+                raise ValueError(
+                    f"`mscmat_scales` {self.mscmat_scales} must be distinct indices into the {num_scales} scales "
+                    f"(0..{num_scales - 1}, or negative from the deepest), e.g. [-1] for the deepest only."
+                )
         if self.csmmc_temperature <= 0:
             raise ValueError(f"`csmmc_temperature` must be > 0, got {self.csmmc_temperature}.")
 
     @property
     def num_scales(self) -> int:
         return len(self.vision_out_indices)
+
+    @property
+    def mscmat_scale_indices(self) -> list[int]:
+        """The scales MSCMAT aligns, as sorted non-negative indices (all by default)."""
+        if self.mscmat_scales is None:
+            return list(range(self.num_scales))
+        return sorted(k % self.num_scales for k in self.mscmat_scales)
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> MSAConfig:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import timm
 import torch
@@ -21,7 +21,15 @@ from transformers import AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_msa import MSAConfig
-from .losses import csmmc_loss, mscma_loss, triplet_loss
+from .losses import (
+    check_same_batch_size,
+    column_distillation,
+    gather_with_grad,
+    hardest_negative_hinge,
+    positive_pairs,
+    row_cross_entropy,
+    world_size_and_rank,
+)
 
 
 @dataclass
@@ -48,6 +56,21 @@ class MSAOutput(ModelOutput):
     image_embeds: torch.FloatTensor | None = None
     text_embeds: torch.FloatTensor | None = None
     scale_logits: torch.FloatTensor | None = None
+
+
+class _PairFeatures(NamedTuple):
+    """What the losses need from a batch of (image, caption) pairs."""
+
+    image_embeds: torch.Tensor
+    text_embeds: torch.Tensor
+    scale_features: list[torch.Tensor]
+    text_tokens: torch.Tensor
+    text_global: torch.Tensor
+    token_mask: torch.Tensor | None
+
+
+def _identity(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
 
 
 def _global_pool(features: torch.Tensor, mode: str) -> torch.Tensor:
@@ -329,8 +352,9 @@ class MSAModel(MSAPreTrainedModel):
         self.text_projection = (
             nn.Identity() if config.projection_dim == text_dim else nn.Linear(text_dim, config.projection_dim)
         )
+        self.mscmat_scales = config.mscmat_scale_indices
         self.mscmat = MSCMAT(
-            self.vision_model.scale_channels,
+            [self.vision_model.scale_channels[k] for k in self.mscmat_scales],
             text_dim,
             config.mscmat_num_heads,
             mask_padding=config.mscmat_mask_padding,
@@ -416,6 +440,10 @@ class MSAModel(MSAPreTrainedModel):
         return_loss: bool | None = None,
         image_ids: torch.Tensor | None = None,
         output_scale_logits: bool | None = None,
+        scale_features: list[torch.Tensor] | None = None,
+        text_ids: torch.Tensor | None = None,
+        image_text_ids: torch.Tensor | None = None,
+        global_negatives: bool | None = None,
     ) -> MSAOutput:
         """Embed both modalities; with ``return_loss`` also run MSCMAT and the three losses.
 
@@ -426,33 +454,49 @@ class MSAModel(MSAPreTrainedModel):
             image_ids: ``B_t`` ids of each caption's image, used when
                 ``config.same_image_positives`` is on.
             output_scale_logits: return the MSCMAT scores even without the loss.
+            scale_features: the S pooled scale vectors instead of ``pixel_values``, e.g. cached
+                once for a frozen image tower (see `get_scale_features`).
+            text_ids: ``B_t`` id of each caption's text, and ``image_text_ids`` the ``B_i×K`` ids
+                of each image's own captions (padded with -1), used when
+                ``config.same_text_positives`` is on.
+            global_negatives: score this process's pairs against the whole global batch of a
+                ``torch.distributed`` run (features gathered with gradient), so N processes
+                with batch B train exactly like one process with batch N·B. Default: on while
+                training under more than one process.
         """
-        if input_ids is None or pixel_values is None:
-            raise ValueError("MSAModel.forward needs both `input_ids` and `pixel_values`.")
-        if return_loss and pixel_values.shape[0] != input_ids.shape[0]:
+        if input_ids is None or (pixel_values is None and scale_features is None):
+            raise ValueError("MSAModel.forward needs `input_ids` and either `pixel_values` or `scale_features`.")
+        if scale_features is None:
+            scale_features = self.get_scale_features(pixel_values)
+        elif len(scale_features) != self.config.num_scales:
             raise ValueError(
-                f"The loss pairs image i with caption i, but got {pixel_values.shape[0]} images and "
-                f"{input_ids.shape[0]} captions."
+                f"`scale_features` has {len(scale_features)} tensors; this model has {self.config.num_scales} scales."
             )
-        scale_features = self.get_scale_features(pixel_values)
+        num_images = scale_features[0].shape[0]
+        if return_loss and num_images != input_ids.shape[0]:
+            raise ValueError(
+                f"The loss pairs image i with caption i, but got {num_images} images and {input_ids.shape[0]} captions."
+            )
         image_embeds = F.normalize(self.image_projection(scale_features), dim=-1)
         text_state, text_tokens = self._encode_text(input_ids, attention_mask)
         text_global = F.normalize(text_state, dim=-1)
         text_embeds = F.normalize(self.text_projection(text_state), dim=-1)
         logits_per_image = image_embeds @ text_embeds.t()
+        token_mask = attention_mask[:, 1:] if attention_mask is not None else None
 
-        scale_logits = None
-        if return_loss or output_scale_logits:
-            token_mask = attention_mask[:, 1:] if attention_mask is not None else None
-            scale_logits = self.mscmat(scale_features, text_tokens, text_global, token_mask)
-
-        loss = loss_triplet = loss_mscma = loss_csmmc = None
+        loss = loss_triplet = loss_mscma = loss_csmmc = scale_logits = None
         if return_loss:
-            ids = image_ids if self.config.same_image_positives else None
-            loss_triplet = triplet_loss(image_embeds, text_embeds, self.config.triplet_margin, ids)
-            loss_mscma = mscma_loss(scale_logits, ids)
-            loss_csmmc = csmmc_loss(scale_logits, self.config.csmmc_temperature)
+            if global_negatives is None:
+                global_negatives = self.training and world_size_and_rank()[0] > 1
+            loss_triplet, loss_mscma, loss_csmmc, scale_logits = self._msa_losses(
+                _PairFeatures(image_embeds, text_embeds, scale_features, text_tokens, text_global, token_mask),
+                image_ids if self.config.same_image_positives else None,
+                (image_text_ids, text_ids) if self.config.same_text_positives else (None, None),
+                global_negatives,
+            )
             loss = loss_triplet + self.config.mscma_weight * loss_mscma + self.config.csmmc_weight * loss_csmmc
+        if output_scale_logits and scale_logits is None:
+            scale_logits = self._mscmat(scale_features, text_tokens, text_global, token_mask)
 
         return MSAOutput(
             loss=loss,
@@ -465,6 +509,81 @@ class MSAModel(MSAPreTrainedModel):
             text_embeds=text_embeds,
             scale_logits=scale_logits,
         )
+
+    def _mscmat(
+        self,
+        scale_features: list[torch.Tensor],
+        text_tokens: torch.Tensor,
+        text_global: torch.Tensor,
+        token_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """MSCMAT scores of the scales selected by ``config.mscmat_scales``."""
+        return self.mscmat([scale_features[k] for k in self.mscmat_scales], text_tokens, text_global, token_mask)
+
+    def _msa_losses(
+        self,
+        local: _PairFeatures,
+        image_ids: torch.Tensor | None,
+        text_ids: tuple[torch.Tensor | None, torch.Tensor | None],
+        global_negatives: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The three loss terms of this process's pairs against the local or the global batch.
+
+        Each loss needs a different block of the global score matrices (docs/method.md): the
+        triplet and MSCMA rows are this process's images against every caption, the CSMMC
+        columns every image against this process's captions. With one process both blocks are
+        the whole batch. The triplet loss is a sum over the global batch, so each process's
+        share is multiplied by N to undo DDP's gradient averaging; the other two are means.
+        ``text_ids`` is ``(image_text_ids, caption_text_ids)``.
+        """
+        batch = local.image_embeds.shape[0]
+        device = local.image_embeds.device
+        world_size, rank = world_size_and_rank() if global_negatives else (1, 0)
+        if world_size > 1:
+            check_same_batch_size(batch, device)
+        gather = gather_with_grad if world_size > 1 else _identity
+        all_image_embeds, all_text_embeds = gather(local.image_embeds), gather(local.text_embeds)
+        own = torch.arange(batch, device=device) + rank * batch
+        everyone = torch.arange(batch * world_size, device=device)
+        all_image_ids = None if image_ids is None else gather(image_ids)
+        image_text_ids, caption_text_ids = text_ids
+        all_caption_text_ids = None if caption_text_ids is None else gather(caption_text_ids)
+        all_image_text_ids = None if image_text_ids is None else gather(image_text_ids)
+        rows = positive_pairs(
+            own, everyone, row_image_ids=image_ids, column_image_ids=all_image_ids,
+            row_text_ids=image_text_ids, column_text_ids=all_caption_text_ids,
+        )  # fmt: skip
+        columns = positive_pairs(
+            everyone, own, row_image_ids=all_image_ids, column_image_ids=image_ids,
+            row_text_ids=all_image_text_ids, column_text_ids=caption_text_ids,
+        )  # fmt: skip
+        margin = self.config.triplet_margin
+        loss_triplet = world_size * (
+            hardest_negative_hinge(local.image_embeds @ all_text_embeds.t(), own, margin, rows)
+            + hardest_negative_hinge(local.text_embeds @ all_image_embeds.t(), own, margin, columns.t())
+        )
+        zero = loss_triplet.new_zeros(())
+        if self.config.mscma_weight == 0 and self.config.csmmc_weight == 0:
+            return loss_triplet, zero, zero, None  # triplet only: MSCMAT is not run at all
+        if world_size == 1:
+            scale_logits = self._mscmat(local.scale_features, local.text_tokens, local.text_global, local.token_mask)
+            column_logits = scale_logits
+        else:
+            scale_logits = self._mscmat(  # this process's images × every caption
+                local.scale_features,
+                gather(local.text_tokens),
+                gather(local.text_global),
+                None if local.token_mask is None else gather(local.token_mask),
+            )
+            column_logits = self._mscmat(  # every image × this process's captions
+                [gather(features) for features in local.scale_features],
+                local.text_tokens,
+                local.text_global,
+                local.token_mask,
+            )
+        loss_mscma = row_cross_entropy(scale_logits, own, rows)
+        loss_csmmc = column_distillation(column_logits, self.config.csmmc_temperature)
+        return loss_triplet, loss_mscma, loss_csmmc, scale_logits
 
 
 __all__ = ["MSAModel", "MSAPreTrainedModel", "MSAOutput", "MSCMAT", "MSATimmVisionTower", "MSATransformersVisionTower"]
