@@ -80,3 +80,15 @@ def test_busy_port_is_a_one_line_error(launched, tiny_model_dir, synth_index_pat
         code = main(["--model", str(tiny_model_dir), "--index", str(synth_index_path), "--port", str(port)])
     assert code == 1 and launched == []
     assert f"msa-app: error: cannot serve on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_threads_option(launched, tiny_model_dir, synth_index_path):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert main(["--model", str(tiny_model_dir), "--index", str(synth_index_path), "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert main(["--model", "m", "--index", "i", "--threads", "0"]) == 2

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from msa_hf.cli_utils import EXIT_OK, UsageError, run_command
 
-__all__ = ["ENV_IMAGES", "ENV_INDEX", "ENV_MODEL", "build_parser", "main"]
+__all__ = ["ENV_IMAGES", "ENV_INDEX", "ENV_MODEL", "build_parser", "main", "set_threads"]
 
 ENV_MODEL = "MSA_APP_MODEL"
 ENV_INDEX = "MSA_APP_INDEX"
@@ -36,6 +36,28 @@ def _port(value: str) -> int:
     if not 1 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"--port must be from 1 to 65535, got {port}")
     return port
+
+
+def _positive_threads(value: str) -> int:
+    try:
+        threads = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--threads must be an integer, got {value!r}") from None
+    if threads < 1:
+        raise argparse.ArgumentTypeError(f"--threads must be >= 1, got {threads}")
+    return threads
+
+
+def set_threads(threads: int) -> None:
+    """Use ``threads`` CPU threads in torch and, when installed, FAISS."""
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        import faiss
+    except ImportError:
+        return
+    faiss.omp_set_num_threads(threads)
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -79,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="exact search in torch (default) or a FAISS flat index (same results; extra `index`)",
     )
     p.add_argument("--device", default=None, help="torch device for the model (default: cuda if available, else cpu)")
+    p.add_argument(
+        "--threads",
+        type=_positive_threads,
+        default=None,
+        help="CPU threads for encoding and search (default: torch's, one per core); 1 keeps queries fast on a "
+        "machine that other busy jobs share",
+    )
     return p
 
 
@@ -95,6 +124,9 @@ def _serve(args: argparse.Namespace) -> int:
         raise ImportError(f'msa-app needs gradio: pip install "msa_hf[app]" ({exc}).') from exc
     from .service import SearchService
     from .ui import build_demo, launch
+
+    if args.threads:
+        set_threads(args.threads)
 
     service = SearchService.open(args.model, args.index, images=args.images, backend=args.backend, device=args.device)
     status = service.status()

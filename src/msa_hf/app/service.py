@@ -159,41 +159,49 @@ class SearchService:
 
     # ------------------------------------------------------------------ index state
     def reload_index(self) -> None:
-        """(Re)load the index from disk, check it against the model and against its image folder."""
-        self.index, self.index_error, self.mismatch_error = None, None, None
-        self.stale, self.stale_error, self._rows = None, None, {}
+        """(Re)load the index from disk, check it against the model and against its image folder.
+
+        The new state is assembled first and swapped in at the end, so a query running meanwhile
+        sees either the old index or the new one, never a half-updated service.
+        """
+        index, index_error, mismatch_error, stale, stale_error = self._load_index()
+        self.index, self.index_error, self.mismatch_error = index, index_error, mismatch_error
+        self.stale, self.stale_error = stale, stale_error
+        self._rows = {rel: row for row, rel in enumerate(index.files)} if index is not None else {}
+
+    def _load_index(self) -> tuple[ImageIndex | None, str | None, str | None, StaleReport | None, str | None]:
         try:
             index = ImageIndex.load(self.index_path)
         except FileNotFoundError:
-            self.index_error = (
+            message = (
                 f"Index {self.index_path} does not exist. Build it with `msa-index build IMAGE_FOLDER "
                 f"--model {self.model_name} --out {self.index_path}`, then press “Reload index”."
             )
-            return
+            return None, message, None, None, None
         except ImageIndexError as exc:
-            self.index_error = f"The index cannot be used: {exc} Then press “Reload index”."
-            return
+            return None, f"The index cannot be used: {exc} Then press “Reload index”.", None, None, None
         except Exception as exc:  # a damaged manifest or embeddings file: say so, keep serving
-            self.index_error = (
+            message = (
                 f"Index {self.index_path} cannot be read ({type(exc).__name__}: {exc}); it is damaged. Rebuild it "
                 f"with `msa-index build IMAGE_FOLDER --model {self.model_name} --out {self.index_path} --overwrite`, "
                 f"then press “Reload index”."
             )
-            return
-        self.index = index
-        self._rows = {rel: row for row, rel in enumerate(index.files)}
+            return None, message, None, None, None
+        mismatch_error = None
         if self.model is not None:
             try:
                 index.check_model(self.model)
             except ImageIndexError as exc:
-                self.mismatch_error = str(exc)
+                mismatch_error = str(exc)
+        root = self.images_override if self.images_override is not None else index.root
         try:
-            self.stale = index.stale_files(self.image_root)
+            return index, None, mismatch_error, index.stale_files(root), None
         except OSError as exc:  # missing, not a folder, not readable
-            self.stale_error = (
+            stale_error = (
                 f"The image folder of the index is not available ({exc}); results cannot be shown. "
                 f"Start the app with --images pointing at the archive's new place."
             )
+            return index, None, mismatch_error, None, stale_error
 
     @property
     def image_root(self) -> Path:
