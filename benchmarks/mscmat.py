@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Time MSCMAT's batched formulation against the original's repeat-every-pair formulation.
 
-What it measures, per batch size B (spec section 4):
+What it measures, per batch size B (docs/method.md, section 4):
 
 * ``batched``: ``msa_hf.MSCMAT`` as shipped — each text's keys/values projected once per
   scale, each image's query once, all B×B pairs scored with batched products.

@@ -1,4 +1,4 @@
-"""Converter: a random state dict in the original layout gives a model computing spec §2-4."""
+"""Converter: a random state dict in the original layout gives a model computing docs/method.md, sections 2-4."""
 
 import json
 import shutil
@@ -83,7 +83,7 @@ def original(tmp_path_factory, tiny_vocab_dir):
 
 
 def spec_reference(states, pixel_values, input_ids, attention_mask):
-    """v, t and S_k computed from the original tensors with the spec's formulas."""
+    """v, t and S_k computed from the original tensors with the formulas of docs/method.md."""
     img, img_map, text, cross = (states[k] for k in ("img_model", "img_map", "text_model", "crossatt"))
     resnet = torchvision.models.resnet50(num_classes=7).eval()
     resnet.load_state_dict(

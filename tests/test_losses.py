@@ -1,4 +1,4 @@
-"""The three losses against direct loops over the formulas of spec section 5."""
+"""The three losses against direct loops over the formulas of docs/method.md, section 5."""
 
 import math
 

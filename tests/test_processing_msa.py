@@ -110,3 +110,44 @@ def test_processor_round_trip(tiny_processor, tmp_path):
     b = loaded(images=images, text=["ships in the harbor"])
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_nan_nodata_is_filled_with_the_channel_mean_before_the_stretch():
+    band = np.linspace(0.0, 3000.0, 36, dtype=np.float32).reshape(6, 6)  # a float GeoTIFF band, outside [0, 1]
+    image = np.stack([band, band * 2, band + 7], axis=-1)
+    image[0, :3] = np.nan  # nodata border
+    image[5, 5, 1] = np.inf
+    out = to_float_rgb(image)
+    assert np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+    filled = image.astype(np.float64).copy()
+    for channel in range(3):
+        values = filled[..., channel]
+        values[~np.isfinite(values)] = values[np.isfinite(values)].mean()
+    np.testing.assert_allclose(out, to_float_rgb(filled), atol=1e-6)
+    pixel_values = MSAImageProcessor(image_size=8)([image, torch.from_numpy(image).permute(2, 0, 1)])["pixel_values"]
+    assert torch.isfinite(pixel_values).all()
+    unit = np.full((4, 4, 3), 0.5, dtype=np.float32)
+    unit[0, 0] = np.nan
+    np.testing.assert_allclose(to_float_rgb(unit), np.full((4, 4, 3), 0.5), rtol=1e-6)  # still in [0, 1]: kept
+
+
+def test_all_nodata_image_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"images\[1\] has no finite pixel values"):
+        MSAImageProcessor(image_size=8)([np.zeros((4, 4, 3), np.float32), np.full((4, 4), np.nan, np.float32)])
+    one_band_missing = np.random.default_rng(0).random((4, 4, 3)).astype(np.float32) * 5
+    one_band_missing[..., 2] = np.nan
+    assert np.isfinite(to_float_rgb(one_band_missing)).all()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ([], "empty list"),
+        (b"two planes", "is bytes, not a string; decode it first"),
+        ([b"two planes"], "entry 0 is a bytes; decode bytes first"),
+        (5, "a string or a list of strings, got int"),
+    ],
+)
+def test_bad_text_is_a_clear_error(tiny_processor, text, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_processor(text=text)

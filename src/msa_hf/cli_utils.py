@@ -23,6 +23,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from typing import TextIO
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -54,7 +55,14 @@ RUNTIME_ERRORS: tuple[type[BaseException], ...] = (OSError, RuntimeError, Import
 def cli_warnings(prog: str) -> Iterator[None]:
     """Show warnings as ``prog: warning: message`` lines on stderr."""
 
-    def show(message, category, filename, lineno, file=None, line=None):
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
         print(f"{prog}: warning: {message}", file=sys.stderr)
 
     with warnings.catch_warnings():

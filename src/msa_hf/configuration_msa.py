@@ -1,6 +1,6 @@
 """Configuration of MSA, the multi-scale alignment image-text retrieval model.
 
-The defaults reproduce the authors' setup (ResNet-50 + BERT-base, see the method spec);
+The defaults reproduce the authors' setup (ResNet-50 + BERT-base, see docs/method.md);
 every departure from it is an explicit option whose default is the faithful behaviour.
 """
 

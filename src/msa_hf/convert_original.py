@@ -1,6 +1,6 @@
 """Convert checkpoints of the authors' MSA code into a ``from_pretrained`` folder.
 
-The original saves four plain state dicts (method spec section 8): the image tower
+The original saves four plain state dicts (docs/method.md, section 8): the image tower
 (``img_model``), the gated MLP (``img_map``), BERT (``text_model``) and MSCMAT
 (``crossatt``). Every used tensor is mapped one to one; the unused ones are dropped and
 listed; anything else is an error, so a silent half-conversion cannot happen.
@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
+from .cli_utils import run_command
 from .configuration_msa import MSAConfig
 from .io_utils import atomic_directory
 from .modeling_msa import MSAModel
@@ -223,31 +224,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output folder for from_pretrained")
     parser.add_argument("--vision-backbone", default="resnet50", help="timm name of the image tower")
     parser.add_argument("--num-heads", type=int, default=12, help="MSCMAT attention heads")
-    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--image-size", type=int, default=224, help="square input side of the image tower")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        convert(
-            args.img_model,
-            args.img_map,
-            args.text_model,
-            args.crossatt,
-            args.text_config,
-            args.out,
-            tokenizer=args.tokenizer,
-            vision_backbone=args.vision_backbone,
-            num_heads=args.num_heads,
-            image_size=args.image_size,
-            overwrite=args.overwrite,
-        )
-    except (ConversionError, FileNotFoundError, FileExistsError) as error:
-        print(f"msa-convert-original: error: {error}", file=sys.stderr)
-        return 2
+def _run(args: argparse.Namespace) -> int:
+    convert(
+        args.img_model,
+        args.img_map,
+        args.text_model,
+        args.crossatt,
+        args.text_config,
+        args.out,
+        tokenizer=args.tokenizer,
+        vision_backbone=args.vision_backbone,
+        num_heads=args.num_heads,
+        image_size=args.image_size,
+        overwrite=args.overwrite,
+    )
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``msa-convert-original``; exit 0 on success, 2 for bad input (see `msa_hf.cli_utils`)."""
+    return run_command("msa-convert-original", _run, build_parser(), argv)
 
 
 if __name__ == "__main__":

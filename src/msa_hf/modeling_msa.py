@@ -213,7 +213,7 @@ class MSATransformersVisionTower(nn.Module):
 
 
 class MSAImageProjection(nn.Module):
-    """Spec section 2: sum of per-scale Linears, then a gated MLP, giving the global embedding ``v``."""
+    """docs/method.md, section 2: sum of per-scale Linears, then a gated MLP, giving the global embedding ``v``."""
 
     def __init__(self, scale_channels: list[int], dim: int) -> None:
         super().__init__()
@@ -229,7 +229,7 @@ class MSAImageProjection(nn.Module):
 
 
 class MSCMAT(nn.Module):
-    """Multi-scale cross-modal alignment transformer (spec section 4).
+    """Multi-scale cross-modal alignment transformer (docs/method.md, section 4).
 
     Scores every (image, text) pair at every scale. Instead of repeating the batch into B²
     pairs as the original does, each text's keys/values are projected once per scale, each
@@ -402,7 +402,7 @@ class MSAModel(MSAPreTrainedModel):
         return _freeze(self.text_model, num_layers, "text")
 
     def get_scale_features(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
-        """The S pooled scale vectors ``s_k`` (spec section 1), shallow to deep."""
+        """The S pooled scale vectors ``s_k`` (docs/method.md, section 1), shallow to deep."""
         return self.vision_model(pixel_values)
 
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -53,6 +53,29 @@ def _channels_last(array: np.ndarray, name: str) -> np.ndarray:
     )
 
 
+def fill_nodata(array: np.ndarray, name: str = "image") -> np.ndarray:
+    """Replace non-finite values (NaN or ±inf nodata) by the mean of each channel's finite values.
+
+    ``array`` is ``H×W×C``. A channel without any finite value takes the mean of the whole
+    image's finite values; an image without any is an error (there is nothing to show).
+    """
+    finite = np.isfinite(array)
+    if finite.all():
+        return array
+    if not finite.any():
+        raise ValueError(
+            f"{name} has no finite pixel values (all {array.size} are NaN or infinite, i.e. nodata): "
+            "there is nothing to encode; drop this image or give its valid bands."
+        )
+    filled = array.astype(np.float64, copy=True)
+    image_mean = float(filled[finite].mean())
+    for channel in range(filled.shape[-1]):
+        valid = finite[..., channel]
+        values = filled[..., channel]
+        values[~valid] = values[valid].mean() if valid.any() else image_mean
+    return filled
+
+
 def to_float_rgb(image: ImageLike, name: str = "image") -> np.ndarray:
     """Convert one image to a float32 ``H×W×3`` array in [0, 1].
 
@@ -66,6 +89,10 @@ def to_float_rgb(image: ImageLike, name: str = "image") -> np.ndarray:
     * anything else (``uint16`` and other integers, floats outside [0, 1]): a linear stretch
       between the image's 2nd and 98th percentile, clipped to [0, 1] (a GeoTIFF's raw counts
       rarely use the full 16-bit range, so dividing by 65535 would give a black image).
+    * non-finite values (NaN or ±inf, the nodata of float GeoTIFFs) are nodata: before any of
+      the above, each is replaced by the mean of its channel's finite values
+      (:func:`fill_nodata`), so the result is always finite; an image with no finite value at
+      all is a ``ValueError``.
 
     Gray becomes three equal channels; a fourth (alpha) channel is dropped. Torch tensors are
     taken as ``C×H×W`` (or ``H×W``), as torchvision does.
@@ -85,6 +112,8 @@ def to_float_rgb(image: ImageLike, name: str = "image") -> np.ndarray:
     if image.size == 0:
         raise ValueError(f"{name} is empty (shape {image.shape}).")
     array = _channels_last(image, name)
+    if np.issubdtype(array.dtype, np.floating):
+        array = fill_nodata(array, name)
     if array.dtype == np.bool_:
         array = array.astype(np.uint8) * 255
     if array.dtype == np.uint8:
@@ -210,12 +239,20 @@ class MSAProcessor(ProcessorMixin):
             raise ValueError("Give `images`, `text` or both.")
         data: dict[str, Any] = {}
         if text is not None:
+            if isinstance(text, (bytes, bytearray)):
+                raise ValueError("`text` is bytes, not a string; decode it first, e.g. text.decode('utf-8').")
             if isinstance(text, str):
                 text = [text]
+            if not isinstance(text, (Sequence, np.ndarray)):
+                raise ValueError(f"`text` must be a string or a list of strings, got {type(text).__name__}.")
             text = list(text)
+            if not text:
+                raise ValueError("`text` is an empty list; give at least one caption (or leave `text` out).")
             bad = [i for i, caption in enumerate(text) if not isinstance(caption, str)]
             if bad:
-                raise ValueError(f"`text` must contain strings; entry {bad[0]} is a {type(text[bad[0]]).__name__}.")
+                found = type(text[bad[0]]).__name__
+                hint = "; decode bytes first, e.g. caption.decode('utf-8')" if found in ("bytes", "bytearray") else ""
+                raise ValueError(f"`text` must contain strings; entry {bad[0]} is a {found}{hint}.")
             encoded = self.tokenizer(
                 text,
                 padding="max_length",
@@ -235,4 +272,4 @@ class MSAProcessor(ProcessorMixin):
         return ["input_ids", "attention_mask", "pixel_values"]
 
 
-__all__ = ["MSAImageProcessor", "MSAProcessor", "to_float_rgb", "STRETCH_PERCENTILES"]
+__all__ = ["MSAImageProcessor", "MSAProcessor", "fill_nodata", "to_float_rgb", "STRETCH_PERCENTILES"]

@@ -59,21 +59,65 @@ def Counter_sum(splits: dict, key: str) -> dict:
     return total
 
 
-def test_inspect_drops_bad_images_and_strict_fails(make_karpathy, capsys) -> None:
+def test_inspect_reports_left_out_entries_and_strict_fails(make_karpathy, capsys) -> None:
     path = make_karpathy(["train"] * 6 + ["val", "test"])
     (path.parent / "images" / "2.jpg").unlink()
-    assert main(["inspect", str(path)]) == 0
+    assert main(["inspect", str(path), "--no-progress"]) == 0
     captured = capsys.readouterr()
-    assert "dropped 1 bad images" in captured.out
+    assert "problems: 1 images were left out of these statistics (missing image file: 1)" in captured.out
     assert "missing image file: 1" in captured.err and "images/2.jpg" in captured.err
-    assert main(["inspect", str(path), "--strict"]) == 2
-    assert "missing image file: 1" in capsys.readouterr().err
+    assert main(["inspect", str(path), "--json", "--no-progress"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["problems"] == {"dropped_images": 1, "counts": {"missing_image": 1}}
+    assert main(["inspect", str(path), "--strict", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "images/2.jpg" in err and "msa-data: error: 1 of 8 images" in err
 
 
-def test_errors_are_one_line_messages(tmp_path: Path, capsys) -> None:
+def test_validate_exits_2_and_lists_every_problem(make_karpathy, capsys) -> None:
+    path = make_karpathy(["train"] * 6 + ["val", "test"])
+    assert main(["validate", str(path), "--no-progress"]) == 0
+    assert "8 images, no problems found" in capsys.readouterr().out
+    data = json.loads(path.read_text())
+    data["images"][1]["sentences"] = "field"
+    data["images"][2]["sentences"][0]["raw"] = "  "
+    path.write_text(json.dumps(data))
+    (path.parent / "images" / "4.jpg").write_bytes(b"not a jpeg")
+    assert main(["validate", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "malformed captions: 1" in err and 'images[1]: "sentences" is str' in err
+    assert "unreadable image: 1" in err and "empty or whitespace-only caption: 1" in err
+    assert err.strip().splitlines()[-1] == f"msa-data: error: 3 of 8 images in {path} have problems (listed above)."
+    assert main(["validate", str(path), "--json", "--no-progress"]) == 2
+    report = json.loads(capsys.readouterr().out)
+    assert report["counts"] == {"unreadable_image": 1, "malformed_captions": 1, "empty_caption": 1}
+    assert [p["entry"] for p in report["problems"]] == [3, 1, 2]
+    assert main(["validate", str(path), "--no-decode", "--no-progress"]) == 2  # the JPEG exists: not decoded
+    assert "unreadable image" not in capsys.readouterr().err
+
+
+def test_progress_bars_show_while_validating_and_reading_headers(make_karpathy, capsys) -> None:
+    path = make_karpathy(["train"] * 6 + ["val", "test"])
+    assert main(["inspect", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "validating (decoding images)" in err and "reading image headers" in err
+
+
+def test_errors_are_one_line_messages(tmp_path: Path, capsys, monkeypatch) -> None:
     assert main(["inspect", str(tmp_path / "nope.json")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
     assert main(["synth", "--out", str(tmp_path / "full"), "--n-images", "2", "--quiet"]) == 2
     assert "--overwrite" in capsys.readouterr().err
+    assert main(["inspect", str(tmp_path), "--column", "captions"]) == 2
+    assert "msa-data: error: --column expects KEY=COLUMN" in capsys.readouterr().err
+
+
+def test_synth_into_the_current_folder_is_refused_without_debris(tmp_path: Path, capsys, monkeypatch) -> None:
+    (tmp_path / "notes.txt").write_text("the user's files")
+    monkeypatch.chdir(tmp_path)
+    assert main(["synth", "--out", ".", "--overwrite", "--n-images", "2", "--image-size", "16", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "msa-data: error:" in err and "current folder" in err and "Traceback" not in err
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]

@@ -254,3 +254,88 @@ def test_load_corpus_docstring_example_runs() -> None:
 
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 3 and result.failed == 0
+
+
+def _rewrite(path: Path, edit) -> Path:
+    data = json.loads(path.read_text())
+    edit(data["images"])
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("sentences", "expected"),
+    [
+        ("field", "\"sentences\" is str 'field'"),
+        (None, '"sentences" is null None'),
+        (7, '"sentences" is int 7'),
+        ([{"raw": "a plane"}, {"text": "no raw here"}], 'sentences[1] has no "raw" text'),
+        (["a plane", 3], "sentences[1] is int 3"),
+    ],
+)
+def test_malformed_captions_are_validation_problems_naming_the_entry(make_karpathy, sentences, expected) -> None:
+    path = _rewrite(
+        make_karpathy(["train"] * 6 + ["val", "test"]), lambda images: images[2].update(sentences=sentences)
+    )
+    with pytest.raises(ValueError, match="malformed captions: 1") as error:
+        load_corpus(path)
+    message = str(error.value)
+    assert str(path) in message and "images/3.jpg" in message and f"images[2]: {expected}" in message
+    assert "empty or whitespace-only caption" not in message and "unusual number of captions" not in message
+    corpus = load_corpus(path, on_bad="drop")
+    names = [name for split in corpus.values() for name in split["file_name"]]
+    assert "images/3.jpg" not in names and len(names) == 7
+    assert all(len(captions) == 5 for split in corpus.values() for captions in split["captions"])
+
+
+def test_entry_without_split_is_reported_never_moved_to_train(make_karpathy) -> None:
+    path = _rewrite(make_karpathy(["train"] * 6 + ["val", "test", "test"]), lambda images: images[8].pop("split"))
+    with pytest.raises(ValueError, match="entry without a split") as error:
+        load_corpus(path)
+    assert "images/9.jpg" in str(error.value)
+    corpus = load_corpus(path, on_bad="drop")
+    assert "images/9.jpg" not in [name for split in corpus.values() for name in split["file_name"]]
+    assert corpus["test"]["file_name"] == ["images/8.jpg"] and corpus["train"].num_rows == 6
+    # a file without any split field is one train pool (the missing splits are carved from it)
+    no_splits = _rewrite(make_karpathy(["train"] * 10), lambda images: [image.pop("split") for image in images])
+    assert sum(load_corpus(no_splits)[s].num_rows for s in ("train", "validation", "test")) == 10
+
+
+def test_invalid_utf8_names_the_file(make_karpathy, tmp_path: Path) -> None:
+    path = make_karpathy(["train"] * 4)
+    path.write_bytes(path.read_bytes().replace(b"plane", b"pl\xe9ne"))
+    with pytest.raises(ValueError, match="is not valid UTF-8") as error:
+        load_corpus(path)
+    assert str(path) in str(error.value)
+    table = tmp_path / "table"
+    table.mkdir()
+    (table / "metadata.csv").write_bytes(b"file_name,caption\na.jpg,caf\xe9\n")
+    with pytest.raises(ValueError, match=r"metadata\.csv is not valid UTF-8"):
+        load_corpus(table)
+
+
+def test_test_only_corpus_loads_with_empty_train(make_karpathy, caplog) -> None:
+    path = make_karpathy(["test"] * 5)
+    with caplog.at_level(logging.WARNING, logger="msa_hf.data"):
+        corpus = load_corpus(path)
+    assert [corpus[s].num_rows for s in corpus] == [0, 0, 5]
+    info = corpus_info(corpus)
+    assert "no train images" in info["train"]["empty_because"]
+    assert "no train images to carve them from" in info["validation"]["empty_because"]
+    assert info["test"]["empty_because"] is None
+    assert "the validation split is empty" in caplog.text
+
+
+def test_single_train_image_is_not_carved_away(make_karpathy) -> None:
+    corpus = load_corpus(make_karpathy(["train"] + ["test"] * 3))
+    assert [corpus[s].num_rows for s in corpus] == [1, 0, 3]
+    assert "train split (1 images) is too small" in corpus_info(corpus["validation"])["empty_because"]
+    # two missing splits and two train images: neither is carved (train keeps its images)
+    corpus = load_corpus(make_karpathy(["train", "train"]))
+    assert [corpus[s].num_rows for s in corpus] == [2, 0, 0]
+
+
+def test_synth_folder_with_another_json_still_loads(tmp_path: Path) -> None:
+    generate_synth_corpus(tmp_path / "rs", n_images=8, image_size=32)
+    (tmp_path / "rs" / "stats.json").write_text(json.dumps({"images": 8}))
+    assert sum(load_corpus(tmp_path / "rs")[s].num_rows for s in ("train", "validation", "test")) == 8

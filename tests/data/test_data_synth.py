@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from msa_hf.data import SYNTH_JSON_NAME, ensure_synth_corpus, generate_synth_corpus, load_corpus, render_scene
-from msa_hf.data.synth import NUMBER_WORDS
+from msa_hf.data.synth import SceneRenderer
+from msa_hf.data.synth.captions import NUMBER_WORDS
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -22,6 +23,67 @@ def _digest(folder: Path) -> dict[str, str]:
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
+
+
+def _content_digest(folder: Path) -> str:
+    """One SHA-256 over every file's name and content, PNGs by their decoded pixels.
+
+    Pixels rather than PNG bytes, so that a Pillow built against another zlib (which may
+    compress the same pixels differently) does not fail the test.
+    """
+    from PIL import Image
+
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+            if path.suffix == ".png":
+                with Image.open(path) as image:
+                    digest.update(image.mode.encode() + np.asarray(image).tobytes())
+            else:
+                digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+# Recorded with the single-module generator before it was split into the synth/ package
+# (commit 8df3353): the split must not change a byte of the corpus. Seed 9 at 32 px with one
+# scene per layout covers every archetype, structure, linear feature and object site; the
+# second corpus has four siblings per layout (the object plans).
+RECORDED_DIGESTS = [
+    (
+        {"n_images": 32, "image_size": 32, "seed": 9, "variants_per_layout": 1},
+        "ec137cc3a2678e0375f9a38fd24deaf41d4539b53580e4f564006fb187c21010",
+    ),
+    (
+        {"n_images": 16, "image_size": 48, "seed": 0, "variants_per_layout": 4},
+        "6a98d656eb79f0ba279edd33ca11619fd06cdc8d27194ad578e4239450356c53",
+    ),
+]
+
+
+@pytest.mark.parametrize(("arguments", "expected"), RECORDED_DIGESTS)
+def test_corpus_matches_the_digest_recorded_before_the_package_split(tmp_path: Path, arguments, expected) -> None:
+    path = generate_synth_corpus(tmp_path / "rs", **arguments)
+    assert _content_digest(path.parent) == expected
+
+
+def test_recorded_corpus_covers_every_kind_of_content(tmp_path: Path) -> None:
+    arguments = RECORDED_DIGESTS[0][0]
+    meta = json.loads(generate_synth_corpus(tmp_path / "rs", **arguments).read_text())
+    scenes = [entry["scene"] for entry in meta["images"]]
+    assert len({s["archetype"] for s in scenes}) == 7
+    assert {f for s in scenes for f in s["features"]} == {
+        "river",
+        "coastline",
+        "lake",
+        "road",
+        "two roads",
+        "runway",
+        "bridge",
+    }
+    assert len({x["kind"] for s in scenes for x in s["structures"]}) == 8
+    sites = {f"{kind}@{obj['where']}" for s in scenes for kind, obj in s["objects"].items()}
+    assert {"ship@docked", "ship@sea", "ship@river", "ship@lake", "car@road", "car@parking lot"} <= sites
 
 
 @pytest.fixture(scope="module")
@@ -128,10 +190,8 @@ def test_ensure_synth_corpus_generates_once_and_checks_parameters(tmp_path: Path
 
 
 def test_interrupted_generation_leaves_nothing_that_looks_complete(tmp_path: Path, monkeypatch) -> None:
-    from msa_hf.data import synth
-
     calls = {"n": 0}
-    real = synth._SceneMaker.__call__
+    real = SceneRenderer.__call__
 
     def failing(self, index):
         calls["n"] += 1
@@ -139,7 +199,7 @@ def test_interrupted_generation_leaves_nothing_that_looks_complete(tmp_path: Pat
             raise KeyboardInterrupt
         return real(self, index)
 
-    monkeypatch.setattr(synth._SceneMaker, "__call__", failing)
+    monkeypatch.setattr(SceneRenderer, "__call__", failing)
     with pytest.raises(KeyboardInterrupt):
         ensure_synth_corpus(tmp_path / "corpus", n_images=8, image_size=32, progress=False)
     assert list(tmp_path.iterdir()) == []

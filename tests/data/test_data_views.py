@@ -130,9 +130,9 @@ def test_collator_decodes_undecoded_images_and_rejects_unknown_rows(corpus, tiny
 
 def test_views_reject_foreign_datasets() -> None:
     ds = datasets.Dataset.from_dict({"x": [1]})
-    with pytest.raises(ValueError, match="training_view needs columns"):
+    with pytest.raises(ValueError, match="training_view needs a corpus split with columns"):
         training_view(ds)
-    with pytest.raises(ValueError, match="evaluation_view needs columns"):
+    with pytest.raises(ValueError, match="evaluation_view needs a corpus split with columns"):
         evaluation_view(ds)
 
 
@@ -143,3 +143,66 @@ def test_collated_training_batch_feeds_the_model_loss(corpus, tiny_processor, ti
         out = tiny_model(**batch, return_loss=True)
     assert out.logits_per_image.shape == (10, 10)
     assert torch.isfinite(out.loss)
+
+
+def test_image_list_loader_skips_and_lists_bad_files(tmp_path, tiny_processor) -> None:
+    from PIL import Image
+
+    from msa_hf.data.views import ImageListView, image_loader
+
+    Image.new("RGB", (20, 20), "red").save(tmp_path / "good.png")
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    view = ImageListView(["good.png", "bad.png", "missing.png", "good.png"], tmp_path, hash_files=True)
+    loader = image_loader(
+        view, tiny_processor, batch_size=4, id_column="row", keep_columns=("sha256",), on_error="skip"
+    )
+    (batch,) = list(loader)
+    assert batch["image_ids"].tolist() == [0, 3] and batch["pixel_values"].shape[0] == 2
+    assert batch["sha256"][0] == batch["sha256"][1] and len(batch["sha256"][0]) == 64
+    failures = dict(batch["failures"])
+    assert set(failures) == {1, 2}
+    assert "cannot decode image" in failures[1] and "bad.png" in failures[1]
+    assert "cannot read" in failures[2] and "missing.png" in failures[2]
+    strict = image_loader(ImageListView(["bad.png"], tmp_path), tiny_processor, id_column="row")
+    with pytest.raises(ValueError, match="bad.png"):
+        list(strict)
+
+
+def test_collator_leaves_out_only_the_image_the_processor_refuses(tiny_processor) -> None:
+    import numpy as np
+
+    from msa_hf.data.views import ImageListView
+
+    good = np.zeros((8, 8, 3), dtype=np.uint8)
+    wrong_bands = np.zeros((8, 8, 7), dtype=np.uint8)  # 7 bands: the processor refuses it
+    rows = [ImageListView([good, wrong_bands, good])[i] for i in range(3)]
+    batch = MSADataCollator(tiny_processor, text_column=None, id_column="row", on_error="skip")(rows)
+    assert batch["image_ids"].tolist() == [0, 2] and batch["pixel_values"].shape[0] == 2
+    ((row, reason),) = batch["failures"]
+    assert row == 1 and "cannot preprocess image" in reason
+
+
+def test_collator_decodes_at_the_processor_size(tmp_path, tiny_processor) -> None:
+    from PIL import Image
+
+    from msa_hf.data.views import ImageListView
+
+    seen = []
+
+    class Spy:
+        image_processor = tiny_processor.image_processor
+
+        def __call__(self, images=None, **kwargs):
+            seen.extend(image.size for image in images)
+            return tiny_processor(images=images, **kwargs)
+
+    size = tiny_processor.image_processor.image_size
+    Image.new("RGB", (size * 8, size * 8)).save(tmp_path / "large.jpg")
+    MSADataCollator(Spy(), text_column=None, id_column="row")([ImageListView(["large.jpg"], tmp_path)[0]])
+    assert seen == [(size * 2, size * 2)]  # decoded at 1/4 scale, not at full size
+
+
+def test_eval_view_head_keeps_captions_of_the_first_images(corpus) -> None:
+    view = evaluation_view(corpus["test"]).head(2)
+    assert view.num_images == 2 and view.num_captions == 10
+    assert view.caption_image_ids.tolist() == [0] * 5 + [1] * 5

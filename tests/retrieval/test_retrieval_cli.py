@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from msa_hf.cli_utils import EXIT_FAILURE, EXIT_OK, EXIT_STALE, EXIT_USAGE
 from msa_hf.retrieval.cli import classify_main, eval_main, index_main, search_main
 
 
@@ -78,7 +79,8 @@ def test_index_status_info_and_rebuild(make_images, index_dir, image_folder, tin
     assert rc == 0 and "up to date" in out
     make_images(image_folder, ["new.png"], seed=50)
     rc, out, _ = run(index_main, ["status", index_dir], capsys)
-    assert rc == 1 and "1 new" in out and "added: new.png" in out
+    assert rc == EXIT_STALE and "1 new" in out and "added: new.png" in out
+    assert f"msa-index build {image_folder.resolve()} --out {index_dir}" in out
     rc, out, _ = run(
         index_main, ["build", image_folder, "--model", tiny_model_dir, "--out", index_dir, "--no-progress"], capsys
     )
@@ -91,39 +93,54 @@ def test_index_status_info_and_rebuild(make_images, index_dir, image_folder, tin
 def test_stale_hit_warns(index_dir, image_folder, capsys):
     (image_folder / "a.png").unlink()
     rc, _out, err = run(search_main, [index_dir, "a plane", "-k", 6], capsys)
-    assert rc == 0 and "a.png no longer exists" in err
+    assert rc == EXIT_OK and "a.png: missing since it was indexed" in err
+    assert f"msa-index build {image_folder.resolve()} --out" in err
 
 
 @pytest.mark.parametrize(
-    "argv, message",
+    "argv, code, message",
     [
-        (["build", "{empty}", "--model", "{model}", "--out", "{tmp}/i"], "No image files found in"),
-        (["build", "{tmp}/missing", "--model", "{model}", "--out", "{tmp}/i"], "is not a folder"),
-        (["build", "{images}", "--model", "{tmp}", "--out", "{tmp}/i"], "has no config.json"),
-        (["info", "{tmp}/nothing"], "does not exist"),
-        (["info", "{empty}"], "is not an MSA image index"),
+        (["build", "{empty}", "--model", "{model}", "--out", "{tmp}/i"], EXIT_FAILURE, "No image files found in"),
+        (["build", "{tmp}/missing", "--model", "{model}", "--out", "{tmp}/i"], EXIT_USAGE, "is not a folder"),
+        (["build", "{images}", "--model", "{tmp}", "--out", "{tmp}/i"], EXIT_FAILURE, "has no config.json"),
+        (
+            ["build", "{images}", "--model", "{model}", "--out", "{tmp}/i", "--relocate", "--overwrite"],
+            EXIT_USAGE,
+            "give one of them",
+        ),
+        (["info", "{tmp}/nothing"], EXIT_USAGE, "does not exist"),
+        (["info", "{empty}"], EXIT_FAILURE, "is not an MSA image index"),
     ],
 )
-def test_index_errors(argv, message, tmp_path, tiny_model_dir, image_folder, capsys):
+def test_index_errors(argv, code, message, tmp_path, tiny_model_dir, image_folder, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     argv = [a.format(empty=empty, model=tiny_model_dir, tmp=tmp_path, images=image_folder) for a in argv]
     rc, _out, err = run(index_main, argv, capsys)
-    assert rc == 1
+    assert rc == code
     assert "msa-index: error:" in err and message in err
 
 
 def test_search_argument_errors(index_dir, tmp_path, capsys):
     rc, _, err = run(search_main, [index_dir], capsys)
-    assert rc == 1 and "give a text QUERY or --image" in err
+    assert rc == EXIT_USAGE and "give a text QUERY or --image" in err
     rc, _, err = run(search_main, [index_dir, "--image", tmp_path / "nope.png"], capsys)
-    assert rc == 1 and "no such file" in err
+    assert rc == EXIT_USAGE and "no such file" in err
     rc, _, err = run(search_main, [index_dir, "x", "-k", 0], capsys)
-    assert rc == 2 and "-k must be >= 1" in err
+    assert rc == EXIT_USAGE and "-k must be >= 1" in err
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not png")
     rc, _, err = run(search_main, [index_dir, "--image", bad], capsys)
-    assert rc == 1 and "cannot decode image" in err and "bad.png" in err
+    assert rc == EXIT_USAGE and "cannot decode image" in err and "bad.png" in err
+
+
+@pytest.mark.parametrize("query", ["", "   ", "\t\n"])
+def test_empty_query_is_refused(index_dir, query, capsys):
+    rc, out, err = run(search_main, [index_dir, query], capsys)
+    assert rc == EXIT_USAGE and out == ""
+    assert "msa-search: error: The query is empty" in err
+    rc, out, err = run(search_main, [index_dir, "a plane", query], capsys)
+    assert rc == EXIT_USAGE and "Query 2 is empty" in err
 
 
 def test_interrupted_index_is_reported(index_dir, capsys):
@@ -185,7 +202,7 @@ def test_classify_labels_from_folders_and_table(class_folder, tiny_model_dir, tm
 
 def test_classify_flat_folder_without_labels_fails(image_folder, tiny_model_dir, capsys):
     rc, _, err = run(classify_main, [image_folder, "--model", tiny_model_dir, "--no-progress"], capsys)
-    assert rc == 1 and "--labels is required" in err
+    assert rc == EXIT_USAGE and "--labels is required" in err
 
 
 @pytest.mark.parametrize(
@@ -199,7 +216,7 @@ def test_classify_flat_folder_without_labels_fails(image_folder, tiny_model_dir,
 )
 def test_classify_bad_arguments(extra, message, class_folder, tiny_model_dir, capsys):
     rc, _, err = run(classify_main, [class_folder, "--model", tiny_model_dir, "--no-progress", *extra], capsys)
-    assert rc == 1 and message in err
+    assert rc == EXIT_USAGE and message in err
 
 
 # ---------------------------------------------------------------------------- msa-eval
@@ -294,6 +311,108 @@ def test_eval_matches_python_api(corpus_dir, tiny_model, tiny_processor):
     assert result.metrics == pytest.approx(expected)
 
 
+def test_evaluate_corpus_takes_a_split_or_a_view_and_loader_workers(corpus_dir, tiny_model, tiny_processor):
+    import datasets
+    import torch
+
+    from msa_hf.data import evaluation_view
+    from msa_hf.retrieval import evaluate_corpus
+
+    test = datasets.load_from_disk(str(corpus_dir))["test"]
+    plain = evaluate_corpus(tiny_model, tiny_processor, test, batch_size=4, progress=False)
+    view = evaluate_corpus(
+        tiny_model, tiny_processor, evaluation_view(test), batch_size=4, num_workers=2, progress=False
+    )
+    assert view.metrics == plain.metrics and torch.equal(view.image_embeds, plain.image_embeds)
+    assert view.image_ids.tolist() == test["image_id"]
+    head = evaluate_corpus(tiny_model, tiny_processor, evaluation_view(test), max_images=2, progress=False)
+    assert head.metrics["num_images"] == 2 and head.metrics["num_captions"] == 10
+    torch.testing.assert_close(head.image_embeds, plain.image_embeds[:2])
+
+
+def test_evaluate_corpus_names_an_image_it_cannot_decode(tmp_path, tiny_model, tiny_processor):
+    import datasets
+
+    from msa_hf.retrieval import evaluate_corpus
+
+    good, bad = tmp_path / "good.png", tmp_path / "bad.png"
+    Image.new("RGB", (16, 16), "blue").save(good)
+    bad.write_bytes(b"not an image")
+    split = datasets.Dataset.from_dict(
+        {"image": [str(good), str(bad)], "captions": [["a"], ["b"]], "image_id": [7, 8]},
+        features=datasets.Features(
+            {
+                "image": datasets.Image(),
+                "captions": datasets.Sequence(datasets.Value("string")),
+                "image_id": datasets.Value("int64"),
+            }
+        ),
+    )
+    with pytest.raises(ValueError, match=r"image_id 8: cannot decode image .*bad\.png"):
+        evaluate_corpus(tiny_model, tiny_processor, split, progress=False)
+
+
 def test_eval_bad_split(corpus_dir, tiny_model_dir, capsys):
     rc, _, err = run(eval_main, ["--model", tiny_model_dir, "--corpus", corpus_dir, "--split", "dev"], capsys)
-    assert rc == 1 and "--split 'dev' is not in corpus" in err and "test" in err
+    assert rc == EXIT_USAGE and "--split 'dev' is not in corpus" in err and "test" in err
+
+
+# ---------------------------------------------------------------------------- archives that move, builds that collide
+
+
+def test_moved_archive_is_relocated(index_dir, image_folder, tiny_model_dir, tmp_path, capsys):
+    moved = tmp_path / "moved"
+    image_folder.rename(moved)
+    rc, _, err = run(index_main, ["status", index_dir], capsys)
+    assert rc == EXIT_USAGE and "no longer exists" in err and f"--out {index_dir} --relocate" in err
+    rc, _, err = run(search_main, [index_dir, "a plane", "-k", 2], capsys)
+    assert rc == EXIT_OK and "no longer exists" in err and "--relocate" in err
+    build = ["build", moved, "--model", tiny_model_dir, "--out", index_dir, "--no-progress"]
+    rc, _, err = run(index_main, build, capsys)
+    assert rc == EXIT_FAILURE and "pass --relocate" in err
+    rc, out, err = run(index_main, [*build, "--relocate"], capsys)
+    assert rc == EXIT_OK and "0 encoded, 6 reused" in out, err
+    rc, out, _ = run(index_main, ["status", index_dir], capsys)
+    assert rc == EXIT_OK and "up to date" in out
+
+
+_HOLD_LOCK = """
+import importlib.util, sys, time
+spec = importlib.util.spec_from_file_location("io_utils", sys.argv[1])
+io_utils = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(io_utils)
+with io_utils.exclusive_lock(sys.argv[2], purpose="msa-index build of another archive"):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_concurrent_build_is_refused_and_a_dead_holder_taken_over(image_folder, tiny_model_dir, tmp_path, capsys):
+    import signal
+    import subprocess
+    import sys
+
+    import msa_hf.io_utils
+
+    out = tmp_path / "index"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, msa_hf.io_utils.__file__, str(out / ".lock")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        build = ["build", image_folder, "--model", tiny_model_dir, "--out", out, "--no-progress"]
+        rc, _, err = run(index_main, build, capsys)
+        assert rc == EXIT_FAILURE
+        assert f"is in use by pid {holder.pid} on host" in err and "msa-index build of another archive" in err
+        assert not (out / "manifest.json").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert (out / ".lock").exists()  # the killed holder could not clean up
+    rc, out_text, err = run(index_main, build, capsys)
+    assert rc == EXIT_OK and "6 images" in out_text
+    assert f"Took over the lock {out / '.lock'} left by pid {holder.pid}" in err
+    assert not (out / ".lock").exists()

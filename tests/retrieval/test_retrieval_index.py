@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-import msa_hf.retrieval.index as index_mod
+import msa_hf.retrieval.encoding as encoding_mod
 from msa_hf.retrieval import (
     ImageIndex,
     IncompleteIndexError,
@@ -96,7 +97,7 @@ def test_ties_resolved_by_row_order(make_images, tmp_path, tiny_model, tiny_proc
 
 
 def test_interrupted_build_resumes(image_folder, tiny_model, tiny_processor, tmp_path, monkeypatch):
-    real = index_mod._encode_image_batch
+    real = encoding_mod.image_features
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
@@ -105,7 +106,7 @@ def test_interrupted_build_resumes(image_folder, tiny_model, tiny_processor, tmp
             raise KeyboardInterrupt  # the user hits Ctrl-C during the third chunk
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(index_mod, "_encode_image_batch", flaky)
+    monkeypatch.setattr(encoding_mod, "image_features", flaky)
     out = tmp_path / "idx"
     with pytest.raises(KeyboardInterrupt):
         build_index(image_folder, tiny_model, tiny_processor, out, batch_size=2, chunk_size=2, progress=False)
@@ -118,7 +119,7 @@ def test_interrupted_build_resumes(image_folder, tiny_model, tiny_processor, tmp
 
     calls["n"] = 0
     monkeypatch.setattr(
-        index_mod, "_encode_image_batch", lambda *a, **k: (calls.__setitem__("n", calls["n"] + 1), real(*a, **k))[1]
+        encoding_mod, "image_features", lambda *a, **k: (calls.__setitem__("n", calls["n"] + 1), real(*a, **k))[1]
     )
     with pytest.warns(UserWarning, match="Skipped 2 files"):
         resumed = build_index(image_folder, tiny_model, tiny_processor, out, batch_size=2, chunk_size=2, progress=False)
@@ -144,8 +145,9 @@ def test_incremental_update_and_stale_report(make_images, built, image_folder, t
         )
     assert "tiles/g.png" in updated.files and "a.png" not in updated.files
     assert updated.manifest["reused"] == 5
-    # encoded: g.png, plus the corrupt file is retried (and skipped again)
+    # encoded: g.png only; the corrupt file, unchanged since it was skipped, is not retried
     assert updated.manifest["encoded"] == 1
+    assert "broken.jpg" in {s.path for s in updated.skipped}
     row_old = built.files.index("c.png")
     torch.testing.assert_close(updated.embeddings[updated.files.index("c.png")], built.embeddings[row_old])
     assert not updated.stale_files().is_stale
@@ -196,7 +198,7 @@ def test_bad_inputs(make_images, tmp_path, tiny_model, tiny_processor, built):
     with pytest.raises(IndexBuildError, match="1 non-image file.*notes.txt"):
         build_index(empty, tiny_model, tiny_processor, tmp_path / "i1", progress=False)
     (empty / "bad.png").write_bytes(b"garbage")
-    with pytest.raises(IndexBuildError, match="None of the 1 image files .* could be decoded"):
+    with pytest.raises(IndexBuildError, match="None of the 1 image files .* could be embedded"):
         build_index(empty, tiny_model, tiny_processor, tmp_path / "i1", progress=False)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         build_index(tmp_path / "nope", tiny_model, tiny_processor, tmp_path / "i2", progress=False)
@@ -225,3 +227,163 @@ def test_corrupted_index_files_are_detected(built):
     (built.path / "manifest.json").write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(IncompleteIndexError, match="not an MSA image index manifest"):
         ImageIndex.load(built.path)
+
+
+# ----------------------------------------------------------------------------- non-finite embeddings
+
+
+def _nan_for_flat_images(real):
+    """A stand-in for the model call that gives NaN for constant images (a nodata tile)."""
+
+    def fake(model, pixel_values):
+        out = real(model, pixel_values).clone()
+        flat = pixel_values.flatten(2).std(-1).amax(-1) == 0
+        out[flat] = float("nan")
+        return out
+
+    return fake
+
+
+def test_non_finite_embeddings_are_skipped_and_backends_agree(
+    image_folder, tiny_model, tiny_processor, tmp_path, monkeypatch
+):
+    from PIL import Image
+
+    Image.new("RGB", (48, 40)).save(image_folder / "nodata.png")
+    monkeypatch.setattr(encoding_mod, "image_features", _nan_for_flat_images(encoding_mod.image_features))
+    with pytest.warns(UserWarning, match="Skipped 3 files"):
+        index = build_index(image_folder, tiny_model, tiny_processor, tmp_path / "idx", progress=False)
+    assert "nodata.png" not in index.files and len(index) == 6
+    assert {s.path: s.reason for s in index.skipped}["nodata.png"].startswith("non-finite embedding")
+    assert torch.isfinite(ImageIndex.load(index.path).embeddings).all()
+    pytest.importorskip("faiss")
+    queries = torch.randn(4, index.embeddings.shape[1], generator=torch.Generator().manual_seed(0))
+    for a, b in zip(index.search(queries, k=len(index)), index.search(queries, k=len(index), backend="faiss")):
+        assert len(a) == len(b) == len(index)
+        assert [h.row for h in a] == [h.row for h in b]
+
+
+def test_nan_nodata_geotiff_never_reaches_the_index(image_folder, tiny_model, tiny_processor, tmp_path):
+    from PIL import Image
+
+    band = np.random.default_rng(0).uniform(100, 900, (40, 48)).astype(np.float32)
+    band[:10] = np.nan  # nodata rows, as GeoTIFFs mark them
+    Image.fromarray(band, mode="F").save(image_folder / "nodata.tif")
+    with pytest.warns(UserWarning):
+        index = build_index(image_folder, tiny_model, tiny_processor, tmp_path / "idx", progress=False)
+    # Whatever the processor's nodata rule, the index holds only finite rows.
+    assert torch.isfinite(index.embeddings).all()
+    assert "nodata.tif" in index.files or "nodata.tif" in {s.path for s in index.skipped}
+
+
+def test_non_finite_query_and_legacy_index_are_refused(built):
+    with pytest.raises(ValueError, match="not finite"):
+        built.search(torch.full((built.embeddings.shape[1],), float("nan")))
+    emb = built.embeddings.clone()
+    emb[2] = float("nan")
+    manifest = json.loads((built.path / "manifest.json").read_text())
+    from safetensors.torch import save_file
+
+    from msa_hf.retrieval.index import sha256_file
+
+    save_file({"embeddings": emb}, str(built.path / "embeddings.safetensors"))
+    manifest["embeddings_sha256"] = sha256_file(built.path / "embeddings.safetensors")
+    (built.path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IncompleteIndexError, match="non-finite embeddings for 1 file.*c.png.*--overwrite"):
+        ImageIndex.load(built.path)
+
+
+# ----------------------------------------------------------------------------- changes the index must notice
+
+
+def test_replaced_corrupt_file_is_noticed_and_indexed(make_images, built, image_folder, tiny_model, tiny_processor):
+    assert not built.stale_files().is_stale
+    make_images(image_folder, ["broken.jpg"], seed=7)  # the corrupt file is replaced by a good image
+    report = built.stale_files()
+    assert report.changed_skipped == ["broken.jpg"] and report.is_stale
+    assert "1 previously skipped changed" in report.summary()
+    with pytest.warns(UserWarning, match="Skipped 1 files"):
+        updated = build_index(image_folder, tiny_model, tiny_processor, built.path, progress=False)
+    assert "broken.jpg" in updated.files and updated.manifest["encoded"] == 1
+    assert not updated.stale_files().is_stale
+
+
+def test_modified_image_is_noticed_by_status_and_search(make_images, built, image_folder, tiny_model, tiny_processor):
+    path = image_folder / "a.png"
+    before = path.stat().st_mtime_ns
+    make_images(image_folder, ["a.png"], seed=77)
+    os.utime(path, ns=(before + 10**9, before + 10**9))
+    assert built.stale_files().modified == ["a.png"]
+    hits = built.search_text("a plane", tiny_model, tiny_processor, k=len(built))[0]
+    assert {h.relpath: h.stale for h in hits} == {f: ("modified" if f == "a.png" else None) for f in built.files}
+    with pytest.warns(UserWarning):
+        updated = build_index(image_folder, tiny_model, tiny_processor, built.path, progress=False)
+    assert updated.manifest["encoded"] == 1 and not updated.stale_files().is_stale
+    assert all(h.stale is None for h in updated.search_text("a plane", tiny_model, tiny_processor, k=6)[0])
+
+
+def test_touched_file_is_not_a_change(built, image_folder, tiny_model, tiny_processor):
+    path = image_folder / "b.jpg"
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5 * 10**9))
+    assert not built.stale_files().is_stale  # same content hash
+    with pytest.warns(UserWarning):
+        updated = build_index(image_folder, tiny_model, tiny_processor, built.path, progress=False)
+    assert updated.manifest["encoded"] == 0 and updated.manifest["reused"] == 6
+
+
+# ----------------------------------------------------------------------------- moved archives
+
+
+def test_moved_folder_is_relocated_keeping_unchanged_embeddings(
+    make_images, built, image_folder, tiny_model, tiny_processor, tmp_path
+):
+    moved = tmp_path / "moved"
+    shutil.copytree(image_folder, moved, copy_function=shutil.copy)  # a plain copy: new mtimes
+    shutil.rmtree(image_folder)
+    with pytest.raises(FileNotFoundError, match=r"no longer exists.*msa-index build NEW_FOLDER .*--relocate"):
+        built.stale_files()
+    assert {h.stale for h in built.search(built.embeddings[0], k=6)[0]} == {"missing"}
+    with pytest.raises(IndexBuildError, match="no longer exists.*--relocate"):
+        build_index(moved, tiny_model, tiny_processor, built.path, progress=False)
+    (moved / "c.png").rename(moved / "c_renamed.png")
+    make_images(moved, ["tiles/d.png"], seed=123)
+    with pytest.warns(UserWarning):
+        relocated = build_index(moved, tiny_model, tiny_processor, built.path, relocate=True, progress=False)
+    assert relocated.root == moved.resolve()
+    assert relocated.manifest["reused"] == 5 and relocated.manifest["encoded"] == 1  # only d.png changed
+    old_rows = dict(zip(built.files, built.embeddings))
+    assert torch.equal(relocated.embeddings[relocated.files.index("c_renamed.png")], old_rows["c.png"])
+    assert not relocated.stale_files().is_stale
+
+
+# ----------------------------------------------------------------------------- one writer at a time
+
+
+def test_second_build_into_the_same_index_is_refused(image_folder, tiny_model, tiny_processor, tmp_path):
+    from msa_hf.io_utils import LockHeldError, exclusive_lock
+
+    out = tmp_path / "idx"
+    out.mkdir()
+    with exclusive_lock(out / ".lock", purpose="msa-index build of elsewhere"):
+        with pytest.raises(LockHeldError, match=rf"in use by pid {os.getpid()} on host .*msa-index build of elsewhere"):
+            build_index(image_folder, tiny_model, tiny_processor, out, progress=False)
+        assert list(out.iterdir()) == [out / ".lock"]  # nothing of the refused build
+    assert not (out / ".lock").exists()
+
+
+def test_build_where_nothing_decodes_leaves_nothing_behind(tmp_path, tiny_model, tiny_processor):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "x.png").write_bytes(b"garbage")
+    (folder / "y.jpg").write_bytes(b"\xff\xd8 garbage")
+    with pytest.raises(IndexBuildError, match="None of the 2 image files"):
+        build_index(folder, tiny_model, tiny_processor, tmp_path / "new", chunk_size=1, progress=False)
+    assert not (tmp_path / "new").exists()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with pytest.raises(IndexBuildError):
+        build_index(folder, tiny_model, tiny_processor, existing, chunk_size=1, progress=False)
+    assert list(existing.iterdir()) == []
+    with pytest.raises(IncompleteIndexError, match="not an MSA image index"):  # not "interrupted ... resume"
+        ImageIndex.load(existing)

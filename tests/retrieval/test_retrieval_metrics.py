@@ -31,7 +31,7 @@ def load_benchmark():
 
 
 def vsepp_ranks_5(sim: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The spec §7 loop for exactly 5 captions per image (continuous scores only)."""
+    """The docs/method.md section 7 loop for exactly 5 captions per image (continuous scores only)."""
     n = sim.shape[0]
     i2t = np.zeros(n, dtype=int)
     for i in range(n):

@@ -10,13 +10,14 @@
   procedurally generated multi-scale aerial corpus, so everything runs out of the box.
 """
 
-from .corpus import SPLITS, corpus_info, load_corpus
+from .corpus import SPLITS, corpus_info, load_corpus, validate_corpus
 from .synth import SYNTH_JSON_NAME, SynthScene, ensure_synth_corpus, generate_synth_corpus, render_scene
 from .validation import CorpusValidationError, Problem, ValidationReport, validate_records
 from .views import EvalView, MSADataCollator, evaluation_view, training_view
 
 __all__ = [
     "load_corpus",
+    "validate_corpus",
     "corpus_info",
     "SPLITS",
     "CorpusValidationError",

@@ -1,7 +1,10 @@
-"""``msa-data``: generate the ``rs-synth`` corpus and inspect any caption corpus.
+"""``msa-data``: generate the ``rs-synth`` corpus, and inspect or validate any caption corpus.
 
 msa-data synth --out data/rs-synth --n-images 1000 --seed 0 [--image-size 224]
-msa-data inspect ../shared/data/ucm-captions/dataset_ucm.json --sheet ucm.png
+msa-data inspect path/to/dataset_ucm.json --sheet ucm.png
+msa-data validate path/to/dataset_ucm.json      # exit 0: no problems; 2: the report lists them
+
+Exit codes follow :mod:`msa_hf.cli_utils` (0 ok, 2 bad usage or input, 1 a runtime failure).
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "corpus_statistics", "contact_sheet"]
+from ..cli_utils import EXIT_OK, UsageError, run_command
+
+__all__ = ["main", "build_parser", "corpus_statistics", "contact_sheet"]
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
@@ -55,7 +60,7 @@ def corpus_statistics(corpus: Any, *, progress: bool = False) -> dict[str, Any]:
         vocab_all |= vocab
         raw = ds.cast_column("image", datasets.Image(decode=False))["image"]
         sizes, modes = Counter(), Counter()
-        for value in tqdm(raw, desc=f"headers ({split})", disable=not progress or len(raw) < 2000, leave=False):
+        for value in tqdm(raw, desc=f"reading image headers ({split})", disable=not progress, leave=False):
             size, mode = _open_header(value)
             sizes[f"{size[0]}x{size[1]}"] += 1
             modes[mode] += 1
@@ -82,6 +87,19 @@ def corpus_statistics(corpus: Any, *, progress: bool = False) -> dict[str, Any]:
     return stats
 
 
+def _format_problems(problems: dict[str, Any]) -> list[str]:
+    if not problems["dropped_images"]:
+        return []
+    from .validation import PROBLEM_KINDS
+
+    counts = ", ".join(f"{PROBLEM_KINDS[kind]}: {n}" for kind, n in problems["counts"].items())
+    return [
+        "",
+        f"problems: {problems['dropped_images']} images were left out of these statistics ({counts}); "
+        "`msa-data validate` lists every entry.",
+    ]
+
+
 def _format_statistics(name: str, stats: dict[str, Any]) -> str:
     lines = [f"corpus: {name}", f"vocabulary (all splits, lower-cased words): {stats['vocabulary']}", ""]
     header = f"{'split':<11}{'images':>8}{'captions':>10}{'distinct':>10}{'caps/img min/mean/max':>23}{'words min/mean/med/max':>24}{'vocab':>7}"
@@ -95,12 +113,16 @@ def _format_statistics(name: str, stats: dict[str, Any]) -> str:
         )
     lines.append("")
     for split, s in stats["splits"].items():
+        if not s["images"]:
+            continue
         sizes = list(s["image_sizes"].items())
         shown = ", ".join(f"{k} ({v})" for k, v in sizes[:4]) + (
             f", ... {len(sizes) - 4} more sizes" if len(sizes) > 4 else ""
         )
         modes = ", ".join(f"{k} ({v})" for k, v in s["image_modes"].items())
         lines.append(f"{split}: image sizes {shown}; modes {modes}")
+    if "problems" in stats:
+        lines += _format_problems(stats["problems"])
     return "\n".join(lines)
 
 
@@ -156,7 +178,7 @@ def _parse_columns(items: Sequence[str]) -> dict[str, Any]:
     mapping: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
-            raise SystemExit(f"--column expects KEY=COLUMN (e.g. captions=sentences), got {item!r}")
+            raise UsageError(f"--column expects KEY=COLUMN (e.g. captions=sentences), got {item!r}.")
         key, value = item.split("=", 1)
         mapping[key] = value.split(",") if "," in value else value
     return mapping
@@ -178,22 +200,37 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     meta = json.loads(path.read_text(encoding="utf-8"))
     splits = Counter(entry["split"] for entry in meta["images"])
     print(f"wrote {path} ({args.n_images} images, {dict(splits)}) in {time.perf_counter() - start:.1f} s")
-    return 0
+    return EXIT_OK
+
+
+def _refuse(report: Any) -> UsageError:
+    """Print a validation report and return the one-line error that ends the command."""
+    print(report.format(max_examples=20), file=sys.stderr)
+    return UsageError(
+        f"{len(report.bad_indices)} of {report.n_images} images in {report.source} have problems (listed above)."
+    )
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from .corpus import corpus_info, load_corpus
+    from .validation import CorpusValidationError
 
-    corpus = load_corpus(
-        args.source,
-        image_root=args.image_root,
-        columns=_parse_columns(args.column),
-        seed=args.seed,
-        validation_fraction=args.validation_fraction,
-        on_bad="error" if args.strict else "drop",
-    )
-    stats = corpus_statistics(corpus, progress=True)
+    try:
+        corpus = load_corpus(
+            args.source,
+            image_root=args.image_root,
+            columns=_parse_columns(args.column),
+            seed=args.seed,
+            validation_fraction=args.validation_fraction,
+            on_bad="error" if args.strict else "drop",
+            progress=not args.no_progress,
+        )
+    except CorpusValidationError as error:
+        raise _refuse(error.report) from None
+    stats = corpus_statistics(corpus, progress=not args.no_progress)
     stats["provenance"] = corpus_info(corpus)
+    first = next(iter(stats["provenance"].values()))
+    stats["problems"] = {"dropped_images": first["dropped_images"], "counts": first["problems"]}
     if args.json:
         print(json.dumps(stats, indent=1))
     else:
@@ -201,25 +238,60 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         for split, info in stats["provenance"].items():
             if info["derived_from_train"]:
                 print(f"{split}: derived from train: {info['derived_from_train']}")
-        dropped = next(iter(stats["provenance"].values()))["dropped_images"]
-        if dropped:
-            print(f"dropped {dropped} bad images (report above)")
+            if info["empty_because"]:
+                print(f"{split}: empty: {info['empty_because']}")
     if args.sheet:
         out = contact_sheet(corpus[args.sheet_split], args.sheet, n=args.sheet_n, seed=args.seed)
         print(f"wrote contact sheet {out}", file=sys.stderr if args.json else sys.stdout)
-    return 0
+    return EXIT_OK
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .corpus import validate_corpus
+
+    report = validate_corpus(
+        args.source,
+        image_root=args.image_root,
+        columns=_parse_columns(args.column),
+        check_images=not args.no_decode,
+        progress=not args.no_progress,
+    )
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+    elif report.ok:
+        print(report.format())
+    if not report.ok:
+        if args.json:
+            raise UsageError(f"{len(report.bad_indices)} of {report.n_images} images have problems (listed above).")
+        raise _refuse(report)
+    return EXIT_OK
 
 
 class _StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is at the time (so redirection and capture work)."""
 
     @property
-    def stream(self):  # type: ignore[override]
+    def stream(self) -> Any:  # type: ignore[override]
         return sys.stderr
 
     @stream.setter
-    def stream(self, value) -> None:
+    def stream(self, value: Any) -> None:
         pass
+
+
+def _source_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="Karpathy JSON, corpus folder, imagefolder, save_to_disk folder or Hub id")
+    parser.add_argument(
+        "--image-root", default=None, help="where image paths are resolved (default: the corpus's folder)"
+    )
+    parser.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="KEY=COLUMN",
+        help="column mapping for tabular sources, e.g. captions=sentences (repeatable)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -228,9 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     synth = sub.add_parser("synth", help="generate the rs-synth multi-scale aerial caption corpus")
     synth.add_argument("--out", required=True, help="output folder (Karpathy JSON + images/)")
-    synth.add_argument("--n-images", type=int, default=1000)
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--image-size", type=int, default=224)
+    synth.add_argument("--n-images", type=int, default=1000, help="number of images (default 1000)")
+    synth.add_argument(
+        "--seed", type=int, default=0, help="random seed: the same seed gives byte-identical files (default 0)"
+    )
+    synth.add_argument("--image-size", type=int, default=224, help="side of the square images in pixels (default 224)")
     synth.add_argument(
         "--variants-per-layout",
         type=int,
@@ -241,41 +315,58 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(func=_cmd_synth)
 
-    inspect = sub.add_parser("inspect", help="statistics (and a contact sheet) of a caption corpus")
-    inspect.add_argument("source", help="Karpathy JSON, corpus folder, imagefolder, save_to_disk folder or Hub id")
-    inspect.add_argument("--image-root", default=None)
-    inspect.add_argument(
-        "--column",
-        action="append",
-        default=[],
-        metavar="KEY=COLUMN",
-        help="column mapping for tabular sources, e.g. captions=sentences (repeatable)",
+    inspect = sub.add_parser(
+        "inspect",
+        help="statistics (and a contact sheet) of a caption corpus; entries with problems are left out and counted",
     )
+    _source_arguments(inspect)
     inspect.add_argument("--seed", type=int, default=0, help="seed for derived splits and the sheet's samples")
-    inspect.add_argument("--validation-fraction", type=float, default=0.1)
-    inspect.add_argument("--strict", action="store_true", help="fail on bad entries instead of dropping them")
+    inspect.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.1,
+        help="share of train carved out for a split the corpus lacks (default 0.1)",
+    )
+    inspect.add_argument(
+        "--strict", action="store_true", help="fail (exit 2) on bad entries instead of leaving them out"
+    )
     inspect.add_argument("--json", action="store_true", help="print the statistics as JSON")
     inspect.add_argument("--sheet", default=None, metavar="OUT.png", help="write a contact sheet of sample images")
-    inspect.add_argument("--sheet-n", type=int, default=16)
-    inspect.add_argument("--sheet-split", default="test", choices=["train", "validation", "test"])
+    inspect.add_argument("--sheet-n", type=int, default=16, help="images on the contact sheet (default 16)")
+    inspect.add_argument(
+        "--sheet-split",
+        default="test",
+        choices=["train", "validation", "test"],
+        help="split the contact sheet samples (default test)",
+    )
     inspect.set_defaults(func=_cmd_inspect)
+
+    validate = sub.add_parser(
+        "validate", help="check every entry of a caption corpus; exit 2 and list the problems if there are any"
+    )
+    _source_arguments(validate)
+    validate.add_argument(
+        "--no-decode", action="store_true", help="only check that image files exist (faster than decoding each)"
+    )
+    validate.add_argument("--json", action="store_true", help="print the report as JSON (every problem)")
+    validate.set_defaults(func=_cmd_validate)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _show_package_logs() -> None:
+    """Show this package's reports (drops, derived splits) on stderr without other libraries' chatter."""
     log = logging.getLogger("msa_hf.data")
     if not any(isinstance(h, _StderrHandler) for h in log.handlers):
-        # show this package's reports (drops, derived splits) without other libraries' chatter
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        print(f"msa-data {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``msa-data``; exit codes as in :mod:`msa_hf.cli_utils`."""
+    _show_package_logs()
+    return run_command("msa-data", lambda args: args.func(args), build_parser(), argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

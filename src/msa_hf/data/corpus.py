@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,12 +26,11 @@ import numpy as np
 if TYPE_CHECKING:
     import datasets
 
-from .synth import SYNTH_JSON_NAME
-from .validation import CorpusValidationError, validate_records
+from .validation import CorpusValidationError, ValidationReport, validate_records
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_corpus", "corpus_info", "SPLITS", "SPLIT_ALIASES", "CAPTION_COLUMNS"]
+__all__ = ["load_corpus", "validate_corpus", "corpus_info", "SPLITS", "SPLIT_ALIASES", "CAPTION_COLUMNS"]
 
 SPLITS = ("train", "validation", "test")
 SPLIT_ALIASES = {
@@ -56,26 +55,62 @@ _INFO_MARKER = "msa_hf.corpus="
 
 # ----------------------------------------------------------------------------- readers
 def _caption_text(item: Any) -> Any:
-    """A caption from a string, a Karpathy sentence dict (``raw`` or ``tokens``), or pass-through."""
+    """A caption from a string or a Karpathy sentence dict (``raw``, else ``tokens``).
+
+    Anything else is passed through unchanged, so that validation reports it as malformed.
+    """
     if isinstance(item, Mapping):
-        if "raw" in item:
+        if isinstance(item.get("raw"), str):
             return item["raw"]
-        if "tokens" in item:
-            return " ".join(item["tokens"])
+        tokens = item.get("tokens")
+        if isinstance(tokens, list) and tokens and all(isinstance(token, str) for token in tokens):
+            return " ".join(tokens)
     return item
 
 
-def _read_karpathy(path: Path, image_root: Path | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _describe(value: Any) -> str:
+    """A JSON value's type and a short preview, for error messages."""
+    kind = "null" if value is None else type(value).__name__
+    preview = repr(value)
+    return f"{kind} {preview[:60] + '...' if len(preview) > 60 else preview}"
+
+
+def _karpathy_captions(sentences: Any, entry: str) -> tuple[list[Any], str | None]:
+    """The captions of one Karpathy entry, and what is wrong with its ``sentences`` if anything."""
+    expected = 'expected a list of {"raw": "..."} objects or strings'
+    if not isinstance(sentences, list):
+        return [], f'{entry}: "sentences" is {_describe(sentences)}; {expected}.'
+    captions = [_caption_text(sentence) for sentence in sentences]
+    for k, caption in enumerate(captions):
+        if isinstance(caption, Mapping):
+            return captions, f'{entry}: sentences[{k}] has no "raw" text (keys {sorted(caption)}); {expected}.'
+        if not isinstance(caption, str):
+            return captions, f"{entry}: sentences[{k}] is {_describe(caption)}; {expected}."
+    return captions, None
+
+
+def _read_json(path: Path) -> Any:
+    """Parse a JSON file, naming the file in any error (invalid JSON or invalid UTF-8)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"{path} is not valid UTF-8 (byte {exc.start}: {exc.reason}); save it as UTF-8 and try again."
+        ) from None
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); expected a Karpathy-style caption file.") from exc
+        raise ValueError(f"{path} is not valid JSON ({exc}); expected a Karpathy-style caption file.") from None
+
+
+def _read_karpathy(path: Path, image_root: Path | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    data = _read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise ValueError(
             f'{path} is not a Karpathy-style caption file: expected {{"images": [{{"filename", '
             f'"split", "sentences": [{{"raw"}}]}}]}} at the top level.'
         )
     root = Path(image_root) if image_root is not None else path.parent
+    # In a file that has splits, an entry without one is a problem to report, not a train image.
+    has_splits = any(isinstance(entry, Mapping) and "split" in entry for entry in data["images"])
     records = []
     for i, entry in enumerate(data["images"]):
         if not isinstance(entry, Mapping) or "filename" not in entry or "sentences" not in entry:
@@ -83,13 +118,15 @@ def _read_karpathy(path: Path, image_root: Path | None) -> tuple[list[dict[str, 
                 f'{path}: images[{i}] lacks "filename" or "sentences" (got keys '
                 f"{sorted(entry) if isinstance(entry, Mapping) else type(entry).__name__})."
             )
-        rel = Path(entry.get("filepath") or "") / entry["filename"]
+        rel = Path(entry.get("filepath") or "") / str(entry["filename"])
+        captions, caption_problem = _karpathy_captions(entry["sentences"], f"images[{i}]")
         records.append(
             {
                 "file_name": rel.as_posix(),
                 "image": {"path": str(root / rel), "bytes": None},
-                "captions": [_caption_text(s) for s in entry["sentences"]],
-                "split": entry.get("split", "train"),
+                "captions": captions,
+                "caption_problem": caption_problem,
+                "split": entry.get("split", None if has_splits else "train"),
                 "image_id": entry.get("imgid"),
             }
         )
@@ -145,7 +182,11 @@ def _caption_columns(columns: Sequence[str], mapping: Mapping[str, Any], where: 
 
 
 def _rows_to_records(
-    rows: list[dict[str, Any]], where: str, mapping: Mapping[str, Any], split: str, resolve
+    rows: list[dict[str, Any]],
+    where: str,
+    mapping: Mapping[str, Any],
+    split: str,
+    resolve: Callable[[str], tuple[str, dict[str, Any]]],
 ) -> list[dict[str, Any]]:
     """Rows of a metadata table -> records, grouping rows that share a file name (one caption per row)."""
     if not rows:
@@ -179,17 +220,22 @@ def _rows_to_records(
 
 
 def _read_table(path: Path) -> list[dict[str, Any]]:
-    if path.suffix == ".jsonl":
-        rows = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}, line {n}: not valid JSON ({exc}).") from exc
-        return rows
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+    try:
+        if path.suffix == ".jsonl":
+            rows = []
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as exc:
+                        raise ValueError(f"{path}, line {n}: not valid JSON ({exc}).") from None
+            return rows
+        with open(path, newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"{path} is not valid UTF-8 (byte {exc.start}: {exc.reason}); save it as UTF-8 and try again."
+        ) from None
 
 
 def _metadata_file(folder: Path) -> Path | None:
@@ -306,19 +352,20 @@ def _records_from_hf(
 
 
 def _karpathy_in(folder: Path) -> Path | None:
-    if (folder / SYNTH_JSON_NAME).is_file():
-        return folder / SYNTH_JSON_NAME
+    """The Karpathy-style JSON in a folder; Karpathy's own naming (``dataset_*.json``) wins a tie."""
     candidates = []
     for path in sorted(folder.glob("*.json")):
         if path.name in ("dataset_dict.json", "dataset_info.json", "state.json"):
             continue
         try:
-            with open(path, encoding="utf-8") as fh:
+            with open(path, encoding="utf-8", errors="replace") as fh:
                 head = fh.read(4096)
         except OSError:
             continue
         if '"images"' in head:
             candidates.append(path)
+    if len(candidates) > 1:
+        candidates = [path for path in candidates if path.name.startswith("dataset_")] or candidates
     if len(candidates) > 1:
         raise ValueError(
             f"{folder} holds several Karpathy-style JSON files ({[p.name for p in candidates]}); pass the one to load."
@@ -364,7 +411,7 @@ def _read_source(
             return _read_karpathy(karpathy, root)
         raise ValueError(
             f"{path}: cannot tell what corpus this folder holds; expected a Karpathy-style JSON "
-            f"(e.g. {SYNTH_JSON_NAME} from `msa-data synth`), metadata.jsonl/metadata.csv (imagefolder), "
+            "(e.g. the dataset_*.json that `msa-data synth` writes), metadata.jsonl/metadata.csv (imagefolder), "
             "or a folder written by datasets' save_to_disk."
         )
     if isinstance(source, str) and _looks_like_hub_id(source):
@@ -383,26 +430,41 @@ def _read_source(
 
 
 # ----------------------------------------------------------------------------- splits
-def _canonical_split(name: Any, where: str) -> str:
+def _canonical_split(name: Any, where: str) -> str | None:
+    """The canonical split name; ``None`` (an entry without a split) is left for validation to report."""
+    if name is None:
+        return None
     canonical = SPLIT_ALIASES.get(str(name).lower())
     if canonical is None:
         raise ValueError(f"{where}: unknown split name {name!r}; expected one of {sorted(SPLIT_ALIASES)}.")
     return canonical
 
 
-def _derive_splits(by_split: dict[str, list[int]], fraction: float, seed: int) -> dict[str, str]:
-    """Carve missing validation/test splits out of train (seeded); return what was derived."""
+def _derive_splits(by_split: dict[str, list[int]], fraction: float, seed: int) -> tuple[dict[str, str], dict[str, str]]:
+    """Carve missing validation/test splits out of train (seeded).
+
+    Returns what was derived and how, and which splits stay empty and why. Train must keep
+    at least one image; when it is too small to give every missing split its share, none is
+    carved (a test-only corpus, or one with a single train image, still loads and evaluates).
+    """
     derived: dict[str, str] = {}
+    empty: dict[str, str] = {}
+    if not by_split["train"]:
+        empty["train"] = "the source has no train images"
     missing = [s for s in ("validation", "test") if not by_split.get(s)]
     if not missing:
-        return derived
+        return derived, empty
     train = by_split.get("train", [])
     n_each = max(1, int(round(fraction * len(train))))
     if len(train) < n_each * len(missing) + 1:
-        raise ValueError(
-            f"cannot derive {missing} from a train split of {len(train)} images "
-            f"(validation_fraction={fraction}); the corpus is too small."
-        )
+        for split in missing:
+            empty[split] = (
+                f"the source has no {split} images and no train images to carve them from"
+                if not train
+                else f"the source has no {split} images and its train split ({len(train)} images) is too small "
+                f"to carve {n_each} out for each of {missing} and keep one (validation_fraction={fraction})"
+            )
+        return derived, empty
     order = np.random.default_rng(seed).permutation(len(train))
     taken: set[int] = set()
     for k, split in enumerate(missing):
@@ -413,10 +475,47 @@ def _derive_splits(by_split: dict[str, list[int]], fraction: float, seed: int) -
             f"{n_each} of {len(train)} train images (fraction {fraction}, seed {seed}, numpy default_rng permutation)"
         )
     by_split["train"] = [idx for i, idx in enumerate(train) if i not in taken]
-    return derived
+    return derived, empty
+
+
+def _read_records(
+    source: Any, image_root: Any, columns: Mapping[str, Any] | None
+) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
+    """Read any source into records with canonical split names; also its metadata and display name."""
+    records, meta = _read_source(source, image_root, dict(columns or {}))
+    name = str(source) if isinstance(source, (str, os.PathLike)) else meta["name"]
+    if not records:
+        raise ValueError(f"{name}: the corpus has no images.")
+    for r in records:
+        r["split"] = _canonical_split(r["split"], name)
+    return records, meta, name
 
 
 # ----------------------------------------------------------------------------- public API
+def validate_corpus(
+    source: Any,
+    *,
+    image_root: str | os.PathLike | None = None,
+    columns: Mapping[str, Any] | None = None,
+    check_images: bool = True,
+    progress: bool = False,
+) -> ValidationReport:
+    """Check a corpus the way :func:`load_corpus` does, and return the full report instead of raising.
+
+    The arguments mean what they mean for :func:`load_corpus`. What ``load_corpus(...,
+    on_bad="error")`` would refuse is in ``report.problems``; ``report.ok`` means it loads as is.
+
+    Example:
+        >>> import tempfile
+        >>> from msa_hf.data import generate_synth_corpus
+        >>> report = validate_corpus(generate_synth_corpus(tempfile.mkdtemp() + "/rs", n_images=4, image_size=32))
+        >>> report.ok, report.n_images
+        (True, 4)
+    """
+    records, _meta, name = _read_records(source, image_root, columns)
+    return validate_records(records, name, check_images=check_images, progress=progress)
+
+
 def load_corpus(
     source: Any,
     *,
@@ -426,6 +525,7 @@ def load_corpus(
     validation_fraction: float = 0.1,
     on_bad: str = "error",
     check_images: bool = True,
+    progress: bool = False,
 ) -> datasets.DatasetDict:
     """Load an RS caption corpus as a ``DatasetDict`` with splits ``train``/``validation``/``test``.
 
@@ -446,12 +546,18 @@ def load_corpus(
         seed, validation_fraction: a split missing from the source (RSITMD has no ``val``) is
             carved out of ``train`` (never ``test``): ``round(validation_fraction * n_train)``
             images chosen by a seeded permutation. It is logged and stored in the split's
-            ``info.description`` (see :func:`corpus_info`).
+            ``info.description`` (see :func:`corpus_info`). When train is too small to give
+            every missing split its share and keep one image, nothing is carved: the missing
+            splits stay empty (logged, and ``empty_because`` in :func:`corpus_info`), so a
+            test-only corpus still loads and can be evaluated.
         on_bad: ``"error"`` raises :class:`CorpusValidationError` with a report of missing or
-            unreadable images, empty captions, duplicate file names and unusual caption counts;
+            unreadable images, malformed or empty captions, entries without a split (in a file
+            whose other entries have one), duplicate file names and unusual caption counts;
             ``"drop"`` drops those images and logs the report and how many were dropped.
+            Entries are never moved between splits.
         check_images: decode every image once to find unreadable files (about 0.5 ms per
             256-px JPEG); ``False`` only checks that the files exist.
+        progress: show a progress bar while the images are checked.
 
     Example:
         >>> import tempfile
@@ -469,14 +575,8 @@ def load_corpus(
         raise ValueError(f'on_bad must be "error" or "drop", got {on_bad!r}.')
     if not 0.0 < validation_fraction < 1.0:
         raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}.")
-    records, meta = _read_source(source, image_root, dict(columns or {}))
-    name = str(source) if isinstance(source, (str, os.PathLike)) else meta["name"]
-    if not records:
-        raise ValueError(f"{name}: the corpus has no images.")
-    for r in records:
-        r["split"] = _canonical_split(r["split"], name)
-
-    report = validate_records(records, name, check_images=check_images)
+    records, meta, name = _read_records(source, image_root, columns)
+    report = validate_records(records, name, check_images=check_images, progress=progress)
     dropped = 0
     if not report.ok:
         if on_bad == "error":
@@ -496,14 +596,11 @@ def load_corpus(
     by_split: dict[str, list[int]] = {s: [] for s in SPLITS}
     for k, r in enumerate(records):
         by_split[r["split"]].append(k)
-    if not by_split["train"]:
-        raise ValueError(
-            f"{name}: no train split (found {[s for s in SPLITS if by_split[s]]}); "
-            "a missing split can only be derived from train."
-        )
-    derived = _derive_splits(by_split, validation_fraction, seed)
+    derived, empty = _derive_splits(by_split, validation_fraction, seed)
     for split, how in derived.items():
         logger.warning("%s has no %s split: derived it from train: %s.", name, split, how)
+    for split, why in empty.items():
+        logger.warning("%s: the %s split is empty: %s.", name, split, why)
 
     features = datasets.Features(
         {
@@ -521,7 +618,9 @@ def load_corpus(
             "format": meta["format"],
             "split": split,
             "derived_from_train": derived.get(split),
+            "empty_because": empty.get(split),
             "dropped_images": dropped,
+            "problems": report.counts(),
             "image_root": meta.get("image_root"),
         }
         summary = f"{meta['name']} ({meta['format']}), split {split}"
@@ -546,7 +645,9 @@ def corpus_info(dataset: Any) -> dict[str, Any]:
     """Provenance stored by :func:`load_corpus` in a split's ``info.description``.
 
     Keys: ``source``, ``format``, ``split``, ``derived_from_train`` (None, or how the split was
-    carved out of train), ``dropped_images``, ``image_root``. For a ``DatasetDict``, a dict of
+    carved out of train), ``empty_because`` (None, or why the split has no images),
+    ``dropped_images``, ``problems`` (problem kind -> number of entries, before dropping),
+    ``image_root``. For a ``DatasetDict``, a dict of
     those per split.
     """
     import datasets

@@ -28,7 +28,9 @@ __all__ = ["Problem", "ValidationReport", "CorpusValidationError", "validate_rec
 PROBLEM_KINDS: dict[str, str] = {
     "missing_image": "missing image file",
     "unreadable_image": "unreadable image",
+    "malformed_captions": "malformed captions",
     "empty_caption": "empty or whitespace-only caption",
+    "missing_split": "entry without a split (the other entries have one)",
     "duplicate_file_name": "duplicate file name",
     "caption_count": "unusual number of captions",
 }
@@ -86,6 +88,19 @@ class ValidationReport:
     def __str__(self) -> str:
         return self.format()
 
+    def to_dict(self) -> dict[str, Any]:
+        """The whole report as JSON-ready data: counts per kind and every problem."""
+        return {
+            "source": self.source,
+            "images": self.n_images,
+            "images_with_problems": len(self.bad_indices),
+            "expected_captions": self.expected_captions,
+            "counts": self.counts(),
+            "problems": [
+                {"kind": p.kind, "entry": p.index, "file_name": p.file_name, "detail": p.detail} for p in self.problems
+            ],
+        }
+
 
 class CorpusValidationError(ValueError):
     """Raised by ``load_corpus(..., on_bad="error")``; ``.report`` holds the full report."""
@@ -133,24 +148,56 @@ def validate_records(
     *,
     check_images: bool = True,
     num_threads: int | None = None,
+    progress: bool = False,
 ) -> ValidationReport:
-    """Validate corpus entries ``{"file_name", "image": {"path", "bytes"}, "captions", ...}``.
+    """Validate corpus entries ``{"file_name", "image": {"path", "bytes"}, "captions", "split", ...}``.
 
-    Checks, per entry: the image exists and (with ``check_images``) decodes; no caption is empty or whitespace; the
-    file name was not seen before (later duplicates are flagged, the first is kept); the
+    Checks, per entry: the image exists and (with ``check_images``) decodes; the captions are
+    strings (a reader may set ``caption_problem`` to say what is wrong with their structure)
+    and none is empty or whitespace; the entry has a split (``None`` marks one that lacks it);
+    the file name was not seen before (later duplicates are flagged, the first is kept); the
     caption count equals the corpus's usual (most common) count.
     """
     problems: list[Problem] = []
     if records:
         threads = num_threads or min(8, os.cpu_count() or 1)
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            results = list(pool.map(lambda r: _check_image(r["image"], check_images), records, chunksize=64))
+            checks = pool.map(lambda r: _check_image(r["image"], check_images), records, chunksize=64)
+            if progress:
+                from tqdm.auto import tqdm
+
+                what = "decoding images" if check_images else "finding images"
+                checks = tqdm(checks, total=len(records), desc=f"validating ({what})", unit="img", leave=False)
+            results = list(checks)
         for i, (record, result) in enumerate(zip(records, results)):
             if result is not None:
                 problems.append(Problem(result[0], i, record["file_name"], result[1]))
+    malformed: set[int] = set()
+    for i, record in enumerate(records):
+        detail = record.get("caption_problem")
+        if detail is None:
+            detail = next(
+                (
+                    f"caption {k} is a {type(c).__name__} ({c!r:.60}); expected a string"
+                    for k, c in enumerate(record["captions"])
+                    if not isinstance(c, str)
+                ),
+                None,
+            )
+        if detail is not None:
+            malformed.add(i)
+            problems.append(Problem("malformed_captions", i, record["file_name"], detail))
+        if "split" in record and record["split"] is None:
+            problems.append(
+                Problem(
+                    "missing_split", i, record["file_name"], f"entry {i} has no split; it is not assumed to be train"
+                )
+            )
     for i, record in enumerate(records):
         captions = record["captions"]
-        empty = [k for k, c in enumerate(captions) if not isinstance(c, str) or not c.strip()]
+        if i in malformed:
+            continue
+        empty = [k for k, c in enumerate(captions) if not c.strip()]
         if empty:
             which = ", ".join(str(k) for k in empty)
             problems.append(
@@ -176,10 +223,10 @@ def validate_records(
             )
         else:
             first_seen[name] = i
-    expected = _usual_count(len(r["captions"]) for r in records)
+    expected = _usual_count(len(r["captions"]) for i, r in enumerate(records) if i not in malformed)
     for i, record in enumerate(records):
         n = len(record["captions"])
-        if n != expected:
+        if n != expected and i not in malformed:
             problems.append(Problem("caption_count", i, record["file_name"], f"{n} captions, expected {expected}"))
     order = list(PROBLEM_KINDS)
     problems.sort(key=lambda p: (order.index(p.kind), p.index))

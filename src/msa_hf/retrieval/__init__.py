@@ -25,16 +25,22 @@ _LAZY = {
     # evaluate-compatible metric
     "RetrievalMetric": ".evaluate_metric",
     "METRIC_SCRIPT_PATH": ".evaluate_metric",
-    # encoding helpers
+    # the encoder and model loading
+    "EncodedBatch": ".encoding",
+    "encode_image_batches": ".encoding",
+    "encode_image_list": ".encoding",
     "encode_images": ".encoding",
     "encode_texts": ".encoding",
+    "image_features": ".encoding",
+    "text_features": ".encoding",
     "load_model_and_processor": ".encoding",
     "model_fingerprint": ".encoding",
-    "list_image_files": ".encoding",
-    "load_image": ".encoding",
-    "ImageLoadError": ".encoding",
     "ModelLoadError": ".encoding",
-    "SkippedFile": ".encoding",
+    # image files (defined in msa_hf.data.images, re-exported for convenience)
+    "list_image_files": "msa_hf.data.images",
+    "load_image": "msa_hf.data.images",
+    "ImageLoadError": "msa_hf.data.images",
+    "SkippedFile": "msa_hf.data.images",
     # index and search
     "ImageIndex": ".index",
     "SearchHit": ".index",
@@ -44,15 +50,15 @@ _LAZY = {
     "IncompleteIndexError": ".index",
     "StaleReport": ".index",
     "faiss_available": ".index",
-    "build_index": ".index",
     "search_index": ".index",
+    "build_index": ".index_build",
     # zero-shot classification
     "ClassificationResult": ".classify",
     "zero_shot_classify": ".classify",
+    "classify_embeddings": ".classify",
     "classify_folder": ".classify",
     # corpus evaluation
     "EvaluationResult": ".evaluation",
-    "evaluate_retrieval": ".evaluation",
     "evaluate_corpus": ".evaluation",
     "render_retrieval_examples": ".visualize",
 }

@@ -27,15 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .encoding import (
-    ImageLoadError,
-    SkippedFile,
-    encode_images,
-    encode_texts,
-    list_image_files,
-    load_image,
-    warn_skipped,
-)
+from msa_hf.data.images import SkippedFile, list_image_files, warn_skipped
+
+from .encoding import encode_image_list, encode_images, encode_texts
 
 __all__ = [
     "DEFAULT_TEMPLATE",
@@ -44,6 +38,7 @@ __all__ = [
     "FolderClassification",
     "label_text_embeddings",
     "zero_shot_classify",
+    "classify_embeddings",
     "classify_folder",
     "normalize_label",
 ]
@@ -134,11 +129,28 @@ def zero_shot_classify(
     labels = _check_labels(labels)
     if scale <= 0:
         raise ValueError(f"`scale` must be positive, got {scale}.")
-    label_emb = label_text_embeddings(model, processor, labels, templates)
+    _check_templates(templates)
     image_emb = encode_images(
         model, processor, images, batch_size=batch_size, progress=progress, desc="Classifying images"
     )
-    probs = torch.softmax(scale * image_emb @ label_emb.t(), dim=-1).numpy()
+    return classify_embeddings(image_emb, labels, model, processor, templates=templates, scale=scale)
+
+
+def classify_embeddings(
+    image_embeds: torch.Tensor,
+    labels: Sequence[str],
+    model: Any,
+    processor: Any,
+    *,
+    templates: str | Sequence[str] = DEFAULT_TEMPLATE,
+    scale: float = DEFAULT_SCALE,
+) -> ClassificationResult:
+    """Label probabilities for L2-normalised image embeddings (rows) over ``labels``."""
+    labels = _check_labels(labels)
+    if scale <= 0:
+        raise ValueError(f"`scale` must be positive, got {scale}.")
+    label_emb = label_text_embeddings(model, processor, labels, templates)
+    probs = torch.softmax(scale * image_embeds @ label_emb.t(), dim=-1).numpy()
     return ClassificationResult(labels=labels, probs=probs, scale=float(scale))
 
 
@@ -209,26 +221,36 @@ def classify_folder(
     templates: str | Sequence[str] = DEFAULT_TEMPLATE,
     scale: float = DEFAULT_SCALE,
     batch_size: int = 32,
+    num_workers: int = 0,
     progress: bool = True,
 ) -> FolderClassification:
     """Classify every image under ``folder``; report accuracy if it is organised by class.
 
     ``labels=None`` takes the labels from the class subfolders' names (the folder must then
     be organised by class). Non-image and undecodable files are skipped with a warning.
+    Images are decoded in ``num_workers`` loader workers, a batch at a time.
     """
     root = Path(folder).expanduser()
     files, skipped = list_image_files(root)
     if not files:
         extra = f" ({len(skipped)} non-image file(s), e.g. {skipped[0].path})" if skipped else ""
         raise ValueError(f"No image files found in {root}{extra}.")
-    images, kept = [], []
-    for rel in files:
-        try:
-            images.append(load_image(root / rel))
-            kept.append(rel)
-        except ImageLoadError as exc:
-            skipped.append(SkippedFile(rel.as_posix(), f"cannot decode image ({exc.__cause__ or exc})"))
+    if labels is not None:
+        labels = _check_labels(labels)
+        _check_templates(templates)
+    encoded = encode_image_list(
+        model,
+        processor,
+        files,
+        root=root,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        desc="Classifying images",
+        progress=progress,
+    )
+    skipped += [SkippedFile(files[row].as_posix(), reason) for row, reason in encoded.failures]
     warn_skipped(skipped, what=f"files in {root}", stacklevel=2)
+    kept = [files[row] for row in encoded.ids]
     if not kept:
         raise ValueError(f"None of the image files in {root} could be decoded.")
 
@@ -254,9 +276,7 @@ def classify_folder(
         if all(t is None for t in true_labels):
             true_labels = None  # subfolders are not classes of these labels: no accuracy
 
-    result = zero_shot_classify(
-        images, labels, model, processor, templates=templates, scale=scale, batch_size=batch_size, progress=progress
-    )
+    result = classify_embeddings(encoded.embeddings, labels, model, processor, templates=templates, scale=scale)
     return FolderClassification(
         labels=result.labels,
         probs=result.probs,

@@ -1,82 +1,48 @@
 """Command-line tools: ``msa-eval``, ``msa-index``, ``msa-search``, ``msa-classify``.
 
 Each ``*_main(argv=None) -> int`` returns an exit status instead of exiting, so tests can call
-it directly. Expected failures (bad paths, empty folders, a model that does not match an
-index, ...) print one ``prog: error: ...`` line and return 1; argument errors return 2 as
-argparse does (set ``MSA_HF_DEBUG=1`` to get the traceback instead). Warnings (skipped
-files, ...) are printed as ``prog: warning: ...``.
+it directly. Exit codes follow :mod:`msa_hf.cli_utils`: 0 ok, 2 bad usage or input (a missing
+folder, an empty query), 1 a runtime failure (a model that does not match an index, a build
+already running), 3 ``msa-index status`` found the index stale. Errors print one
+``prog: error: ...`` line (``MSA_HF_DEBUG=1`` gives the traceback); warnings (skipped files,
+stale hits, ...) print as ``prog: warning: ...``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from msa_hf.cli_utils import EXIT_OK, EXIT_STALE, run_command
 
 __all__ = ["eval_main", "index_main", "search_main", "classify_main"]
 
 
-# Failures that are the user's input, not our bugs: shown as one line, no traceback.
 def _expected_errors() -> tuple[type[BaseException], ...]:
-    from .encoding import ImageLoadError, ModelLoadError
+    """The retrieval tools' own exception types (index errors map to exit 1, image errors to 2)."""
+    from msa_hf.data.images import ImageLoadError
+
+    from .encoding import ModelLoadError
     from .index import ImageIndexError
 
-    return (
-        ImageIndexError,
-        ModelLoadError,
-        ImageLoadError,
-        FileNotFoundError,
-        NotADirectoryError,
-        ValueError,
-        TypeError,
-        ImportError,
-        PermissionError,
-    )
-
-
-@contextlib.contextmanager
-def _cli_warnings(prog: str) -> Iterator[None]:
-    """Show warnings as ``prog: warning: message`` lines on stderr."""
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        print(f"{prog}: warning: {message}", file=sys.stderr)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("default")
-        warnings.showwarning = show
-        yield
+    return (ImageIndexError, ModelLoadError, ImageLoadError)
 
 
 def _run(
     prog: str, fn: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser, argv: Sequence[str] | None
 ) -> int:
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
-        return int(exc.code or 0)
-    with _cli_warnings(prog):
-        try:
-            return fn(args)
-        except KeyboardInterrupt:
-            print(f"{prog}: interrupted", file=sys.stderr)
-            return 130
-        except _expected_errors() as exc:
-            if os.environ.get("MSA_HF_DEBUG"):
-                raise  # full traceback for debugging
-            print(f"{prog}: error: {exc}", file=sys.stderr)
-            return 1
+    return run_command(prog, fn, parser, argv, expected=_expected_errors())
 
 
 def _add_common(p: argparse.ArgumentParser, model_required: bool = True) -> None:
     p.add_argument(
         "--model", required=model_required, help="saved MSA folder (save_pretrained of model + processor) or Hub id"
     )
+    p.add_argument("--revision", default=None, help="branch, tag or commit of a Hub --model (default: main)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument(
         "--batch-size", type=_positive("--batch-size"), default=32, help="images per forward pass (default 32)"
@@ -122,13 +88,15 @@ def _load_split(source: str, split: str) -> Any:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from msa_hf.io_utils import atomic_write_json
+
     from .encoding import load_model_and_processor, model_fingerprint
     from .evaluation import evaluate_corpus
     from .metrics import format_metrics_table
     from .visualize import render_retrieval_examples
 
     dataset = _load_split(args.corpus, args.split)
-    model, processor = load_model_and_processor(args.model, device=args.device)
+    model, processor = load_model_and_processor(args.model, device=args.device, revision=args.revision)
     result = evaluate_corpus(
         model,
         processor,
@@ -150,10 +118,10 @@ def _eval(args: argparse.Namespace) -> int:
         "split": args.split,
         "max_images": args.max_images,
         "metrics": result.metrics,
-        "protocol": "spec section 7: R@K in percent over 0-based ranks < K; mr = mean of the six recalls; "
+        "protocol": "docs/method.md section 7: R@K in percent over 0-based ranks < K; mr = mean of the six recalls; "
         "medr/meanr 1-based; a competitor tied with the ground truth counts as ranked ahead",
     }
-    (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(out / "metrics.json", report)
     print(f"metrics written to {out / 'metrics.json'}")
     if args.num_examples > 0:
         images_only = dataset.select(range(len(result.image_embeds))).select_columns(["image"])
@@ -169,7 +137,7 @@ def _eval(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
         print(f"examples written to {png}")
-    return 0
+    return EXIT_OK
 
 
 def eval_main(argv: Sequence[str] | None = None) -> int:
@@ -182,7 +150,12 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     _add_common(p)
     p.add_argument("--corpus", required=True, help="corpus source understood by msa_hf.data.load_corpus")
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")
-    p.add_argument("--text-batch-size", type=_positive("--text-batch-size"), default=128)
+    p.add_argument(
+        "--text-batch-size",
+        type=_positive("--text-batch-size"),
+        default=128,
+        help="captions per forward pass (default 128)",
+    )
     p.add_argument(
         "--max-images",
         type=_positive("--max-images"),
@@ -194,7 +167,9 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         "--num-examples", type=int, default=3, help="text and image queries drawn in retrieval_examples.png (0: no PNG)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed for picking the example queries")
-    p.add_argument("--workers", type=int, default=0, help="image decoding threads")
+    p.add_argument(
+        "--workers", type=int, default=0, help="data-loader worker processes that decode images (default 0: in-process)"
+    )
     return _run("msa-eval", _eval, p, argv)
 
 
@@ -202,12 +177,16 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _index_build(args: argparse.Namespace) -> int:
+    from .distributed import process_group
     from .encoding import load_model_and_processor
-    from .index import build_index
+    from .index_build import build_index
 
     if not Path(args.image_folder).is_dir():
         raise NotADirectoryError(f"IMAGE_FOLDER {args.image_folder} is not a folder.")
-    model, processor = load_model_and_processor(args.model, device=args.device)
+    if args.overwrite and args.relocate:
+        raise ValueError("--overwrite re-encodes everything and --relocate keeps embeddings: give one of them.")
+    group = process_group()  # one process, or each of an `accelerate launch` / `torchrun` job
+    model, processor = load_model_and_processor(args.model, device=args.device or group.device, revision=args.revision)
     index = build_index(
         args.image_folder,
         model,
@@ -217,15 +196,19 @@ def _index_build(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
         recursive=not args.no_recursive,
         overwrite=args.overwrite,
+        relocate=args.relocate,
         num_workers=args.workers,
         progress=not args.no_progress,
+        group=group,
     )
+    if index is None:  # not the main process: the main process reports
+        return EXIT_OK
     m = index.manifest
     print(
         f"index {index.path}: {len(index)} images, dim {m['embedding_dim']} "
         f"({m.get('encoded', len(index))} encoded, {m.get('reused', 0)} reused, {len(m['skipped'])} skipped)"
     )
-    return 0
+    return EXIT_OK
 
 
 def _index_info(args: argparse.Namespace) -> int:
@@ -253,7 +236,7 @@ def _index_info(args: argparse.Namespace) -> int:
     else:
         for key, value in info.items():
             print(f"{key:>15}: {value}")
-    return 0
+    return EXIT_OK
 
 
 def _index_status(args: argparse.Namespace) -> int:
@@ -262,10 +245,14 @@ def _index_status(args: argparse.Namespace) -> int:
     index = ImageIndex.load(args.index)
     report = index.stale_files(args.folder)
     print(report.summary())
-    for name in ("added", "removed", "modified"):
+    for name in ("added", "removed", "modified", "changed_skipped"):
         for path in getattr(report, name)[:20]:
             print(f"  {name}: {path}")
-    return 1 if report.is_stale else 0
+    if report.is_stale:
+        folder = args.folder or index.root
+        print(f"update it with: msa-index build {folder} --out {index.path}")
+        return EXIT_STALE
+    return EXIT_OK
 
 
 def index_main(argv: Sequence[str] | None = None) -> int:
@@ -273,7 +260,7 @@ def index_main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="msa-index", description="Build and inspect an on-disk image index.")
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="encode a folder of images into an index (resumable, incremental)")
-    b.add_argument("image_folder", metavar="IMAGE_FOLDER")
+    b.add_argument("image_folder", metavar="IMAGE_FOLDER", help="folder of images to index (searched recursively)")
     _add_common(b)
     b.add_argument("--out", required=True, metavar="INDEX", help="index folder to create or update")
     b.add_argument(
@@ -283,15 +270,23 @@ def index_main(argv: Sequence[str] | None = None) -> int:
         help="images per on-disk chunk: the unit of resumption (default 1024)",
     )
     b.add_argument("--overwrite", action="store_true", help="replace an index built with another model/folder")
+    b.add_argument(
+        "--relocate",
+        action="store_true",
+        help="the image folder moved: update an index of the old folder, keeping the embeddings of files "
+        "whose content is unchanged",
+    )
     b.add_argument("--no-recursive", action="store_true", help="only the folder's top level")
-    b.add_argument("--workers", type=int, default=0, help="image decoding threads")
+    b.add_argument(
+        "--workers", type=int, default=0, help="data-loader worker processes that read and decode images (default 0)"
+    )
     b.set_defaults(fn=_index_build)
     i = sub.add_parser("info", help="print an index's manifest summary")
-    i.add_argument("index", metavar="INDEX")
-    i.add_argument("--json", action="store_true")
+    i.add_argument("index", metavar="INDEX", help="index folder written by `msa-index build`")
+    i.add_argument("--json", action="store_true", help="print JSON instead of a table")
     i.set_defaults(fn=_index_info)
-    s = sub.add_parser("status", help="compare an index with its image folder (exit 1 if stale)")
-    s.add_argument("index", metavar="INDEX")
+    s = sub.add_parser("status", help=f"compare an index with its image folder (exit {EXIT_STALE} if stale)")
+    s.add_argument("index", metavar="INDEX", help="index folder written by `msa-index build`")
     s.add_argument("--folder", default=None, help="image folder (default: the one recorded in the index)")
     s.set_defaults(fn=_index_status)
     return _run("msa-index", lambda a: a.fn(a), p, argv)
@@ -315,13 +310,11 @@ def _search(args: argparse.Namespace) -> int:
         image=args.image or None,
         k=args.k,
         model=args.model,
+        revision=args.revision,
         backend=args.backend,
         device=args.device,
     )
-    for hits in results:  # files deleted since the index was built
-        for h in hits:
-            if not os.path.exists(h.path):
-                warnings.warn(f"{h.path} no longer exists: the index is stale; rerun `msa-index build`.", stacklevel=2)
+    _warn_stale_hits(index, [h for hits in results for h in hits])
     queries = list(args.query or args.image)
     if args.json:
         payload = [
@@ -329,18 +322,36 @@ def _search(args: argparse.Namespace) -> int:
             for q, hits in zip(queries, results)
         ]
         print(json.dumps(payload if len(payload) > 1 else payload[0], indent=2))
-        return 0
+        return EXIT_OK
     for q, hits in zip(queries, results):
         print(f"query: {q}")
         _print_table(["rank", "score", "path"], [[h.rank, f"{h.score:.4f}", h.path] for h in hits])
         print()
-    return 0
+    return EXIT_OK
+
+
+def _warn_stale_hits(index: Any, hits: Sequence[Any]) -> None:
+    """One warning for hits whose file is missing or changed since it was embedded."""
+    from .index import relocate_hint
+
+    stale = sorted({(h.stale, h.path) for h in hits if h.stale})
+    if not stale:
+        return
+    if not index.root.is_dir():
+        warnings.warn(relocate_hint(index.path, index.root), stacklevel=2)
+        return
+    listed = "\n".join(f"  {path}: {why} since it was indexed" for why, path in stale[:10])
+    warnings.warn(
+        f"{len(stale)} result(s) may be out of date (their score is from the file as it was):\n{listed}\n"
+        f"Update the index: msa-index build {index.root} --out {index.path}",
+        stacklevel=2,
+    )
 
 
 def search_main(argv: Sequence[str] | None = None) -> int:
     """``msa-search INDEX "text" -k 10`` or ``msa-search INDEX --image query.png``."""
     p = argparse.ArgumentParser(prog="msa-search", description="Search an image index by text or by image.")
-    p.add_argument("index", metavar="INDEX")
+    p.add_argument("index", metavar="INDEX", help="index folder written by `msa-index build`")
     p.add_argument("query", nargs="*", metavar="QUERY", help="text query (several give one result table each)")
     p.add_argument("--image", action="append", metavar="PATH", help="query image (repeatable)")
     p.add_argument("-k", type=_positive("-k"), default=10, help="results per query (default 10)")
@@ -350,13 +361,14 @@ def search_main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="model to embed the query (default: the index's own model); must have the index's weights",
     )
+    p.add_argument("--revision", default=None, help="branch, tag or commit of a Hub --model (default: main)")
     p.add_argument(
         "--backend",
         choices=("torch", "faiss"),
         default="torch",
         help="exact search in torch (default) or a FAISS flat index (same results)",
     )
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="torch device for the query model (default: cuda if available)")
     return _run("msa-search", _search, p, argv)
 
 
@@ -384,7 +396,7 @@ def _classify(args: argparse.Namespace) -> int:
         raise NotADirectoryError(f"IMAGE_FOLDER {args.image_folder} is not a folder.")
     labels = _read_labels(args)
     templates = args.template or [DEFAULT_TEMPLATE]
-    model, processor = load_model_and_processor(args.model, device=args.device)
+    model, processor = load_model_and_processor(args.model, device=args.device, revision=args.revision)
     result = classify_folder(
         args.image_folder,
         model,
@@ -393,6 +405,7 @@ def _classify(args: argparse.Namespace) -> int:
         templates=templates,
         scale=args.scale,
         batch_size=args.batch_size,
+        num_workers=args.workers,
         progress=not args.no_progress,
     )
     payload = result.to_dict(top=args.top)
@@ -418,7 +431,7 @@ def _classify(args: argparse.Namespace) -> int:
             out.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
     if args.json:
         print(json.dumps(payload, indent=2))
-        return 0
+        return EXIT_OK
     headers = ["file", "prediction", "prob"] + (["label", "ok"] if result.true_labels is not None else [])
     rows = []
     for row in payload["images"]:
@@ -436,7 +449,7 @@ def _classify(args: argparse.Namespace) -> int:
             print(f"  {label}: {acc:.2f}%")
     if args.output:
         print(f"written to {args.output}")
-    return 0
+    return EXIT_OK
 
 
 def classify_main(argv: Sequence[str] | None = None) -> int:
@@ -446,7 +459,9 @@ def classify_main(argv: Sequence[str] | None = None) -> int:
         description="Zero-shot scene classification of a folder of "
         "images; reports accuracy when the folder has one subfolder per class.",
     )
-    p.add_argument("image_folder", metavar="IMAGE_FOLDER")
+    p.add_argument(
+        "image_folder", metavar="IMAGE_FOLDER", help="folder of images; one subfolder per class also reports accuracy"
+    )
     _add_common(p)
     p.add_argument("--labels", default=None, help="comma-separated labels (default: the class subfolder names)")
     p.add_argument("--labels-file", default=None, help="file with one label per line")
@@ -462,4 +477,7 @@ def classify_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--top", type=_positive("--top"), default=3, help="labels shown per image (default 3)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--output", default=None, help="also write all probabilities to FILE (.json or .csv)")
+    p.add_argument(
+        "--workers", type=int, default=0, help="data-loader worker processes that read and decode images (default 0)"
+    )
     return _run("msa-classify", _classify, p, argv)

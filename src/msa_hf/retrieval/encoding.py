@@ -1,7 +1,12 @@
-"""Batched, progress-reporting encoding of images and texts, image-folder scanning and model identity.
+"""The one image and text encoder (model loading and model identity live here too).
+
+Every caller (``msa-eval``, the default job, training's evaluation, the index builder,
+search by image, ``msa-classify``) reads images through :func:`msa_hf.data.views.image_loader`
+(a ``DataLoader`` whose workers decode and preprocess) and embeds them with
+:func:`encode_image_batches`; texts go through :func:`encode_texts`.
 
 Everything here returns **L2-normalised float32 embeddings on the CPU**: retrieval in this
-package is the dot product of normalised embeddings (spec §7), so normalising once at encode
+package is the dot product of normalised embeddings (docs/method.md, section 7), so normalising once at encode
 time makes every later similarity a plain matrix product.
 """
 
@@ -10,54 +15,36 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import warnings
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+
+from msa_hf.data.images import ImageLoadError
+from msa_hf.data.views import ImageListView, MSADataCollator, image_loader
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
-    "ImageLoadError",
+    "EncodedBatch",
     "ModelLoadError",
-    "SkippedFile",
-    "resolve_device",
-    "load_model_and_processor",
-    "model_fingerprint",
-    "list_image_files",
-    "load_image",
+    "encode_image_batches",
+    "encode_image_list",
     "encode_images",
     "encode_texts",
+    "image_features",
+    "load_model_and_processor",
+    "model_device",
+    "model_fingerprint",
+    "processor_fingerprint",
+    "progress_bar",
+    "resolve_device",
+    "text_features",
 ]
-
-# Formats PIL decodes that RS archives use (GeoTIFF tiles, JPEG/PNG chips, ...).
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".jp2", ".ppm", ".pgm"}
-)
-
-
-class ImageLoadError(ValueError):
-    """An image file could not be opened or decoded (corrupt, truncated, or not an image)."""
 
 
 class ModelLoadError(RuntimeError):
     """A model or processor could not be loaded from the given name or folder."""
-
-
-@dataclass(frozen=True)
-class SkippedFile:
-    """A file that was left out, and why (shown to the user and stored in index manifests)."""
-
-    path: str
-    reason: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"path": self.path, "reason": self.reason}
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -74,23 +61,29 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def load_model_and_processor(
-    name_or_path: str | os.PathLike, device: str | torch.device | None = None
+    name_or_path: str | os.PathLike, device: str | torch.device | None = None, revision: str | None = None
 ) -> tuple[Any, Any]:
     """Load an ``MSAModel`` (eval mode, on ``device``) and its ``MSAProcessor`` from a folder or Hub id.
 
+    A Hub id is fetched at ``revision`` through the Hugging Face cache (offline: from it) by
+    :func:`msa_hf.hub.resolve_model_source`, and the model's ``name_or_path`` is the Hub id.
     Errors from deep inside transformers are re-raised as :class:`ModelLoadError` naming the
     folder/id and what was expected there (``config.json`` + weights + processor files).
     """
     from msa_hf import MSAModel, MSAProcessor  # registers the Auto classes as a side effect
+    from msa_hf.hub import HubError, resolve_model_source
 
     source = str(name_or_path)
     if not source:
         raise ModelLoadError("No model given: pass --model with a saved MSA folder or a Hub id.")
     dev = resolve_device(device)
-    local = Path(source).expanduser()
-    if local.exists() and not (local / "config.json").is_file():
+    try:
+        local = Path(resolve_model_source(source, revision))
+    except HubError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    if not (local / "config.json").is_file():
         raise ModelLoadError(
-            f"Model folder {local} has no config.json: expected a folder written by "
+            f"Model {source} has no config.json: expected a folder written by "
             f"MSAModel.save_pretrained (and MSAProcessor.save_pretrained)."
         )
     from transformers.utils import logging as hf_logging
@@ -98,19 +91,22 @@ def load_model_and_processor(
     bar_was_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar is noise in a CLI
     try:
-        model = MSAModel.from_pretrained(str(local) if local.exists() else source)
+        model = MSAModel.from_pretrained(local)
     except Exception as exc:
         raise ModelLoadError(f"Could not load an MSA model from {source!r}: {type(exc).__name__}: {exc}") from exc
     finally:
         if bar_was_on:
             hf_logging.enable_progress_bar()
     try:
-        processor = MSAProcessor.from_pretrained(str(local) if local.exists() else source)
+        processor = MSAProcessor.from_pretrained(local)
     except Exception as exc:
         raise ModelLoadError(
             f"Loaded the model from {source!r} but not its processor ({type(exc).__name__}: {exc}); "
             f"save it next to the model with MSAProcessor.save_pretrained."
         ) from exc
+    if str(local) != source and not Path(source).expanduser().exists():  # a Hub snapshot: snapshots/<commit>
+        model.name_or_path = model.config.name_or_path = source  # record the Hub id, not the cache path
+        model.config._commit_hash = local.name
     return model.to(dev).eval(), processor
 
 
@@ -155,89 +151,130 @@ def processor_fingerprint(processor: Any) -> str | None:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def list_image_files(
-    folder: str | os.PathLike,
-    *,
-    recursive: bool = True,
-    exclude: Iterable[str | os.PathLike] = (),
-) -> tuple[list[Path], list[SkippedFile]]:
-    """Image files under ``folder`` (sorted, relative paths) and the non-image files skipped.
-
-    Images are recognised by extension (``IMAGE_EXTENSIONS``, case-insensitive); whether they
-    decode is checked when they are loaded. Hidden files and folders (``.name``) are ignored
-    silently; other files are returned in the skipped list so callers can show them.
-    """
-    root = Path(folder).expanduser()
-    if not root.exists():
-        raise FileNotFoundError(f"Image folder {root} does not exist.")
-    if not root.is_dir():
-        raise NotADirectoryError(f"{root} is not a folder: expected a folder of images.")
-    excluded = {Path(p).expanduser().resolve() for p in exclude}
-    images: list[Path] = []
-    skipped: list[SkippedFile] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        current = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (current / d).resolve() not in excluded)
-        if not recursive:
-            dirnames[:] = []
-        for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            rel = (current / name).relative_to(root)
-            if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
-                images.append(rel)
-            else:
-                skipped.append(
-                    SkippedFile(rel.as_posix(), f"not an image file (extension {Path(name).suffix or 'none'!r})")
-                )
-    images.sort(key=lambda p: p.as_posix())
-    skipped.sort(key=lambda s: s.path)
-    return images, skipped
-
-
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open and fully decode one image (first frame), raising :class:`ImageLoadError` if it is bad.
-
-    ``Image.open`` alone only reads the header; ``load()`` forces decoding so a truncated or
-    corrupt file fails here, with its name, rather than later inside the processor.
-    """
-    try:
-        with Image.open(path) as image:
-            image.load()
-            image.seek(0)
-            return image.copy()
-    except FileNotFoundError:
-        raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ImageLoadError(f"cannot decode image {path}: {type(exc).__name__}: {exc}") from exc
-
-
-def _batches(n: int, batch_size: int) -> Iterator[tuple[int, int]]:
-    if batch_size < 1:
-        raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
-    for start in range(0, n, batch_size):
-        yield start, min(n, start + batch_size)
-
-
-def _progress(total: int, desc: str, enabled: bool, unit: str, initial: int = 0):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, initial=initial, dynamic_ncols=True)
-
-
-def _model_device(model: torch.nn.Module) -> torch.device:
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
     try:
         return next(model.parameters()).device
     except StopIteration:
         return torch.device("cpu")
 
 
+def progress_bar(total: int, desc: str, *, enabled: bool = True, unit: str = "img", initial: int = 0) -> Any:
+    """The tqdm bar every encoder shows (``enabled=False`` keeps logs and tests quiet)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, initial=initial, dynamic_ncols=True)
+
+
 @torch.inference_mode()
-def _encode_image_batch(model: Any, processor: Any, images: Sequence[Any], device: torch.device) -> torch.Tensor:
-    pixel_values = processor(images=list(images), return_tensors="pt")["pixel_values"]
+def image_features(model: Any, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Normalised float32 CPU image embeddings of preprocessed ``pixel_values`` (the one call
+    into the model's image side)."""
     dtype = next(model.parameters()).dtype
-    feats = model.get_image_features(pixel_values=pixel_values.to(device=device, dtype=dtype))
+    pixel_values = pixel_values.to(device=model_device(model), dtype=dtype, non_blocking=True)
+    feats = model.get_image_features(pixel_values=pixel_values)
     return torch.nn.functional.normalize(feats.float(), dim=-1).cpu()
+
+
+@torch.inference_mode()
+def text_features(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Normalised float32 CPU text embeddings of tokenised captions (the one call into the
+    model's text side)."""
+    device = model_device(model)
+    feats = model.get_text_features(
+        input_ids=input_ids.to(device), attention_mask=attention_mask.to(device) if attention_mask is not None else None
+    )
+    return torch.nn.functional.normalize(feats.float(), dim=-1).cpu()
+
+
+@dataclass
+class EncodedBatch:
+    """Embeddings of one loader batch: ``ids[i]`` (the rows' ``image_id`` or ``row``) goes with
+    ``embeddings[i]``; ``failures`` are ``(id, reason)`` of rows left out (unreadable,
+    undecodable, or a non-finite embedding, which is never returned); ``columns`` holds the
+    loader's ``keep_columns`` for the kept rows."""
+
+    ids: list[int]
+    embeddings: torch.Tensor
+    failures: list[tuple[int, str]] = field(default_factory=list)
+    columns: dict[str, list[Any]] = field(default_factory=dict)
+
+
+_BATCH_KEYS = ("pixel_values", "image_ids", "failures")
+
+
+def encode_image_batches(model: Any, loader: Any, *, bar: Any = None) -> Iterator[EncodedBatch]:
+    """Embed every batch of an :func:`~msa_hf.data.views.image_loader`, in loader order.
+
+    A row whose embedding has a NaN or an infinity (e.g. NaN nodata pixels) moves to
+    ``failures``: a non-finite vector would rank arbitrarily in every later search.
+    ``bar`` (a :func:`progress_bar`) advances by the rows of each batch.
+    """
+    for batch in loader:
+        if "pixel_values" in batch and "image_ids" not in batch:
+            raise ValueError("The loader's rows carry no id column: build it with image_loader(..., id_column=...).")
+        ids = [int(i) for i in batch["image_ids"].tolist()] if "image_ids" in batch else []
+        failures = [(int(i), str(reason)) for i, reason in batch.get("failures", [])]
+        columns = {k: list(v) for k, v in batch.items() if k not in _BATCH_KEYS}
+        if "pixel_values" in batch and ids:
+            embeddings = image_features(model, batch["pixel_values"])
+            finite = torch.isfinite(embeddings).all(dim=1)
+            if not bool(finite.all()):
+                keep = finite.tolist()
+                failures += [
+                    (i, "non-finite embedding (NaN or infinite pixel values?)") for i, ok in zip(ids, keep) if not ok
+                ]
+                ids = [i for i, ok in zip(ids, keep) if ok]
+                columns = {k: [v for v, ok in zip(vs, keep) if ok] for k, vs in columns.items()}
+                embeddings = embeddings[finite]
+        else:
+            embeddings = torch.zeros(0, 0)
+        if bar is not None:
+            bar.update(len(ids) + len(failures))
+        yield EncodedBatch(ids, embeddings, failures, columns)
+
+
+def encode_image_list(
+    model: Any,
+    processor: Any,
+    images: Sequence[Any],
+    *,
+    root: str | os.PathLike | None = None,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    progress: bool = True,
+    desc: str = "Encoding images",
+) -> EncodedBatch:
+    """Embed a list of images, leaving out (and listing) the ones that cannot be embedded.
+
+    ``images`` may hold PIL images, arrays, tensors or file paths (relative to ``root`` if
+    given), read and decoded in ``num_workers`` loader workers. The result's ``ids`` are
+    positions in ``images``; ``failures`` are ``(position, reason)``.
+    """
+    if isinstance(images, (str, os.PathLike)):
+        images = [images]
+    if len(images) == 0:
+        raise ValueError("`images` is empty: nothing to encode.")
+    loader = image_loader(
+        ImageListView(images, root),
+        processor,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        pin_memory=model_device(model).type == "cuda",
+        id_column="row",
+        on_error="skip",
+    )
+    result = EncodedBatch([], torch.zeros(0, 0))
+    parts: list[torch.Tensor] = []
+    with progress_bar(len(images), desc, enabled=progress) as bar:
+        for encoded in encode_image_batches(model, loader, bar=bar):
+            result.ids += encoded.ids
+            result.failures += encoded.failures
+            if encoded.ids:
+                parts.append(encoded.embeddings)
+    if parts:
+        result.embeddings = torch.cat(parts)
+    return result
 
 
 def encode_images(
@@ -246,43 +283,32 @@ def encode_images(
     images: Sequence[Any],
     *,
     batch_size: int = 32,
+    num_workers: int = 0,
     progress: bool = True,
     desc: str = "Encoding images",
-    num_workers: int = 0,
 ) -> torch.Tensor:
-    """L2-normalised image embeddings (``N×D`` float32, CPU), in batches with a progress bar.
+    """L2-normalised image embeddings (``N×D`` float32, CPU), one row per image, in order.
 
-    ``images`` may hold PIL images, arrays, or file paths (decoded lazily per batch, in
-    ``num_workers`` threads when > 0; PIL releases the GIL while decoding). A path that does
-    not decode raises :class:`ImageLoadError` naming the file; :func:`msa_hf.retrieval.build_index`
-    skips such files instead.
+    Any image that cannot be decoded, or whose embedding is not finite, raises
+    :class:`~msa_hf.data.images.ImageLoadError` naming it; :func:`encode_image_list` (and
+    :func:`msa_hf.retrieval.build_index`) skip such images instead.
     """
-    n = len(images)
-    if n == 0:
-        raise ValueError("`images` is empty: nothing to encode.")
-    device = _model_device(model)
-    out: list[torch.Tensor] = []
-
-    def fetch(i: int) -> Any:
-        item = images[i]
-        return load_image(item) if isinstance(item, (str, os.PathLike)) else item
-
-    pool = ThreadPoolExecutor(num_workers) if num_workers > 0 else None
-    try:
-        with _progress(n, desc, progress, "img") as bar:
-            for start, end in _batches(n, batch_size):
-                # Fetching happens in the pool too: items of a lazy sequence (a datasets column
-                # view) decode on access, and paths decode in load_image.
-                batch = list(pool.map(fetch, range(start, end))) if pool else [fetch(i) for i in range(start, end)]
-                out.append(_encode_image_batch(model, processor, batch, device))
-                bar.update(end - start)
-    finally:
-        if pool:
-            pool.shutdown()
-    return torch.cat(out)
+    if isinstance(images, (str, os.PathLike)):
+        images = [images]
+    encoded = encode_image_list(
+        model, processor, images, batch_size=batch_size, num_workers=num_workers, progress=progress, desc=desc
+    )
+    if encoded.failures:
+        row, reason = encoded.failures[0]
+        more = f" (and {len(encoded.failures) - 1} more)" if len(encoded.failures) > 1 else ""
+        raise ImageLoadError(f"image {row} ({_describe(images[row])}): {reason}{more}")
+    return encoded.embeddings
 
 
-@torch.inference_mode()
+def _describe(item: Any) -> str:
+    return str(item) if isinstance(item, (str, os.PathLike)) else type(item).__name__
+
+
 def encode_texts(
     model: Any,
     processor: Any,
@@ -293,37 +319,21 @@ def encode_texts(
     desc: str = "Encoding texts",
 ) -> torch.Tensor:
     """L2-normalised text embeddings (``N×D`` float32, CPU), in batches with a progress bar."""
+    from torch.utils.data import DataLoader
+
     if isinstance(texts, str):
         texts = [texts]
-    n = len(texts)
-    if n == 0:
+    if len(texts) == 0:
         raise ValueError("`texts` is empty: nothing to encode.")
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
     if bad:
         raise TypeError(f"`texts` must be strings; entry {bad[0]} is a {type(texts[bad[0]]).__name__}.")
-    device = _model_device(model)
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
+    loader = DataLoader(list(texts), batch_size=batch_size, shuffle=False, collate_fn=MSADataCollator(processor))
     out: list[torch.Tensor] = []
-    with _progress(n, desc, progress, "txt") as bar:
-        for start, end in _batches(n, batch_size):
-            enc = processor(text=list(texts[start:end]), return_tensors="pt")
-            feats = model.get_text_features(
-                input_ids=enc["input_ids"].to(device),
-                attention_mask=enc["attention_mask"].to(device) if "attention_mask" in enc else None,
-            )
-            out.append(torch.nn.functional.normalize(feats.float(), dim=-1).cpu())
-            bar.update(end - start)
+    with progress_bar(len(texts), desc, enabled=progress, unit="txt") as bar:
+        for batch in loader:
+            out.append(text_features(model, batch["input_ids"], batch.get("attention_mask")))
+            bar.update(len(out[-1]))
     return torch.cat(out)
-
-
-def warn_skipped(skipped: Sequence[SkippedFile], what: str = "files", show: int = 10, stacklevel: int = 3) -> None:
-    """One warning listing the first ``show`` skipped files and how many more there are."""
-    if not skipped:
-        return
-    lines = [f"  {s.path}: {s.reason}" for s in skipped[:show]]
-    more = f"\n  ... and {len(skipped) - show} more" if len(skipped) > show else ""
-    warnings.warn(f"Skipped {len(skipped)} {what}:\n" + "\n".join(lines) + more, stacklevel=stacklevel)
-
-
-def np_or_tensor_to_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Float32 CPU tensor view of an array or tensor (shared helper for the index and search)."""
-    return (x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))).float().cpu()

@@ -1,10 +1,11 @@
-"""Evaluate retrieval on a corpus split (the engine of ``msa-eval``).
+"""Evaluate retrieval on a corpus split: the engine of ``msa-eval``, the default job and training.
 
 A corpus split is a ``datasets.Dataset`` with one row per image: ``image`` (a
-``datasets.Image``) and ``captions`` (list of str), as ``msa_hf.data.load_corpus`` returns.
-Images are encoded once, captions once (batched, progress bars), and the metrics come from
-:func:`msa_hf.retrieval.retrieval_metrics_from_embeddings` without building the full
-similarity matrix.
+``datasets.Image``), ``captions`` (list of str) and ``image_id``, as
+``msa_hf.data.load_corpus`` returns. Its :class:`~msa_hf.data.views.EvalView` is encoded once
+(images through the shared ``DataLoader`` with its workers, captions in batches) and the
+metrics come from :func:`msa_hf.retrieval.retrieval_metrics_from_embeddings` without
+building the full similarity matrix.
 """
 
 from __future__ import annotations
@@ -16,104 +17,80 @@ from typing import Any
 import numpy as np
 import torch
 
-from .encoding import encode_images, encode_texts
+from msa_hf.data.views import EvalView, evaluation_view
+
+from .encoding import encode_image_batches, encode_texts, model_device, progress_bar
 from .metrics import DEFAULT_KS, retrieval_metrics_from_embeddings
 
-__all__ = ["EvaluationResult", "evaluate_retrieval", "evaluate_corpus", "flatten_captions"]
+__all__ = ["EvaluationResult", "evaluate_corpus"]
 
 
 @dataclass
 class EvaluationResult:
-    """Metrics plus what produced them (embeddings are L2-normalised, on the CPU)."""
+    """Metrics plus what produced them (embeddings are L2-normalised, on the CPU).
+
+    ``caption_image_ids[j]`` is the row in ``image_embeds`` of caption ``j``'s image;
+    ``image_ids`` are the corpus ids of those rows.
+    """
 
     metrics: dict[str, float]
     image_embeds: torch.Tensor
     text_embeds: torch.Tensor
     captions: list[str]
     caption_image_ids: np.ndarray
-
-
-def flatten_captions(captions_per_image: Sequence[Sequence[str]]) -> tuple[list[str], np.ndarray]:
-    """Flatten per-image caption lists into (captions, caption_image_ids), validating types."""
-    flat: list[str] = []
-    ids: list[int] = []
-    for i, caps in enumerate(captions_per_image):
-        if isinstance(caps, str) or not isinstance(caps, Sequence):
-            raise TypeError(f"captions of image {i} must be a list of strings, got {type(caps).__name__}.")
-        for r, c in enumerate(caps):
-            if not isinstance(c, str):
-                raise TypeError(f"caption {r} of image {i} is a {type(c).__name__}, expected str.")
-            flat.append(c)
-            ids.append(i)
-    if not flat:
-        raise ValueError("No captions to evaluate: every image has an empty caption list.")
-    return flat, np.asarray(ids, dtype=np.int64)
-
-
-def evaluate_retrieval(
-    model: Any,
-    processor: Any,
-    images: Sequence[Any],
-    captions_per_image: Sequence[Sequence[str]],
-    *,
-    batch_size: int = 32,
-    text_batch_size: int = 128,
-    ks: Sequence[int] = DEFAULT_KS,
-    progress: bool = True,
-    num_workers: int = 0,
-) -> EvaluationResult:
-    """Encode ``images`` and their captions and compute the retrieval metrics (spec §7)."""
-    if len(images) != len(captions_per_image):
-        raise ValueError(
-            f"Got {len(images)} images but {len(captions_per_image)} caption lists; "
-            f"need one list of captions per image."
-        )
-    if len(images) == 0:
-        raise ValueError("Nothing to evaluate: the split has no images.")
-    captions, ids = flatten_captions(captions_per_image)
-    image_embeds = encode_images(
-        model, processor, images, batch_size=batch_size, progress=progress, num_workers=num_workers
-    )
-    text_embeds = encode_texts(model, processor, captions, batch_size=text_batch_size, progress=progress)
-    metrics = retrieval_metrics_from_embeddings(image_embeds, text_embeds, ids, normalize=False, ks=ks)
-    return EvaluationResult(metrics, image_embeds, text_embeds, captions, ids)
-
-
-class _ColumnView(Sequence):
-    """Lazy, indexable view of one column of a ``datasets.Dataset`` (decodes on access)."""
-
-    def __init__(self, dataset: Any, column: str) -> None:
-        self.dataset, self.column = dataset, column
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> Any:  # type: ignore[override]
-        return self.dataset[int(i)][self.column]
+    image_ids: np.ndarray
 
 
 def evaluate_corpus(
     model: Any,
     processor: Any,
-    dataset: Any,
+    split: Any,
     *,
-    image_column: str = "image",
-    captions_column: str = "captions",
+    batch_size: int = 32,
+    text_batch_size: int = 128,
+    num_workers: int = 0,
+    progress: bool = True,
     max_images: int | None = None,
-    **kwargs: Any,
+    ks: Sequence[int] = DEFAULT_KS,
 ) -> EvaluationResult:
-    """:func:`evaluate_retrieval` on a corpus split (``datasets.Dataset``, one row per image)."""
-    columns = getattr(dataset, "column_names", None)
-    if columns is None:
-        raise TypeError(f"`dataset` must be a datasets.Dataset split, got {type(dataset).__name__}.")
-    missing = [c for c in (image_column, captions_column) if c not in columns]
-    if missing:
-        raise ValueError(
-            f"The corpus split lacks column(s) {missing}; it has {columns}. Expected one row per image "
-            f"with '{image_column}' and '{captions_column}' (a list of captions)."
-        )
+    """Image-text retrieval metrics (docs/method.md, section 7) of ``model`` on a corpus split.
+
+    ``split`` is a corpus split (``datasets.Dataset``) or its already-built
+    :class:`~msa_hf.data.views.EvalView` (a trainer evaluating every epoch builds the view
+    once). Images are decoded in ``num_workers`` loader processes and pinned when the model
+    is on a GPU. ``max_images`` keeps the first N images and their captions.
+
+    Raises:
+        ValueError: the split has no images or no captions, or an image cannot be decoded or
+            embeds to a non-finite vector (named by its ``image_id``): metrics over a
+            silently shortened split would not be comparable.
+    """
+    view = split if isinstance(split, EvalView) else evaluation_view(split)
     if max_images is not None:
-        dataset = dataset.select(range(min(max_images, len(dataset))))
-    captions = dataset[captions_column]
-    images = _ColumnView(dataset.select_columns([image_column]), image_column)
-    return evaluate_retrieval(model, processor, images, captions, **kwargs)
+        if max_images < 1:
+            raise ValueError(f"`max_images` must be >= 1, got {max_images}.")
+        view = view.head(max_images)
+    if view.num_images == 0:
+        raise ValueError("Nothing to evaluate: the split has no images.")
+    if view.num_captions == 0:
+        raise ValueError("Nothing to evaluate: no image of the split has a caption.")
+    loader = view.image_loader(
+        processor,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        pin_memory=model_device(model).type == "cuda",
+        on_error="skip",  # a bad image is reported below by its image_id, not from inside a worker
+    )
+    chunks: list[torch.Tensor] = []
+    with progress_bar(view.num_images, "Encoding images", enabled=progress) as bar:
+        for encoded in encode_image_batches(model, loader, bar=bar):
+            if encoded.failures:
+                image_id, reason = encoded.failures[0]
+                raise ValueError(f"Cannot evaluate: image_id {image_id}: {reason}")
+            chunks.append(encoded.embeddings)
+    image_embeds = torch.cat(chunks)
+    text_embeds = encode_texts(model, processor, view.captions, batch_size=text_batch_size, progress=progress)
+    metrics = retrieval_metrics_from_embeddings(
+        image_embeds, text_embeds, view.caption_image_ids, normalize=False, ks=ks
+    )
+    return EvaluationResult(metrics, image_embeds, text_embeds, view.captions, view.caption_image_ids, view.image_ids)

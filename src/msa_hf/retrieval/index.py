@@ -8,33 +8,35 @@ Layout of an index folder::
       .partial/                only while a build is in progress or was interrupted
         plan.json              model identity + files still to encode (validates a resume)
         chunk_000000.safetensors ...  finished chunks, each written atomically
+      .lock                    only while a build runs: who is building (pid, host, start)
 
 Why this shape:
 
-* **A half-built index never looks complete.** Chunks are written to a temporary name and
-  renamed; ``embeddings.safetensors`` is written before ``manifest.json``; an update deletes
-  the old manifest first. Loading requires the manifest and checks it against the
-  embeddings' shape and checksum.
-* **Resumable.** Rerunning the same build picks up the finished chunks if the model and the
-  file list are unchanged; otherwise the stale partial work is discarded with a warning.
-* **Incremental.** Rebuilding a complete index with the same model re-encodes only files
-  that are new or whose size/modification time changed.
+* **A half-built index never looks complete.** Every file is written to a temporary name
+  and renamed (:mod:`msa_hf.io_utils`); ``embeddings.safetensors`` is written before
+  ``manifest.json``; an update deletes the old manifest first. Loading requires the
+  manifest and checks it against the embeddings' shape and checksum, and refuses
+  non-finite rows.
+* **Resumable, incremental, relocatable.** See :mod:`msa_hf.retrieval.index_build`. The
+  manifest records each file's size, modification time and SHA-256, so a rebuild re-encodes
+  only changed files and a moved archive keeps its embeddings.
 * **Model identity.** The manifest stores the model's name/path, Hub revision and a SHA-256
   of its weights (:func:`~msa_hf.retrieval.encoding.model_fingerprint`); searching with other
   weights raises :class:`IndexMismatchError` rather than returning meaningless neighbours.
+* **Changes are noticed.** :meth:`ImageIndex.stale_files` (``msa-index status``) lists new,
+  removed and modified files, and files skipped as undecodable that changed since; every
+  search hit says whether its file is missing or modified since it was embedded.
 
 Search is exact: one matrix product with the normalised embeddings in torch (default), or a
 FAISS ``IndexFlatIP`` (``backend="faiss"``, extra ``index``) which returns the same
-neighbours. Ties are broken by row order (= sorted file path) in the torch backend.
+neighbours. Ties are broken by row order (= sorted file path) in both backends.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import os
-import shutil
 import warnings
 import weakref
 from collections.abc import Sequence
@@ -44,23 +46,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from .encoding import (
-    ImageLoadError,
-    SkippedFile,
-    _encode_image_batch,
-    _model_device,
-    _progress,
-    encode_texts,
-    list_image_files,
-    load_image,
-    load_model_and_processor,
-    model_fingerprint,
-    processor_fingerprint,
-    warn_skipped,
-)
+from msa_hf.data.images import SkippedFile, list_image_files
+
+from .encoding import encode_images, encode_texts, load_model_and_processor, model_fingerprint, processor_fingerprint
 
 __all__ = [
     "INDEX_FORMAT",
@@ -72,9 +62,13 @@ __all__ = [
     "SearchHit",
     "StaleReport",
     "ImageIndex",
-    "build_index",
     "search_index",
     "faiss_available",
+    "file_record",
+    "describe_model",
+    "relocate_hint",
+    "same_stat",
+    "sha256_file",
 ]
 
 INDEX_FORMAT = "msa-image-index"
@@ -83,6 +77,7 @@ MANIFEST = "manifest.json"
 EMBEDDINGS = "embeddings.safetensors"
 PARTIAL = ".partial"
 PLAN = "plan.json"
+LOCK = ".lock"
 
 
 class ImageIndexError(Exception):
@@ -103,36 +98,54 @@ class IndexMismatchError(ImageIndexError):
 
 @dataclass(frozen=True)
 class SearchHit:
-    """One search result: ``rank`` 1-based, ``score`` the cosine similarity."""
+    """One search result: ``rank`` 1-based, ``score`` the cosine similarity.
+
+    ``stale`` is ``None`` when the file is as it was embedded, else why the score may be
+    out of date (``"missing"`` or ``"modified"``).
+    """
 
     rank: int
     score: float
     path: str
     relpath: str
     row: int
+    stale: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rank": self.rank, "score": self.score, "path": self.path, "relpath": self.relpath, "row": self.row}
+        return {
+            "rank": self.rank,
+            "score": self.score,
+            "path": self.path,
+            "relpath": self.relpath,
+            "row": self.row,
+            "stale": self.stale,
+        }
 
 
 @dataclass
 class StaleReport:
-    """Differences between an index and its image folder now."""
+    """Differences between an index and its image folder now.
+
+    ``changed_skipped`` are files the build skipped as unreadable that have changed since
+    (e.g. a corrupt file replaced by a good one): a rebuild would now index them.
+    """
 
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     modified: list[str] = field(default_factory=list)
+    changed_skipped: list[str] = field(default_factory=list)
 
     @property
     def is_stale(self) -> bool:
-        return bool(self.added or self.removed or self.modified)
+        return bool(self.added or self.removed or self.modified or self.changed_skipped)
 
     def summary(self) -> str:
         if not self.is_stale:
             return "index is up to date with its image folder"
+        retry = f", {len(self.changed_skipped)} previously skipped changed" if self.changed_skipped else ""
         return (
             f"index is stale: {len(self.added)} new, {len(self.removed)} removed, "
-            f"{len(self.modified)} modified image files"
+            f"{len(self.modified)} modified image files{retry}"
         )
 
 
@@ -148,34 +161,19 @@ def faiss_available() -> bool:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _file_record(root: Path, rel: Path) -> dict[str, Any]:
+def file_record(root: Path, rel: Path | str) -> dict[str, Any]:
+    """``{"path", "size", "mtime_ns"}`` of ``root / rel``: the cheap identity of a file."""
     st = (root / rel).stat()
-    return {"path": rel.as_posix(), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"path": Path(rel).as_posix(), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def same_stat(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two file records have the same size and modification time."""
+    return (a.get("size"), a.get("mtime_ns")) == (b.get("size"), b.get("mtime_ns"))
 
 
-def _save_tensor_atomic(path: Path, tensor: torch.Tensor, metadata: dict[str, str] | None = None) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({"embeddings": tensor.contiguous()}, str(tmp), metadata=metadata)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates 0600 files; an index is meant to be shared
-    os.replace(tmp, path)
-
-
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 4 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
@@ -183,9 +181,19 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _describe_model(identity: dict[str, Any]) -> str:
+def describe_model(identity: dict[str, Any]) -> str:
+    """``name (weights sha256 0123456789ab…)`` for messages."""
     name = identity.get("name_or_path") or "<in-memory model>"
     return f"{name} (weights sha256 {str(identity.get('weights_sha256'))[:12]}…)"
+
+
+def relocate_hint(index_path: Path, old_root: Path | str) -> str:
+    """What to run when the image folder an index was built from is gone."""
+    return (
+        f"The image folder {old_root} that index {index_path} was built from no longer exists. If it moved, run "
+        f"`msa-index build NEW_FOLDER --out {index_path} --relocate` (keeps the embeddings of files whose content "
+        f"is unchanged), or compare with `msa-index status {index_path} --folder NEW_FOLDER`."
+    )
 
 
 # ----------------------------------------------------------------------------- the index
@@ -241,7 +249,7 @@ class ImageIndex:
         if not emb_path.is_file():
             raise IncompleteIndexError(f"Index {folder} lacks {emb_path.name}; rebuild it with `msa-index build`.")
         expected_sha = manifest.get("embeddings_sha256")
-        if expected_sha and _sha256_file(emb_path) != expected_sha:
+        if expected_sha and sha256_file(emb_path) != expected_sha:
             raise IncompleteIndexError(
                 f"{emb_path} does not match its manifest (checksum differs): the index is corrupt or was "
                 f"modified; rebuild it with `msa-index build ... --out {folder}`."
@@ -252,6 +260,14 @@ class ImageIndex:
             raise IncompleteIndexError(
                 f"{emb_path} holds {tuple(embeddings.shape)} but the manifest lists {n} files of dimension {d}; "
                 f"rebuild the index."
+            )
+        finite = torch.isfinite(embeddings).all(dim=1)
+        if not bool(finite.all()):
+            bad = [manifest["files"][i]["path"] for i in (~finite).nonzero().squeeze(1).tolist()]
+            raise IncompleteIndexError(
+                f"Index {folder} holds non-finite embeddings for {len(bad)} file(s) (e.g. {bad[0]}), written by an "
+                f"older msa_hf; they would rank arbitrarily. Rebuild it: "
+                f"`msa-index build {manifest.get('root')} --out {folder} --overwrite`."
             )
         return cls(folder, manifest, embeddings.float())
 
@@ -272,7 +288,8 @@ class ImageIndex:
 
     @property
     def skipped(self) -> list[SkippedFile]:
-        return [SkippedFile(**s) for s in self.manifest.get("skipped", [])]
+        """Files left out of the index, and why."""
+        return [SkippedFile(s["path"], s["reason"]) for s in self.manifest.get("skipped", [])]
 
     def __len__(self) -> int:
         return self.embeddings.shape[0]
@@ -280,7 +297,7 @@ class ImageIndex:
     def __repr__(self) -> str:
         return (
             f"ImageIndex({str(self.path)!r}, {len(self)} images, dim {self.embeddings.shape[1]}, "
-            f"model {_describe_model(self.model_identity)})"
+            f"model {describe_model(self.model_identity)})"
         )
 
     # -- validation
@@ -292,34 +309,69 @@ class ImageIndex:
         ours = self.model_identity
         if identity["weights_sha256"] != ours.get("weights_sha256"):
             raise IndexMismatchError(
-                f"Index {self.path} was built with model {_describe_model(ours)}, but the model given is "
-                f"{_describe_model(identity)}. Its embeddings are not comparable; search with the index's "
+                f"Index {self.path} was built with model {describe_model(ours)}, but the model given is "
+                f"{describe_model(identity)}. Its embeddings are not comparable; search with the index's "
                 f"model, or rebuild: `msa-index build {self.root} --model NEW_MODEL --out {self.path} --overwrite`."
             )
         self._verified.add(model)
 
     def stale_files(self, folder: str | os.PathLike | None = None) -> StaleReport:
-        """Compare the manifest's files (size, mtime) with the image folder as it is now."""
+        """Compare the manifest with the image folder as it is now.
+
+        A file counts as modified when its size or modification time changed and, where the
+        manifest has its SHA-256, its content too (a ``touch`` is not a change). Files the
+        build skipped as unreadable count when they changed since.
+
+        Raises:
+            FileNotFoundError: the folder is gone; the message says how to relocate the index.
+        """
         root = Path(folder) if folder is not None else self.root
+        if not root.is_dir():
+            if folder is None:
+                raise FileNotFoundError(relocate_hint(self.path, root))
+            raise NotADirectoryError(f"--folder {root} is not a folder.")
         current, _ = list_image_files(root, recursive=self.manifest.get("recursive", True), exclude=[self.path])
-        now = {rel.as_posix(): _file_record(root, rel) for rel in current}
+        now = {rel.as_posix(): file_record(root, rel) for rel in current}
         then = {f["path"]: f for f in self.manifest["files"]}
-        skipped_then = {s["path"] for s in self.manifest.get("skipped", [])}
+        skipped_then = {s["path"]: s for s in self.manifest.get("skipped", [])}
         report = StaleReport()
         report.added = sorted(p for p in now if p not in then and p not in skipped_then)
         report.removed = sorted(p for p in then if p not in now)
         report.modified = sorted(
             p
             for p in then
-            if p in now and (now[p]["size"], now[p]["mtime_ns"]) != (then[p]["size"], then[p]["mtime_ns"])
+            if p in now
+            and not same_stat(now[p], then[p])
+            and (not then[p].get("sha256") or sha256_file(root / p) != then[p]["sha256"])
+        )
+        report.changed_skipped = sorted(
+            p for p, s in skipped_then.items() if p in now and "size" in s and not same_stat(now[p], s)
         )
         return report
 
+    def file_status(self, row: int) -> str | None:
+        """``None`` if row ``row``'s file is as it was embedded (size, mtime), else ``"missing"``
+        or ``"modified"``. One ``stat``: cheap enough for every search hit."""
+        record = self.manifest["files"][row]
+        try:
+            now = file_record(self.root, record["path"])
+        except (FileNotFoundError, NotADirectoryError):
+            return "missing"
+        return None if same_stat(now, record) else "modified"
+
     # -- search
     def search(
-        self, query_embeddings: torch.Tensor | np.ndarray, k: int = 10, backend: str = "torch"
+        self,
+        query_embeddings: torch.Tensor | np.ndarray,
+        k: int = 10,
+        backend: str = "torch",
+        check_files: bool = True,
     ) -> list[list[SearchHit]]:
-        """Top-``k`` rows for each query embedding (queries are L2-normalised here)."""
+        """Top-``k`` rows for each query embedding (queries are L2-normalised here).
+
+        With ``check_files`` each hit's file is checked (:meth:`file_status`) and its
+        ``stale`` field says if it is missing or modified since it was embedded.
+        """
         q = (
             (
                 query_embeddings.detach()
@@ -336,6 +388,9 @@ class ImageIndex:
                 f"Query embeddings have shape {tuple(q.shape)} but index {self.path} holds dimension "
                 f"{self.embeddings.shape[1]}: the query model differs from the index's model."
             )
+        if not bool(torch.isfinite(q).all()):
+            bad = (~torch.isfinite(q).all(dim=1)).nonzero().squeeze(1).tolist()
+            raise ValueError(f"Query embedding(s) {bad} are not finite (NaN or infinite pixel values?).")
         if int(k) < 1:
             raise ValueError(f"`k` must be >= 1, got {k}.")
         k = min(int(k), len(self))
@@ -349,7 +404,14 @@ class ImageIndex:
         root, files = self.root, self.files
         return [
             [
-                SearchHit(rank=r + 1, score=float(s), path=str(root / files[i]), relpath=files[i], row=int(i))
+                SearchHit(
+                    rank=r + 1,
+                    score=float(s),
+                    path=str(root / files[i]),
+                    relpath=files[i],
+                    row=int(i),
+                    stale=self.file_status(int(i)) if check_files else None,
+                )
                 for r, (s, i) in enumerate(zip(srow.tolist(), irow.tolist()))
             ]
             for srow, irow in zip(scores, rows)
@@ -378,7 +440,11 @@ class ImageIndex:
             index.add(np.ascontiguousarray(self.embeddings.numpy(), dtype=np.float32))
             self._faiss_index = index
         scores, rows = self._faiss_index.search(np.ascontiguousarray(q.numpy(), dtype=np.float32), k)
-        return torch.from_numpy(scores), torch.from_numpy(rows)
+        # Within the k results, order ties by row as the torch backend does.
+        order = np.lexsort((rows, -scores), axis=-1)
+        return torch.from_numpy(np.take_along_axis(scores, order, -1)), torch.from_numpy(
+            np.take_along_axis(rows, order, -1)
+        )
 
     def search_text(
         self,
@@ -389,10 +455,20 @@ class ImageIndex:
         backend: str = "torch",
         verify_model: bool = True,
     ) -> list[list[SearchHit]]:
-        """Encode ``texts`` with ``model`` and return the top-``k`` images for each."""
+        """Encode ``texts`` with ``model`` and return the top-``k`` images for each.
+
+        An empty or whitespace-only query is refused (``ValueError``): it would still rank
+        every image, by nothing the user asked for.
+        """
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts:
+            raise ValueError("No query given: pass at least one text.")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                where = "The query" if len(texts) == 1 else f"Query {i + 1}"
+                raise ValueError(f"{where} is empty ({text!r}): type what the images should show.")
         if verify_model:
             self.check_model(model)
-        texts = [texts] if isinstance(texts, str) else list(texts)
         return self.search(encode_texts(model, processor, texts, progress=False), k=k, backend=backend)
 
     def search_images(
@@ -416,230 +492,8 @@ class ImageIndex:
                 f"image-query scores may be off.",
                 stacklevel=2,
             )
-        loaded = [load_image(x) if isinstance(x, (str, os.PathLike)) else x for x in images]
-        q = _encode_image_batch(model, processor, loaded, _model_device(model))
+        q = encode_images(model, processor, images, progress=False, desc="Encoding queries")
         return self.search(q, k=k, backend=backend)
-
-
-# ----------------------------------------------------------------------------- building
-
-
-def _load_manifest_if_any(out: Path) -> dict[str, Any] | None:
-    try:
-        return ImageIndex.load(out).manifest
-    except (ImageIndexError, FileNotFoundError):
-        return None
-
-
-def build_index(
-    image_folder: str | os.PathLike,
-    model: Any,
-    processor: Any,
-    out: str | os.PathLike,
-    *,
-    batch_size: int = 32,
-    chunk_size: int = 1024,
-    recursive: bool = True,
-    overwrite: bool = False,
-    num_workers: int = 0,
-    progress: bool = True,
-) -> ImageIndex:
-    """Encode every image under ``image_folder`` into an index at ``out`` (resumable, incremental).
-
-    Non-image files are skipped and listed; images that fail to decode are skipped and listed
-    (in the warning and in ``manifest["skipped"]``). An existing index at ``out`` built with the
-    same weights is updated (only new or changed files are encoded); one built with other
-    weights is replaced only with ``overwrite=True``.
-
-    Raises:
-        IndexBuildError: empty folder, no decodable image, ``out`` occupied by something else.
-        IndexMismatchError: ``out`` holds an index of another model and ``overwrite`` is False.
-    """
-    root = Path(image_folder).expanduser().resolve()
-    out = Path(out).expanduser().resolve()
-    if chunk_size < 1:
-        raise ValueError(f"`chunk_size` must be >= 1, got {chunk_size}.")
-    images, skipped = list_image_files(root, recursive=recursive, exclude=[out])
-    if not images:
-        extra = f" ({len(skipped)} non-image file(s) skipped, e.g. {skipped[0].path})" if skipped else ""
-        raise IndexBuildError(f"No image files found in {root}{extra}; expected files ending in .jpg, .png, .tif, ...")
-
-    identity = model_fingerprint(model)
-    proc_sha = processor_fingerprint(processor)
-    records = [_file_record(root, rel) for rel in images]
-
-    # What is already at `out`?
-    reuse: dict[str, tuple[dict[str, Any], torch.Tensor]] = {}
-    old = None
-    if out.exists():
-        old = _load_manifest_if_any(out)
-        if old is not None:
-            same_model = old["model"].get("weights_sha256") == identity["weights_sha256"]
-            if not same_model and not overwrite:
-                raise IndexMismatchError(
-                    f"{out} already holds an index built with model {_describe_model(old['model'])}; the model "
-                    f"given is {_describe_model(identity)}. Pass --overwrite to replace it, or choose another --out."
-                )
-            if old.get("root") != str(root) and not overwrite:
-                raise IndexBuildError(
-                    f"{out} already holds an index of {old.get('root')}, not {root}. Pass --overwrite to replace "
-                    f"it, or choose another --out."
-                )
-            if same_model and not overwrite:
-                old_index = ImageIndex.load(out)
-                for row, f in enumerate(old["files"]):
-                    reuse[f["path"]] = (f, old_index.embeddings[row])
-        elif not (out / PARTIAL).is_dir() and any(out.iterdir()) and not overwrite:
-            raise IndexBuildError(
-                f"Output folder {out} exists, is not empty and is not an MSA index; "
-                f"choose another --out (or pass --overwrite to replace its contents)."
-            )
-        if overwrite:
-            for name in (MANIFEST, EMBEDDINGS):
-                (out / name).unlink(missing_ok=True)
-            shutil.rmtree(out / PARTIAL, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-
-    reused_rows = {
-        r["path"]: reuse[r["path"]][1]
-        for r in records
-        if r["path"] in reuse
-        and (reuse[r["path"]][0]["size"], reuse[r["path"]][0]["mtime_ns"]) == (r["size"], r["mtime_ns"])
-    }
-    todo = [r for r in records if r["path"] not in reused_rows]
-    if (
-        not todo
-        and old is not None
-        and old["files"] == records
-        and old.get("skipped", []) == [s.to_dict() for s in skipped]
-    ):
-        return ImageIndex.load(out)  # up to date: nothing to encode or rewrite
-
-    # Resume or start the partial build.
-    partial = out / PARTIAL
-    plan = {"model": identity, "processor_sha256": proc_sha, "root": str(root), "chunk_size": chunk_size, "todo": todo}
-    old_plan = None
-    if (partial / PLAN).is_file():
-        try:
-            old_plan = json.loads((partial / PLAN).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            old_plan = None
-        if old_plan != plan:
-            warnings.warn(
-                f"Discarding an interrupted build in {partial}: the model, the settings or the image "
-                f"files changed since it started.",
-                stacklevel=2,
-            )
-            shutil.rmtree(partial)
-    partial.mkdir(exist_ok=True)
-    if old_plan != plan:
-        _write_json_atomic(partial / PLAN, plan)
-
-    device = _model_device(model)
-    chunk_results: dict[str, torch.Tensor] = {}
-    bad: list[SkippedFile] = []
-    n_chunks = (len(todo) + chunk_size - 1) // chunk_size
-    done = {c for c in range(n_chunks) if (partial / f"chunk_{c:06d}.safetensors").is_file()}
-    initial = sum(min(chunk_size, len(todo) - c * chunk_size) for c in done)
-    pool = None
-    if num_workers > 0:
-        from concurrent.futures import ThreadPoolExecutor
-
-        pool = ThreadPoolExecutor(num_workers)
-    try:
-        with _progress(len(todo), "Indexing images", progress, "img", initial=initial) as bar:
-            for c in range(n_chunks):
-                chunk_path = partial / f"chunk_{c:06d}.safetensors"
-                if c in done:
-                    continue
-                chunk = todo[c * chunk_size : (c + 1) * chunk_size]
-                ok_paths: list[str] = []
-                chunk_bad: list[dict[str, str]] = []
-                embs: list[torch.Tensor] = []
-                for b0 in range(0, len(chunk), batch_size):
-                    batch = chunk[b0 : b0 + batch_size]
-
-                    def _load(rec: dict[str, Any]) -> Any:
-                        try:
-                            return load_image(root / rec["path"])
-                        except (ImageLoadError, OSError) as exc:
-                            return exc
-
-                    loaded = list(pool.map(_load, batch)) if pool else [_load(r) for r in batch]
-                    good = []
-                    for rec, img in zip(batch, loaded):
-                        if isinstance(img, Exception):
-                            cause = img.__cause__ or img
-                            chunk_bad.append(
-                                {
-                                    "path": rec["path"],
-                                    "reason": f"cannot decode image ({type(cause).__name__}: {cause})",
-                                }
-                            )
-                        else:
-                            good.append((rec, img))
-                    if good:
-                        embs.append(_encode_image_batch(model, processor, [g[1] for g in good], device))
-                        ok_paths.extend(g[0]["path"] for g in good)
-                    bar.update(len(batch))
-                dim = embs[0].shape[1] if embs else 0
-                tensor = torch.cat(embs) if embs else torch.zeros(0, max(dim, 1))
-                _save_tensor_atomic(
-                    chunk_path, tensor, {"files": json.dumps(ok_paths), "skipped": json.dumps(chunk_bad)}
-                )
-    finally:
-        if pool:
-            pool.shutdown()
-
-    # Gather chunks (also those from an earlier, interrupted run).
-    for c in range(n_chunks):
-        chunk_path = partial / f"chunk_{c:06d}.safetensors"
-        with safe_open(str(chunk_path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensor = f.get_tensor("embeddings")
-        paths = json.loads(meta.get("files", "[]"))
-        bad.extend(SkippedFile(**s) for s in json.loads(meta.get("skipped", "[]")))
-        for row, p in enumerate(paths):
-            chunk_results[p] = tensor[row]
-
-    final_records = [r for r in records if r["path"] in reused_rows or r["path"] in chunk_results]
-    if not final_records:
-        raise IndexBuildError(
-            f"None of the {len(records)} image files in {root} could be decoded (e.g. {bad[0].path}: {bad[0].reason})."
-        )
-    embeddings = torch.stack([reused_rows.get(r["path"], chunk_results.get(r["path"])) for r in final_records]).float()
-    all_skipped = sorted(skipped + bad, key=lambda s: s.path)
-
-    # Commit: old manifest away first, then embeddings, then the new manifest.
-    (out / MANIFEST).unlink(missing_ok=True)
-    _save_tensor_atomic(out / EMBEDDINGS, embeddings, {"format": INDEX_FORMAT})
-    import msa_hf
-
-    manifest = {
-        "format": INDEX_FORMAT,
-        "format_version": INDEX_FORMAT_VERSION,
-        "created": _now(),
-        "msa_hf_version": getattr(msa_hf, "__version__", None),
-        "root": str(root),
-        "recursive": recursive,
-        "model": identity,
-        "processor_sha256": proc_sha,
-        "embedding_dim": int(embeddings.shape[1]),
-        "normalized": True,
-        "similarity": "dot product of L2-normalised embeddings (cosine)",
-        "dtype": "float32",
-        "num_images": len(final_records),
-        "embeddings_file": EMBEDDINGS,
-        "embeddings_sha256": _sha256_file(out / EMBEDDINGS),
-        "files": final_records,
-        "skipped": [s.to_dict() for s in all_skipped],
-        "reused": len(reused_rows),
-        "encoded": len(final_records) - len(reused_rows),
-    }
-    _write_json_atomic(out / MANIFEST, manifest)
-    shutil.rmtree(partial, ignore_errors=True)
-    warn_skipped(all_skipped, what=f"files in {root}", stacklevel=2)
-    return ImageIndex(out, manifest, embeddings)
 
 
 # ----------------------------------------------------------------------------- one-call search
@@ -653,26 +507,34 @@ def search_index(
     k: int = 10,
     model: Any = None,
     processor: Any = None,
+    revision: str | None = None,
     backend: str = "torch",
     device: str | torch.device | None = None,
 ) -> list[list[SearchHit]]:
     """The Python twin of ``msa-search``: load the index (if a path), the model, and search.
 
-    ``model`` may be an ``MSAModel``, a folder/Hub id, or ``None`` for the model recorded in the
-    index manifest. Exactly one of ``text`` (a string or list) and ``image`` (a path, PIL image
-    or list of them) is required. The model must have the index's weights.
+    ``model`` may be an ``MSAModel``, a folder/Hub id (at ``revision``), or ``None`` for the model
+    recorded in the index manifest (a Hub model at its recorded commit). Exactly one of ``text``
+    (a string or list) and ``image`` (a path, PIL image or list of them) is required. The model
+    must have the index's weights.
     """
     if (text is None) == (image is None):
         raise ValueError("Give exactly one of `text` and `image` to search with.")
     idx = index if isinstance(index, ImageIndex) else ImageIndex.load(index)
     if model is None or isinstance(model, (str, os.PathLike)):
+        if model is None and revision is not None:
+            raise ValueError(
+                "`revision` (--revision) needs `model` (--model): the index's own model loads at its recorded commit."
+            )
         source = model if model is not None else idx.model_identity.get("name_or_path")
+        if model is None and not Path(str(source or "")).expanduser().exists():
+            revision = idx.model_identity.get("revision")
         if not source:
             raise ValueError(
                 f"Index {idx.path} was built from an in-memory model and does not record where it lives; "
                 f"pass `model` (--model) explicitly."
             )
-        model, loaded_proc = load_model_and_processor(source, device=device)
+        model, loaded_proc = load_model_and_processor(source, device=device, revision=revision)
         processor = processor or loaded_proc
     elif processor is None:
         raise ValueError("`processor` is required when `model` is a model object.")

@@ -1,6 +1,6 @@
 """Image-text retrieval metrics (Recall@K, mR, median/mean rank) for any number of captions per image.
 
-The remote-sensing retrieval protocol (method spec §7) has N test images and several captions
+The remote-sensing retrieval protocol (docs/method.md, section 7) has N test images and several captions
 per image. open_clip's retrieval metric assumes *one* caption per image, which is wrong here;
 this module instead maps every caption to its image index (``caption_image_ids``), so 5
 captions per image reproduces the standard protocol exactly and any other count (1, 7, a
@@ -14,7 +14,7 @@ Definitions (ranks are 0-based, "rank < K" is a hit):
 * **Text→image** for caption ``j``: the number of *other* images that score at least as high
   as caption ``j``'s own image.
 * ``R@K = 100 * mean(rank < K)``; ``mr`` = the mean of the six recalls (mean *recall*, as the
-  MSA paper and spec call it — not a mean rank).
+  MSA paper and docs/method.md call it — not a mean rank).
 * ``*_medr`` / ``*_meanr``: median and mean rank, reported **1-based** as the VSE++/SCAN family
   of codebases do (``floor(median(rank0)) + 1`` and ``mean(rank0) + 1``).
 
@@ -240,7 +240,7 @@ def retrieval_ranks_from_embeddings(
     The full images × captions matrix is never held: each block of image rows is multiplied
     with all text embeddings twice (once to collect the ground-truth scores, once to count),
     so peak memory is one block plus the embeddings. With ``normalize=True`` both sides are
-    L2-normalised first (cosine similarity, spec §7).
+    L2-normalised first (cosine similarity, docs/method.md, section 7).
     """
     img = _as_embeddings(image_embeds, "image_embeds")
     txt = _as_embeddings(text_embeds, "text_embeds").to(device=img.device)
@@ -312,7 +312,7 @@ def retrieval_metrics(
     ks: Sequence[int] = DEFAULT_KS,
     block_rows: int | None = None,
 ) -> dict[str, float]:
-    """Image↔text retrieval metrics from an images × captions similarity matrix (spec §7).
+    """Image↔text retrieval metrics from an images × captions similarity matrix (docs/method.md, section 7).
 
     Args:
         similarity: ``(num_images, num_captions)`` scores (numpy or torch, any float dtype/device),

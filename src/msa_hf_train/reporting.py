@@ -1,0 +1,77 @@
+"""What a run shows people: plots of the loss terms and validation recall, and the closing summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+LOSS_TERMS = ("loss", "loss_triplet", "loss_mscma", "loss_csmmc")
+RECALLS = ("i2t_r1", "t2i_r1", "mr")
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
+    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(handle, "w") as stream:
+        json.dump(payload, stream, indent=2)
+        stream.write("\n")
+    os.replace(staging, path)
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Append one record as a line and flush it to disk."""
+    with path.open("a") as stream:
+        stream.write(json.dumps(record) + "\n")
+        stream.flush()
+        os.fsync(stream.fileno())
+
+
+def plot_training(
+    losses: Sequence[dict[str, float]], evaluations: Sequence[dict[str, Any]], folder: Path
+) -> list[Path]:
+    """``losses.png`` (each loss term against the step) and ``validation.png`` (R@1 and mR per evaluation)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    if losses:
+        figure, axes = plt.subplots(1, len(LOSS_TERMS), figsize=(4 * len(LOSS_TERMS), 3.2))
+        steps = [record["step"] for record in losses]
+        for axis, term in zip(axes, LOSS_TERMS):
+            axis.plot(steps, [record[term] for record in losses], color="tab:blue")
+            axis.set_title(term)
+            axis.set_xlabel("optimizer step")
+            axis.grid(alpha=0.3)
+        figure.tight_layout()
+        written.append(folder / "losses.png")
+        figure.savefig(written[-1], dpi=90)
+        plt.close(figure)
+    if evaluations:
+        figure, axis = plt.subplots(figsize=(5.5, 3.5))
+        steps = [record["step"] for record in evaluations]
+        for name in RECALLS:
+            axis.plot(steps, [record["metrics"][name] for record in evaluations], marker="o", label=name)
+        axis.set_xlabel("optimizer step")
+        axis.set_ylabel("validation recall (%)")
+        axis.legend()
+        axis.grid(alpha=0.3)
+        figure.tight_layout()
+        written.append(folder / "validation.png")
+        figure.savefig(written[-1], dpi=90)
+        plt.close(figure)
+    return written
+
+
+def format_duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+
+
+__all__ = ["LOSS_TERMS", "append_jsonl", "format_duration", "plot_training", "write_json"]

@@ -1,0 +1,54 @@
+"""Batch order, sharding, augmentation and text ids of the training data."""
+
+import pytest
+import torch
+
+from msa_hf_train.data import AUGMENTATIONS, EpochBatchSampler, apply_variant, normalise_caption
+from msa_hf_train.recipe import RecipeError
+
+
+def keys(sampler):
+    return [index for batch in sampler for _, index in batch]
+
+
+def test_shards_of_two_processes_interleave_into_the_one_process_order():
+    one = EpochBatchSampler(50, 4, seed=3)
+    shards = [EpochBatchSampler(50, 4, seed=3, world_size=2, rank=r) for r in (0, 1)]
+    for sampler in (one, *shards):
+        sampler.start(epoch=2)
+    batches = [list(s) for s in shards]
+    assert len(batches[0]) == len(batches[1]) == 50 // 8
+    interleaved = [index for pair in zip(*batches) for batch in pair for _, index in batch]
+    assert interleaved == keys(one)[: len(interleaved)]
+    assert len(set(interleaved)) == len(interleaved)
+
+
+def test_each_epoch_has_its_own_fixed_order_and_skipping_resumes_it():
+    sampler = EpochBatchSampler(40, 4, seed=0)
+    sampler.start(0)
+    first = keys(sampler)
+    sampler.start(1)
+    second = keys(sampler)
+    assert sorted(first) == sorted(second) == list(range(40)) and first != second
+    sampler.start(1, skip=3)
+    assert keys(sampler) == second[12:]
+    assert all(epoch == 1 for batch in sampler for epoch, _ in batch)
+
+
+def test_a_split_smaller_than_one_global_batch_is_refused():
+    with pytest.raises(RecipeError, match="fewer than one global batch of 16"):
+        EpochBatchSampler(10, 8, seed=0, world_size=2)
+
+
+def test_variants_are_the_eight_symmetries_of_the_square():
+    image = torch.arange(2 * 3 * 3, dtype=torch.float32).view(2, 3, 3)
+    outputs = [apply_variant(image, v) for v in AUGMENTATIONS["dihedral"]]
+    assert len({tuple(o.flatten().tolist()) for o in outputs}) == 8
+    assert torch.equal(apply_variant(image, 0), image)
+    assert torch.equal(apply_variant(image, 4), image.flip(-1))
+    assert set(AUGMENTATIONS["flips"]) < set(AUGMENTATIONS["dihedral"])
+
+
+def test_caption_normalisation_ignores_case_spacing_and_the_final_period():
+    assert normalise_caption("  Many  Planes are parked. ") == normalise_caption("many planes are parked")
+    assert normalise_caption("a plane") != normalise_caption("two planes")

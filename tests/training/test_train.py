@@ -1,0 +1,193 @@
+"""The training script end to end on msa-tiny: outputs, exact resume, reproducibility, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoProcessor
+
+import msa_hf  # noqa: F401  (registers the Auto classes)
+from msa_hf_train import cli
+from msa_hf_train.trainer import Trainer
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "training" / "train.py"
+DEFAULT_RECIPE = REPO / "training" / "configs" / "default.yaml"
+
+
+def run(args: list[str]) -> int:
+    return cli.main(args, default_recipe=DEFAULT_RECIPE)
+
+
+def test_the_script_trains_selects_on_validation_and_writes_a_loadable_model(tiny_recipe_args, tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            *tiny_recipe_args("run", "eval_every=5", "save_every=4", "keep_last=2", "report_to=tensorboard"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "run"
+    test_metrics = json.loads((out / "test_metrics.json").read_text())["test"]
+    assert f"mR = {test_metrics['mr']:.2f}" in result.stdout and "Finished in" in result.stdout
+
+    evaluations = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [e["split"] for e in evaluations] == ["validation"] * len(evaluations)
+    steps = [e["step"] for e in evaluations]
+    assert steps == sorted(steps) and len(steps) >= 3  # every 5 steps, at epoch ends and at the end
+    best = json.loads((out / "best" / "metrics.json").read_text())
+    assert best["validation"]["mr"] == max(e["metrics"]["mr"] for e in evaluations)
+    assert best["step"] == next(e["step"] for e in evaluations if e["metrics"]["mr"] == best["validation"]["mr"])
+    checkpoints = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert len(checkpoints) == 2 and not any(name.startswith(".") for name in checkpoints)
+    for plot in ("losses.png", "validation.png", "test_retrieval_examples.png"):
+        assert (out / "plots" / plot).stat().st_size > 0
+    assert "model: msa-tiny" in (out / "best" / "recipe.yaml").read_text()
+    card = (out / "best" / "README.md").read_text()
+    assert "model-index" in card and f"{test_metrics['mr']:.2f}" in card
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next((out / "logs").rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    logged = set(events.Tags()["scalars"])
+    expected = {"train/loss", "train/loss_triplet", "train/loss_mscma", "train/loss_csmmc", "train/lr"}
+    assert expected | {"validation/mr", "validation/i2t_r1", "validation/t2i_r10"} <= logged
+
+    model = AutoModel.from_pretrained(out / "best").eval()
+    processor = AutoProcessor.from_pretrained(out / "best")
+    batch = processor(images=[torch.rand(3, 64, 64)], text=["two planes parked beside the runway"])
+    with torch.no_grad():
+        output = model(**batch)
+    assert torch.isfinite(output.logits_per_image).all()
+
+
+def _final_state(out: Path) -> tuple[dict, dict, list]:
+    best = load_file(out / "best" / "model.safetensors")
+    test = json.loads((out / "test_metrics.json").read_text())["test"]
+    evaluations = [json.loads(line)["metrics"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return best, test, evaluations
+
+
+def test_same_seed_same_run_and_an_interrupted_run_resumes_exactly(tiny_recipe_args, tmp_path, monkeypatch):
+    # Trainable image tower, augmentation, dropout, warmup + cosine: every source of randomness is in play.
+    options = ("augment=dihedral", "lr_scheduler=cosine", "warmup_steps=3", "save_every=4")
+    assert run(tiny_recipe_args("a", *options)) == 0
+    assert run(tiny_recipe_args("b", *options)) == 0
+    best_a, test_a, evaluations_a = _final_state(tmp_path / "a")
+    best_b, test_b, evaluations_b = _final_state(tmp_path / "b")
+    assert test_a == test_b and evaluations_a == evaluations_b
+    assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)
+
+    # Interrupt with a real SIGINT in the middle of the first epoch, then resume from the saved state.
+    train_step = Trainer.train_step
+
+    def interrupting_step(self, batch):
+        terms = train_step(self, batch)
+        if self.state.global_step == 5 and self.state.batches_done == 5:
+            signal.raise_signal(signal.SIGINT)
+        return terms
+
+    monkeypatch.setattr(Trainer, "train_step", interrupting_step)
+    assert run(tiny_recipe_args("c", *options)) == 128 + signal.SIGINT
+    assert not (tmp_path / "c" / "test_metrics.json").exists()
+    monkeypatch.setattr(Trainer, "train_step", train_step)
+    assert run(tiny_recipe_args("c", *options)) == 2  # an unfinished run is not restarted silently
+    assert run(tiny_recipe_args("c", *options, "resume_from_checkpoint=latest")) == 0
+    best_c, test_c, evaluations_c = _final_state(tmp_path / "c")
+    assert test_c == test_a and evaluations_c == evaluations_a
+    assert all(torch.equal(best_c[k], best_a[k]) for k in best_a)
+
+
+def test_cached_frozen_tower_gives_the_same_run_as_the_uncached_one(tiny_recipe_args, tmp_path):
+    frozen = ("freeze_vision_stages=all", "augment=flips")
+    assert run(tiny_recipe_args("cached", *frozen, "cache_frozen_vision=true")) == 0
+    assert run(tiny_recipe_args("uncached", *frozen, "cache_frozen_vision=false")) == 0
+    cache_files = list((tmp_path.parent / "msa-train-cache" / "vision-features").glob("*.safetensors"))
+    assert len(cache_files) == 1
+    best_cached, test_cached, evaluations_cached = _final_state(tmp_path / "cached")
+    best_uncached, test_uncached, evaluations_uncached = _final_state(tmp_path / "uncached")
+    for name, tensor in best_cached.items():
+        torch.testing.assert_close(tensor, best_uncached[name], atol=1e-5, rtol=1e-4, msg=name)
+    assert evaluations_cached == pytest.approx(evaluations_uncached, abs=1e-6)
+    assert test_cached == pytest.approx(test_uncached, abs=1e-6)
+
+    # Another image preprocessing is another cache entry, never the stale one.
+    assert run(tiny_recipe_args("other", *frozen, "config_overrides={image_size: 32}")) == 0
+    assert len(list(cache_files[0].parent.glob("*.safetensors"))) == 2
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tiny_recipe_args, tmp_path, monkeypatch, capsys):
+    train_step = Trainer.train_step
+
+    def poisoned(self, batch):
+        if self.state.global_step == 6:
+            batch = {**batch, "pixel_values": batch["pixel_values"] * float("nan")}
+        return train_step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", poisoned)
+    assert run(tiny_recipe_args("nan", "save_every=3")) == 1
+    assert "loss became non-finite at step 7" in capsys.readouterr().err
+    checkpoints = sorted((tmp_path / "nan" / "checkpoints").iterdir())
+    assert [p.name for p in checkpoints][-1] == "step-000006"
+    assert all(torch.isfinite(t).all() for t in load_file(checkpoints[-1] / "model.safetensors").values())
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["num_epoch=2"], "Unknown recipe key 'num_epoch' in the command line. Did you mean num_epochs?"),
+        (["num_epochs=two"], "Recipe key 'num_epochs' must be int, got 'two'"),
+        (["corpus=missing/dataset_rsicd.json"], "corpus 'missing/dataset_rsicd.json' does not exist"),
+        (["model=msa-effnetlite0-minlm"], "did you mean msa-effnetlite0-minilm"),
+        (["lr_scheduler=cosin"], "did you mean cosine"),
+        (["corpus_kwargs={n_images: 24, imagesize: 64}"], "corpus_kwargs ['imagesize'] are not options"),
+        (["report_to=mlflow"], "report_to 'mlflow' is not supported"),
+    ],
+)
+def test_bad_recipes_fail_before_any_work_with_exit_code_2(tiny_recipe_args, tmp_path, capsys, overrides, message):
+    assert run(tiny_recipe_args("bad", *overrides)) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_finished_run_is_not_overwritten_without_permission(tiny_recipe_args, tmp_path, capsys):
+    out = tmp_path / "done"
+    out.mkdir()
+    (out / "test_metrics.json").write_text("{}")
+    assert run(tiny_recipe_args("done")) == 2
+    assert "holds a finished run" in capsys.readouterr().err
+    assert (out / "test_metrics.json").read_text() == "{}"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="torchrun with gloo")
+def test_two_processes_with_torchrun(tiny_recipe_args, tmp_path):
+    """The script runs unchanged as 2 gloo processes (Accelerate's MULTI_CPU)."""
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    result = subprocess.run(
+        [*command, str(SCRIPT), *tiny_recipe_args("ddp", "per_device_batch_size=4", "num_epochs=1")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "of 4 × 2 process(es)" in result.stderr
+    assert (tmp_path / "ddp" / "best" / "model.safetensors").is_file()
+    assert json.loads((tmp_path / "ddp" / "test_metrics.json").read_text())["test"]["mr"] >= 0
