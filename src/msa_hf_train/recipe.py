@@ -33,6 +33,7 @@ class Recipe:
 
     # What to train, on what, where.
     model: str = "msa-effnetlite0-minilm"
+    revision: str | None = None
     tokenizer: str | None = None
     config_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     corpus: str = "rs-synth"
@@ -58,6 +59,7 @@ class Recipe:
     max_grad_norm: float | None = None
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     gradient_checkpointing: bool = False
+    channels_last: bool = True
     # Which parts train.
     freeze_vision_stages: int | Literal["all"] | None = None
     freeze_text_layers: int | Literal["all"] | None = None
@@ -228,6 +230,11 @@ def _check_values(recipe: Recipe) -> None:
         value = getattr(recipe, key)
         if value is not None and value < 0:
             raise RecipeError(f"Recipe key {key!r} must be >= 0, got {value}.")
+    if recipe.mixed_precision == "fp16":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RecipeError("mixed_precision='fp16' needs a CUDA GPU; on a CPU use 'bf16' or 'no'.")
     if recipe.push_to_hub and not recipe.hub_repo_id:
         raise RecipeError("push_to_hub=true needs hub_repo_id (e.g. hub_repo_id=your-name/msa-ucm).")
     from transformers import SchedulerType

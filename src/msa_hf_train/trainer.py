@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from msa_hf import PRESETS, MSAConfig, MSAModel, MSAProcessor, param_groups
+from msa_hf.hub import resolve_model_source
 from msa_hf.io_utils import atomic_directory
 from msa_hf.model_card import Evaluation, base_model_ids, build_model_card, tower_hub_id, write_card
 from msa_hf.pretrained_towers import (
@@ -146,10 +147,10 @@ class BuiltModel:
 def build_model(recipe: Recipe) -> BuiltModel:
     """The model and processor a recipe names: a saved folder, a pretrained-tower preset or an architecture."""
     overrides = dict(recipe.config_overrides)
-    folder = Path(recipe.model).expanduser()
-    if folder.is_dir() or recipe.model not in {*PRESETS, *BACKBONE_PRESETS}:
-        model = MSAModel.from_pretrained(str(folder) if folder.is_dir() else recipe.model, **overrides)
-        processor = MSAProcessor.from_pretrained(str(folder) if folder.is_dir() else recipe.model)
+    if Path(recipe.model).expanduser().is_dir() or recipe.model not in {*PRESETS, *BACKBONE_PRESETS}:
+        folder = resolve_model_source(recipe.model, recipe.revision)  # a saved folder, or a Hub snapshot
+        model = MSAModel.from_pretrained(folder, **overrides)
+        processor = MSAProcessor.from_pretrained(folder)
         return BuiltModel(model, processor, model.config.vision_backbone, model.config.text_config.model_type)
     if recipe.model in BACKBONE_PRESETS:
         preset = recipe.model
@@ -281,6 +282,7 @@ class Trainer:
         apply_freezing(self.model, recipe)
         if recipe.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
+        self._set_memory_format(self.model)
         self.model.train()
 
         cached = None
@@ -373,6 +375,11 @@ class Trainer:
             total / 1e6,
             "frozen, features cached" if self.uses_cache else "in the loop",
         )
+
+    def _set_memory_format(self, model: MSAModel) -> None:
+        """Channels-last convolutions: 1.5-2x faster image towers on CPUs and GPUs, the same up to rounding."""
+        if self.recipe.channels_last:
+            model.vision_model.to(memory_format=torch.channels_last)
 
     # --- evaluation and saving
     def _unwrapped(self) -> MSAModel:
@@ -551,6 +558,7 @@ class Trainer:
         test_metrics: dict[str, float] = {}
         if self.is_main:
             model = MSAModel.from_pretrained(str(best_dir)).to(self.accelerator.device)
+            self._set_memory_format(model)
             result = self.evaluate("test", model)
             test_metrics = result.metrics
             images = self.corpus["test"].select_columns(["image"])

@@ -191,3 +191,20 @@ def test_two_processes_with_torchrun(tiny_recipe_args, tmp_path):
     assert "of 4 × 2 process(es)" in result.stderr
     assert (tmp_path / "ddp" / "best" / "model.safetensors").is_file()
     assert json.loads((tmp_path / "ddp" / "test_metrics.json").read_text())["test"]["mr"] >= 0
+
+
+def test_accumulation_clipping_checkpointing_and_bf16_train(tiny_recipe_args, tmp_path):
+    """The optimisation options run together; steps count optimizer updates, not micro-batches."""
+    options = ("gradient_accumulation_steps=2", "max_grad_norm=1.0", "gradient_checkpointing=true")
+    assert run(tiny_recipe_args("options", *options, "mixed_precision=bf16", "num_epochs=1")) == 0
+    record = json.loads((tmp_path / "options" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["step"] == 5  # 80 pairs / batch 8 = 10 micro-batches = 5 optimizer steps
+    weights = load_file(tmp_path / "options" / "best" / "model.safetensors")
+    assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_fp16_on_a_cpu_is_refused(tiny_recipe_args, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("fp16 is allowed where CUDA is")
+    assert run(tiny_recipe_args("fp16", "mixed_precision=fp16")) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
