@@ -59,6 +59,7 @@ class Recipe:
     max_grad_norm: float | None = None
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     gradient_checkpointing: bool = False
+    channels_last: bool = True
     # Which parts train.
     freeze_vision_stages: int | Literal["all"] | None = None
     freeze_text_layers: int | Literal["all"] | None = None

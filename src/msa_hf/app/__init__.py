@@ -1,0 +1,40 @@
+"""``msa-app``: search an image archive in the browser (text → images, image → images and captions, zero-shot).
+
+A Gradio app over one model and one ``msa-index`` index, both loaded once at start::
+
+    msa-app --model outputs/default/model --index ./archive.idx [--host 127.0.0.1] [--port 7860]
+
+``app.py`` at the repository root runs the same app as a Hugging Face Space, reading
+``MSA_APP_MODEL`` / ``MSA_APP_INDEX`` (and optionally ``MSA_APP_IMAGES``) from the environment.
+Needs the ``app`` extra (``pip install "msa_hf[app]"``). The search logic lives in
+:mod:`msa_hf.app.service` (no Gradio needed), the page in :mod:`msa_hf.app.ui`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .service import AppError, CaptionScore, ImageSearchResult, SearchService
+
+_LAZY = {
+    "SearchPage": ".ui",
+    "build_demo": ".ui",
+    "launch": ".ui",
+    "main": ".cli",
+}
+
+__all__ = ["AppError", "CaptionScore", "ImageSearchResult", "SearchService", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
