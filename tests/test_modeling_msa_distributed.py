@@ -14,7 +14,7 @@ from msa_hf import MSAConfig, MSAModel
 
 BATCH = 3  # per process
 WORLD = 2
-CONFIG = {"same_image_positives": True, "same_text_positives": True}
+CONFIG = {"same_image_positives": True, "same_text_positives": True, "contrastive_weight": 0.5, "text_pooling": "mean"}
 
 
 def make_model() -> MSAModel:
@@ -43,7 +43,7 @@ def make_batch() -> dict[str, torch.Tensor]:
 def loss_and_grads(model, batch, **kwargs):
     out = model(**batch, return_loss=True, **kwargs)
     out.loss.backward()
-    terms = torch.stack([out.loss, out.loss_triplet, out.loss_mscma, out.loss_csmmc]).detach()
+    terms = torch.stack([out.loss, out.loss_triplet, out.loss_mscma, out.loss_csmmc, out.loss_contrastive]).detach()
     core = model.module if isinstance(model, DistributedDataParallel) else model
     return terms, {name: p.grad.clone() for name, p in core.named_parameters() if p.grad is not None}
 

@@ -27,7 +27,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CNN_POOLING = ("max", "avg")
 TOKEN_POOLING = ("cls", "mean")
-TEXT_POOLING = ("cls", "pooler")
+TEXT_POOLING = ("cls", "pooler", "mean")
 
 # bert-base-uncased's shape: the paper's text tower.
 BERT_BASE_TEXT_CONFIG: dict[str, Any] = {
@@ -188,8 +188,10 @@ class MSAConfig(_BaseConfig):
         image_size: square input side the processor resizes to.
         image_mean, image_std: normalisation constants of the image tower.
         text_config: config (or dict with ``model_type``) of any transformers text encoder.
-        text_pooling: global text embedding: ``"cls"`` (first token's last state, the paper) or
-            ``"pooler"`` (the encoder's ``pooler_output``, e.g. CLIP's end-of-text state).
+        text_pooling: global text embedding: ``"cls"`` (first token's last state, the paper),
+            ``"pooler"`` (the encoder's ``pooler_output``, e.g. CLIP's end-of-text state) or
+            ``"mean"`` (mean of the real tokens' last states, how sentence-transformers towers such
+            as all-MiniLM-L6-v2 were trained).
         text_max_length: tokens per caption including ``[CLS]``/``[SEP]``; MSCMAT attends the
             ``text_max_length - 1`` positions after ``[CLS]``.
         projection_dim: width of the retrieval embeddings; defaults to the text hidden size
@@ -209,6 +211,10 @@ class MSAConfig(_BaseConfig):
             sentence for many images, such as UCM-Captions. ``False`` is faithful.
         mscmat_scales: which scales (indices into ``vision_out_indices``) MSCMAT aligns; ``None``
             (faithful) = all. ``[-1]`` keeps only the deepest scale (then CSMMC has no student).
+        contrastive_weight, contrastive_temperature: add ``contrastive_weight`` × a symmetric
+            InfoNCE loss on the global embeddings (cosine / temperature, both directions, the same
+            positives as the triplet loss). ``0`` (faithful) = off. Not part of MSA: a stable,
+            dense training signal that helps fresh heads on small corpora.
 
     Example:
 
@@ -244,6 +250,8 @@ class MSAConfig(_BaseConfig):
         csmmc_temperature: float = 2.0,
         same_image_positives: bool = False,
         same_text_positives: bool = False,
+        contrastive_weight: float = 0.0,
+        contrastive_temperature: float = 0.05,
         mscmat_scales: Sequence[int] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -274,6 +282,8 @@ class MSAConfig(_BaseConfig):
         self.csmmc_temperature = float(csmmc_temperature)
         self.same_image_positives = bool(same_image_positives)
         self.same_text_positives = bool(same_text_positives)
+        self.contrastive_weight = float(contrastive_weight)
+        self.contrastive_temperature = float(contrastive_temperature)
         self.mscmat_scales = None if mscmat_scales is None else [int(k) for k in mscmat_scales]
         super().__init__(**kwargs)
         self._validate()
@@ -315,6 +325,11 @@ class MSAConfig(_BaseConfig):
                 )
         if self.csmmc_temperature <= 0:
             raise ValueError(f"`csmmc_temperature` must be > 0, got {self.csmmc_temperature}.")
+        if self.contrastive_weight < 0 or self.contrastive_temperature <= 0:
+            raise ValueError(
+                f"`contrastive_weight` must be >= 0 and `contrastive_temperature` > 0, got "
+                f"{self.contrastive_weight} and {self.contrastive_temperature}."
+            )
 
     @property
     def num_scales(self) -> int:

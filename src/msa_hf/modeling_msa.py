@@ -61,8 +61,10 @@ class MSAOutput(ModelOutput):
     """Output of [`MSAModel`].
 
     Args:
-        loss: ``loss_triplet + mscma_weight * loss_mscma + csmmc_weight * loss_csmmc``.
+        loss: ``loss_triplet + mscma_weight * loss_mscma + csmmc_weight * loss_csmmc`` (plus
+            ``contrastive_weight * loss_contrastive`` when that option is on).
         loss_triplet, loss_mscma, loss_csmmc: the three terms, unweighted.
+        loss_contrastive: the optional symmetric InfoNCE term (``config.contrastive_weight > 0``).
         logits_per_image: ``B_i×B_t`` cosine similarities (no temperature); rows images.
         logits_per_text: its transpose.
         image_embeds: ``B_i×D`` L2-normalised image embeddings.
@@ -83,6 +85,7 @@ class MSAOutput(ModelOutput):
     loss_triplet: torch.FloatTensor | None = None
     loss_mscma: torch.FloatTensor | None = None
     loss_csmmc: torch.FloatTensor | None = None
+    loss_contrastive: torch.FloatTensor | None = None
     logits_per_image: torch.FloatTensor | None = None
     logits_per_text: torch.FloatTensor | None = None
     image_embeds: torch.FloatTensor | None = None
@@ -554,7 +557,7 @@ class MSAModel(MSAPreTrainedModel):
         else:
             self.vision_model = MSATransformersVisionTower(config)
         self.text_model = AutoModel.from_config(config.text_config)
-        if config.text_pooling == "cls":
+        if config.text_pooling != "pooler":
             _drop_pooler(self.text_model)
         text_dim = config.text_config.hidden_size
         self.image_projection = MSAImageProjection(self.vision_model.scale_channels, config.projection_dim)
@@ -748,10 +751,20 @@ class MSAModel(MSAPreTrainedModel):
         hidden = outputs.last_hidden_state
         return BaseModelOutputWithPooling(
             last_hidden_state=hidden,
-            pooler_output=outputs.pooler_output if self.config.text_pooling == "pooler" else hidden[:, 0],
+            pooler_output=self._pool_text(outputs, attention_mask),
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
+
+    def _pool_text(self, outputs: Any, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """The global text state: [CLS] (the paper), the tower's pooler, or the mean of the real tokens."""
+        hidden = outputs.last_hidden_state
+        if self.config.text_pooling == "pooler":
+            return outputs.pooler_output
+        if self.config.text_pooling == "mean":  # how sentence-transformers towers such as MiniLM were trained
+            weights = torch.ones_like(hidden[..., 0]) if attention_mask is None else attention_mask.to(hidden.dtype)
+            return (hidden * weights[..., None]).sum(dim=1) / weights.sum(dim=1, keepdim=True).clamp(min=1)
+        return hidden[:, 0]
 
     def forward(
         self,
@@ -815,17 +828,19 @@ class MSAModel(MSAPreTrainedModel):
         logits_per_image = image_embeds @ text_embeds.t()
         token_mask = attention_mask[:, 1:] if attention_mask is not None else None
 
-        loss = loss_triplet = loss_mscma = loss_csmmc = scale_logits = None
+        loss = loss_triplet = loss_mscma = loss_csmmc = loss_contrastive = scale_logits = None
         if return_loss:
             if global_negatives is None:
                 global_negatives = self.training and world_size_and_rank()[0] > 1
-            loss_triplet, loss_mscma, loss_csmmc, scale_logits = self._msa_losses(
+            loss_triplet, loss_mscma, loss_csmmc, loss_contrastive, scale_logits = self._msa_losses(
                 _PairFeatures(image_embeds, text_embeds, scale_features, text_tokens, text_global, token_mask),
                 image_ids if self.config.same_image_positives else None,
                 (image_text_ids, text_ids) if self.config.same_text_positives else (None, None),
                 global_negatives,
             )
             loss = loss_triplet + self.config.mscma_weight * loss_mscma + self.config.csmmc_weight * loss_csmmc
+            if loss_contrastive is not None:
+                loss = loss + self.config.contrastive_weight * loss_contrastive
         if output_scale_logits and scale_logits is None:
             scale_logits = self._mscmat(scale_features, text_tokens, text_global, token_mask)
 
@@ -835,6 +850,7 @@ class MSAModel(MSAPreTrainedModel):
             loss_triplet=loss_triplet,
             loss_mscma=loss_mscma,
             loss_csmmc=loss_csmmc,
+            loss_contrastive=loss_contrastive,
             logits_per_image=logits_per_image,
             logits_per_text=logits_per_image.t(),
             image_embeds=image_embeds,
@@ -868,15 +884,16 @@ class MSAModel(MSAPreTrainedModel):
         image_ids: torch.Tensor | None,
         text_ids: tuple[torch.Tensor | None, torch.Tensor | None],
         global_negatives: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """The three loss terms of this process's pairs against the local or the global batch.
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The loss terms of this process's pairs against the local or the global batch.
 
         Each loss needs a different block of the global score matrices (docs/method.md): the
         triplet and MSCMA rows are this process's images against every caption, the CSMMC
         columns every image against this process's captions. With one process both blocks are
         the whole batch. The triplet loss is a sum over the global batch, so each process's
         share is multiplied by N to undo DDP's gradient averaging; the other two are means.
-        ``text_ids`` is ``(image_text_ids, caption_text_ids)``.
+        ``text_ids`` is ``(image_text_ids, caption_text_ids)``. Returns the triplet, MSCMA, CSMMC
+        and (optional) contrastive terms and this process's MSCMAT scores.
         """
         batch = local.image_embeds.shape[0]
         device = local.image_embeds.device
@@ -904,9 +921,16 @@ class MSAModel(MSAPreTrainedModel):
             hardest_negative_hinge(local.image_embeds @ all_text_embeds.t(), own, margin, rows)
             + hardest_negative_hinge(local.text_embeds @ all_image_embeds.t(), own, margin, columns.t())
         )
+        loss_contrastive = None
+        if self.config.contrastive_weight > 0:  # an option, not the paper: InfoNCE in both directions
+            temperature = self.config.contrastive_temperature
+            loss_contrastive = 0.5 * (
+                row_cross_entropy((local.image_embeds @ all_text_embeds.t() / temperature)[None], own, rows)
+                + row_cross_entropy((local.text_embeds @ all_image_embeds.t() / temperature)[None], own, columns.t())
+            )
         zero = loss_triplet.new_zeros(())
         if self.config.mscma_weight == 0 and self.config.csmmc_weight == 0:
-            return loss_triplet, zero, zero, None  # triplet only: MSCMAT is not run at all
+            return loss_triplet, zero, zero, loss_contrastive, None  # MSCMAT is not run at all
         if world_size == 1:
             scale_logits = self._mscmat(local.scale_features, local.text_tokens, local.text_global, local.token_mask)
             column_logits = scale_logits
@@ -925,7 +949,7 @@ class MSAModel(MSAPreTrainedModel):
             )
         loss_mscma = row_cross_entropy(scale_logits, own, rows)
         loss_csmmc = column_distillation(column_logits, self.config.csmmc_temperature)
-        return loss_triplet, loss_mscma, loss_csmmc, scale_logits
+        return loss_triplet, loss_mscma, loss_csmmc, loss_contrastive, scale_logits
 
 
 __all__ = ["MSAModel", "MSAPreTrainedModel", "MSAOutput", "MSCMAT", "MSATimmVisionTower", "MSATransformersVisionTower"]

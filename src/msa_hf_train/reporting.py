@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-LOSS_TERMS = ("loss", "loss_triplet", "loss_mscma", "loss_csmmc")
+LOSS_TERMS = ("loss", "loss_triplet", "loss_mscma", "loss_csmmc", "loss_contrastive")
 RECALLS = ("i2t_r1", "t2i_r1", "mr")
 
 
@@ -42,9 +42,10 @@ def plot_training(
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     if losses:
-        figure, axes = plt.subplots(1, len(LOSS_TERMS), figsize=(4 * len(LOSS_TERMS), 3.2))
+        terms = [term for term in LOSS_TERMS if term in losses[0]]
+        figure, axes = plt.subplots(1, len(terms), figsize=(4 * len(terms), 3.2))
         steps = [record["step"] for record in losses]
-        for axis, term in zip(axes, LOSS_TERMS):
+        for axis, term in zip(axes, terms):
             axis.plot(steps, [record[term] for record in losses], color="tab:blue")
             axis.set_title(term)
             axis.set_xlabel("optimizer step")

@@ -479,7 +479,7 @@ class Trainer:
         accelerator = self.accelerator
         with accelerator.accumulate(self.model):
             out = self.model(**_to_device(batch, accelerator.device), return_loss=True)
-            terms = {name: float(getattr(out, name).detach()) for name in LOSS_TERMS}
+            terms = {name: float(value.detach()) for name in LOSS_TERMS if (value := getattr(out, name)) is not None}
             if self._any_process(not math.isfinite(terms["loss"])):
                 raise TrainingDiverged(
                     f"The loss became non-finite at step {self.state.global_step + 1} (epoch {self.state.epoch}): "
@@ -517,13 +517,13 @@ class Trainer:
                     if len(micro) < accum:
                         continue
                     state.global_step += 1
-                    step_terms = {name: sum(m[name] for m in micro) / accum for name in LOSS_TERMS}
+                    step_terms = {name: sum(m[name] for m in micro) / accum for name in micro[0]}
                     micro = []
                     window.append(step_terms)
                     bar.update(1)
                     bar.set_postfix({name.removeprefix("loss_"): f"{value:.3f}" for name, value in step_terms.items()})
                     if state.global_step % recipe.log_every == 0 or state.global_step == self.total_steps:
-                        averaged = {name: sum(w[name] for w in window) / len(window) for name in LOSS_TERMS}
+                        averaged = {name: sum(w[name] for w in window) / len(window) for name in window[0]}
                         averaged["lr"] = self.scheduler.get_last_lr()[-1]
                         state.losses.append({"step": state.global_step, **averaged})
                         self.accelerator.log({f"train/{k}": v for k, v in averaged.items()}, step=state.global_step)

@@ -1,0 +1,63 @@
+"""Options that depart from the paper: mean text pooling, the contrastive term, same-text positives."""
+
+import torch
+import torch.nn.functional as F
+
+from msa_hf import MSAConfig, MSAModel
+
+
+def model_with(**options) -> MSAModel:
+    torch.manual_seed(0)
+    return MSAModel(MSAConfig.from_preset("msa-tiny", **options)).eval()
+
+
+def inputs() -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    mask = torch.ones(4, 16, dtype=torch.long)
+    mask[1, 6:] = 0
+    return {
+        "pixel_values": torch.randn(4, 3, 64, 64, generator=generator),
+        "input_ids": torch.randint(5, 120, (4, 16), generator=generator) * mask,
+        "attention_mask": mask,
+    }
+
+
+def test_mean_pooling_averages_the_real_tokens_only():
+    model = model_with(text_pooling="mean")
+    batch = inputs()
+    hidden = model.text_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    expected = torch.stack([hidden[i, : int(batch["attention_mask"][i].sum())].mean(0) for i in range(4)])
+    torch.testing.assert_close(model.embed_texts(batch["input_ids"], batch["attention_mask"]), expected)
+    assert model.text_model.pooler is None  # unused, so dropped like for [CLS] pooling
+
+
+def test_the_contrastive_term_is_symmetric_infonce_and_off_by_default():
+    batch = inputs()
+    assert model_with()(**batch, return_loss=True).loss_contrastive is None
+    out = model_with(contrastive_weight=2.0, contrastive_temperature=0.1)(**batch, return_loss=True)
+    scores = out.image_embeds @ out.text_embeds.t() / 0.1
+    target = torch.arange(4)
+    expected = 0.5 * (F.cross_entropy(scores, target) + F.cross_entropy(scores.t(), target))
+    torch.testing.assert_close(out.loss_contrastive, expected)
+    total = out.loss_triplet + 15 * out.loss_mscma + 10 * out.loss_csmmc + 2.0 * out.loss_contrastive
+    torch.testing.assert_close(out.loss, total)
+
+
+def test_same_text_positives_spare_captions_with_an_image_s_own_text():
+    batch = {**inputs(), "return_loss": True}
+    text_ids = torch.tensor([0, 1, 0, 2])  # captions 0 and 2 have the same text
+    image_text_ids = torch.tensor([[0, 3], [1, -1], [0, -1], [2, 1]])  # image 3 also has text 1 among its captions
+    plain = model_with(contrastive_weight=1.0)(**batch, text_ids=text_ids, image_text_ids=image_text_ids)
+    spared = model_with(same_text_positives=True, contrastive_weight=1.0)(
+        **batch, text_ids=text_ids, image_text_ids=image_text_ids
+    )
+    scores = spared.image_embeds @ spared.text_embeds.t() / 0.05
+    positives = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 0], [1, 0, 1, 0], [0, 1, 0, 1]], dtype=torch.bool)
+    others = positives & ~torch.eye(4, dtype=torch.bool)
+    target = torch.arange(4)
+    expected = 0.5 * (
+        F.cross_entropy(scores.masked_fill(others, float("-inf")), target)
+        + F.cross_entropy(scores.t().masked_fill(others.t(), float("-inf")), target)
+    )
+    torch.testing.assert_close(spared.loss_contrastive, expected)
+    assert not torch.allclose(plain.loss_triplet, spared.loss_triplet)
