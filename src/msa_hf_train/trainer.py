@@ -8,13 +8,13 @@ B train like one with batch N·B. Evaluation and writing happen on the main proc
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import logging
 import math
 import shutil
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,12 @@ from msa_hf.hub import resolve_model_source
 from msa_hf.io_utils import atomic_directory
 from msa_hf.model_card import Evaluation, base_model_ids, build_model_card, tower_hub_id, write_card
 from msa_hf.pretrained_towers import INSTALL_HINT, offline_preset_available
-from msa_hf.retrieval import evaluate_corpus, format_metrics_table, render_retrieval_examples
+from msa_hf.retrieval import (
+    evaluate_corpus,
+    format_metrics_table,
+    render_retrieval_examples,
+    retrieval_metrics_from_embeddings,
+)
 from msa_hf.retrieval.distributed import processes_use_cpu
 
 from .checkpointing import TrainerState, list_checkpoints, resolve_checkpoint, save_checkpoint
@@ -63,7 +68,7 @@ class TrainingInterrupted(Exception):
         super().__init__(f"{name} received: state saved in {checkpoint}; resume with resume_from_checkpoint=latest.")
 
 
-@dataclass
+@dataclasses.dataclass
 class TrainingResult:
     output_dir: Path
     best_dir: Path
@@ -71,6 +76,7 @@ class TrainingResult:
     test_metrics: dict[str, float]
     best_epoch: float
     seconds: float
+    test_metrics_expected_ties: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- checks before heavy work
@@ -130,7 +136,7 @@ def clear_output_dir(output_dir: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- model
-@dataclass
+@dataclasses.dataclass
 class BuiltModel:
     model: MSAModel
     processor: MSAProcessor
@@ -547,11 +553,15 @@ class Trainer:
     def test(self) -> TrainingResult:
         best_dir = self.output_dir / "best"
         test_metrics: dict[str, float] = {}
+        expected_ties: dict[str, float] = {}
         if self.is_main:
             model = MSAModel.from_pretrained(str(best_dir)).to(self.accelerator.device)
             self._set_memory_format(model)
             result = self.evaluate("test", model)
             test_metrics = result.metrics
+            expected_ties = retrieval_metrics_from_embeddings(
+                result.image_embeds, result.text_embeds, result.caption_image_ids, normalize=False, ties="expected"
+            )
             images = self.corpus["test"].select_columns(["image"])
             render_retrieval_examples(
                 result.image_embeds,
@@ -566,6 +576,7 @@ class Trainer:
                 self.output_dir / FINISHED_MARKER,
                 {
                     "test": test_metrics,
+                    "test_expected_ties": expected_ties,
                     "best_step": self.state.best_step,
                     "best_epoch": self.state.best_epoch,
                     "corpus": self.corpus_name,
@@ -596,6 +607,7 @@ class Trainer:
             test_metrics,
             self.state.best_epoch or 0.0,
             time.monotonic() - self.started,
+            expected_ties,
         )
 
     def summary(self, result: TrainingResult) -> str:
@@ -607,6 +619,14 @@ class Trainer:
             f"Finished in {format_duration(result.seconds)}.",
             f"  best:        epoch {result.best_epoch:.2f} (step {self.state.best_step}), "
             f"validation mR {result.best_validation.get('mr', float('nan')):.2f}, test mR {result.test_metrics['mr']:.2f}",
+            *(
+                [
+                    f"  ties:        test mR {result.test_metrics_expected_ties['mr']:.2f} with tied items in random "
+                    "order (identical captions of different images; test_metrics.json)"
+                ]
+                if result.test_metrics_expected_ties.get("mr", result.test_metrics["mr"]) != result.test_metrics["mr"]
+                else []
+            ),
             f"  model:       {result.best_dir}   (MSAModel.from_pretrained / AutoModel.from_pretrained)",
             f"  metrics:     {self.output_dir / 'metrics.jsonl'} (validation), {self.output_dir / FINISHED_MARKER} (test)",
             f"  plots:       {self.output_dir / 'plots'}",

@@ -227,3 +227,45 @@ def test_benchmark_script_runs_and_agrees(capsys):
     out = capsys.readouterr().out
     assert "OK: vectorised and per-query loop metrics are identical." in out
     assert "tie-heavy check" in out
+
+
+def _expected_recall_by_enumeration(similarity, ids, k):
+    """Average the original code's loop (argsort, best own caption) over every order of the tied items."""
+    import itertools
+
+    num_images, num_captions = similarity.shape
+    i2t, t2i = [], []
+    for i in range(num_images):
+        row = similarity[i]
+        own = [j for j in range(num_captions) if ids[j] == i]
+        best = max(row[j] for j in own)
+        ahead = sum(1 for j in range(num_captions) if row[j] > best)
+        tied = [j for j in range(num_captions) if row[j] == best]
+        hits = [ahead + min(order.index(j) for j in own if j in order) < k for order in itertools.permutations(tied)]
+        i2t.append(np.mean(hits))
+    for j in range(num_captions):
+        column = similarity[:, j]
+        ahead = sum(1 for i in range(num_images) if column[i] > column[ids[j]])
+        tied = [i for i in range(num_images) if column[i] == column[ids[j]]]
+        t2i.append(np.mean([ahead + order.index(ids[j]) < k for order in itertools.permutations(tied)]))
+    return 100 * np.mean(i2t), 100 * np.mean(t2i)
+
+
+def test_expected_tie_rule_averages_every_order_of_the_tied_items():
+    rng = np.random.default_rng(0)
+    similarity = rng.integers(0, 3, size=(4, 9)).astype(np.float32) / 2  # many ties, some among own captions
+    ids = [0, 0, 1, 1, 1, 2, 3, 3, 0]
+    for k in (1, 2, 3):
+        metrics = retrieval_metrics(similarity, ids, ks=(k,), ties="expected")
+        i2t, t2i = _expected_recall_by_enumeration(similarity, ids, k)
+        assert metrics[f"i2t_r{k}"] == pytest.approx(i2t) and metrics[f"t2i_r{k}"] == pytest.approx(t2i)
+    strict = retrieval_metrics(similarity, ids, ks=(1,))
+    assert strict["i2t_r1"] <= retrieval_metrics(similarity, ids, ks=(1,), ties="expected")["i2t_r1"]
+
+
+def test_tie_rules_agree_on_continuous_scores_and_unknown_rules_are_refused():
+    similarity = np.random.default_rng(1).random((5, 15))
+    ids = [i // 3 for i in range(15)]
+    assert retrieval_metrics(similarity, ids) == retrieval_metrics(similarity, ids, ties="expected")
+    with pytest.raises(ValueError, match="`ties` must be one of"):
+        retrieval_metrics(similarity, ids, ties="random")

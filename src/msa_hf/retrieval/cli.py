@@ -106,6 +106,7 @@ def _eval(args: argparse.Namespace) -> int:
         text_batch_size=args.text_batch_size,
         progress=not args.no_progress,
         num_workers=args.workers,
+        ties=args.ties,
     )
     print(format_metrics_table(result.metrics))
 
@@ -118,8 +119,14 @@ def _eval(args: argparse.Namespace) -> int:
         "split": args.split,
         "max_images": args.max_images,
         "metrics": result.metrics,
+        "ties": args.ties,
         "protocol": "docs/method.md section 7: R@K in percent over 0-based ranks < K; mr = mean of the six recalls; "
-        "medr/meanr 1-based; a competitor tied with the ground truth counts as ranked ahead",
+        "medr/meanr 1-based; "
+        + (
+            "a competitor tied with the ground truth counts as ranked ahead"
+            if args.ties == "pessimistic"
+            else "expected recall over a random order of tied items"
+        ),
     }
     atomic_write_json(out / "metrics.json", report)
     print(f"metrics written to {out / 'metrics.json'}")
@@ -167,6 +174,13 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         "--num-examples", type=int, default=3, help="text and image queries drawn in retrieval_examples.png (0: no PNG)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed for picking the example queries")
+    p.add_argument(
+        "--ties",
+        choices=["pessimistic", "expected"],
+        default="pessimistic",
+        help="tie rule: tied competitors rank ahead (default), or the expected recall over a random order of tied "
+        "items (identical captions of different images, as in UCM-Captions)",
+    )
     p.add_argument(
         "--workers", type=int, default=0, help="data-loader worker processes that decode images (default 0: in-process)"
     )

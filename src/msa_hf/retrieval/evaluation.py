@@ -52,13 +52,15 @@ def evaluate_corpus(
     progress: bool = True,
     max_images: int | None = None,
     ks: Sequence[int] = DEFAULT_KS,
+    ties: str = "pessimistic",
 ) -> EvaluationResult:
     """Image-text retrieval metrics (docs/method.md, section 7) of ``model`` on a corpus split.
 
     ``split`` is a corpus split (``datasets.Dataset``) or its already-built
     :class:`~msa_hf.data.views.EvalView` (a trainer evaluating every epoch builds the view
     once). Images are decoded in ``num_workers`` loader processes and pinned when the model
-    is on a GPU. ``max_images`` keeps the first N images and their captions.
+    is on a GPU. ``max_images`` keeps the first N images and their captions. ``ties`` is the
+    tie rule of :func:`~msa_hf.retrieval.retrieval_metrics` (tied competitors rank ahead by default).
 
     Raises:
         ValueError: the split has no images or no captions, or an image cannot be decoded or
@@ -91,6 +93,6 @@ def evaluate_corpus(
     image_embeds = torch.cat(chunks)
     text_embeds = encode_texts(model, processor, view.captions, batch_size=text_batch_size, progress=progress)
     metrics = retrieval_metrics_from_embeddings(
-        image_embeds, text_embeds, view.caption_image_ids, normalize=False, ks=ks
+        image_embeds, text_embeds, view.caption_image_ids, normalize=False, ks=ks, ties=ties
     )
     return EvaluationResult(metrics, image_embeds, text_embeds, view.captions, view.caption_image_ids, view.image_ids)
