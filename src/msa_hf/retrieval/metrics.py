@@ -307,7 +307,8 @@ def _hit_probability(rank: np.ndarray, tied: np.ndarray, own_tied: np.ndarray, k
     slots = k - ahead  # hit if fewer than `slots` tied competitors come before the first own item
     all_first = np.ones(rank.shape, dtype=np.float64)  # P(the first `slots` tied items are all competitors)
     for i in range(max(int(slots.max(initial=0)), 0)):
-        factor = np.clip(tied - i, 0, None) / (tied + own_tied - i)
+        remaining = tied + own_tied - i
+        factor = np.divide(np.clip(tied - i, 0, None), remaining, out=np.zeros(rank.shape), where=remaining > 0)
         all_first = np.where(i < slots, all_first * factor, all_first)
     return np.where(slots <= 0, 0.0, np.where(slots > tied, 1.0, 1.0 - all_first))
 
