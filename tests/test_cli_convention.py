@@ -12,16 +12,20 @@ import argparse
 import errno
 import json
 import shutil
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
 
+from msa_hf.app import cli as app_cli
 from msa_hf.cli_utils import EXIT_FAILURE, EXIT_OK, EXIT_STALE, EXIT_USAGE
 from msa_hf.convert_original import main as convert_main
 from msa_hf.data import generate_synth_corpus
 from msa_hf.data.cli import main as data_main
+from msa_hf.hub import main as push_main
 from msa_hf.retrieval import cli as retrieval_cli
 
 try:
@@ -38,6 +42,8 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "msa-index": retrieval_cli.index_main,
     "msa-search": retrieval_cli.search_main,
     "msa-classify": retrieval_cli.classify_main,
+    "msa-push": push_main,
+    "msa-app": app_cli.main,
 }
 
 
@@ -45,9 +51,15 @@ def _no_space_left(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, Path]:
-    """Corpora, an image folder, an index of it, and broken inputs, shared by the rows."""
+def workspace(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[dict[str, Any]]:
+    """Corpora, an image folder, an index of it, broken inputs and a busy port, shared by the rows."""
     root = tmp_path_factory.mktemp("cli")
     corpus = generate_synth_corpus(root / "corpus", n_images=8, image_size=32).parent
     bad_corpus = root / "bad-corpus"
@@ -86,7 +98,12 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) ->
         == EXIT_OK
     )
     Image.new("RGB", (32, 32)).save(stale_images / "new.png")
-    return {
+    push_model = root / "push-model"  # msa-push --write-card writes a card into it
+    shutil.copytree(tiny_model_dir, push_model)
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    yield {
         "root": root,
         "corpus": corpus,
         "bad_corpus": bad_corpus,
@@ -96,7 +113,24 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) ->
         "broken_model": broken_model,
         "index": index,
         "stale_index": stale_index,
+        "push_model": push_model,
+        "busy_port": busy.getsockname()[1],
+        "free_port": _free_port(),
     }
+    busy.close()
+
+
+def _serve_nothing(monkeypatch) -> None:
+    """msa-app builds everything it serves, but its web server is not started."""
+    pytest.importorskip("gradio", reason="msa-app needs gradio (extra `app`)")
+    monkeypatch.setattr("msa_hf.app.ui.launch", lambda demo, service, host, port: None)
+
+
+def _disk_full(monkeypatch) -> None:
+    monkeypatch.setattr(Image.Image, "save", _no_space_left)
+
+
+SETUPS = {"disk-full": _disk_full, "no-server": _serve_nothing}
 
 
 # (command, arguments with {placeholders} from the workspace, exit code, text the one error line holds,
@@ -151,6 +185,13 @@ TABLE = [
     ("msa-classify", ["{images}", "--model", "{model}", "--no-progress"], 0, None),
     ("msa-classify", ["{root}/no-folder", "--model", "{model}"], 2, "is not a folder"),
     ("msa-classify", ["{images}", "--model", "{model}", "--labels", "a", "--labels-file", "x"], 2, "not both"),
+    ("msa-push", ["{push_model}", "--repo-id", "user/x", "--dry-run", "--write-card"], 0, None),
+    ("msa-push", ["{root}/no-folder", "--repo-id", "user/x", "--dry-run"], 2, "is not a folder"),
+    ("msa-push", ["{model}", "--repo-id", "not a/valid/id"], 2, "is not a Hub id"),
+    ("msa-app", ["--model", "{model}", "--index", "{index}", "--port", "{free_port}"], 0, None, "no-server"),
+    ("msa-app", ["--index", "{index}"], 2, "--model is required"),
+    ("msa-app", ["--model", "{model}", "--index", "{index}", "--port", "99999"], 2, "--port must be from 1 to 65535"),
+    ("msa-app", ["--model", "{model}", "--index", "{index}", "--port", "{busy_port}"], 1, "cannot serve on"),
     ("train.py", ["{root}/no-recipe.yaml"], 2, "no-recipe.yaml does not exist"),
     ("train.py", ["no_such_key=3"], 2, "Unknown recipe key 'no_such_key'"),
     ("train.py", ["--frob"], 2, "unrecognized arguments"),
@@ -162,8 +203,10 @@ def test_exit_codes_and_one_line_errors(row, workspace, monkeypatch, capsys) -> 
     prog, argv, code, message = row[:4]
     if prog == "train.py" and train_cli is None:
         pytest.skip("training/train.py needs the [train] extra (accelerate)")
-    if row[4:] == ("disk-full",):
-        monkeypatch.setattr(Image.Image, "save", _no_space_left)
+    for setup in row[4:]:
+        SETUPS[setup](monkeypatch)
+    for name in ("MSA_APP_MODEL", "MSA_APP_INDEX", "MSA_APP_IMAGES", "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"):
+        monkeypatch.delenv(name, raising=False)  # msa-app reads its defaults from these
     argv = [part.format(**workspace) for part in argv]
     assert COMMANDS[prog](argv) == code
     out, err = capsys.readouterr()
@@ -182,7 +225,7 @@ def test_the_table_covers_every_command_and_outcome() -> None:
         assert (prog, EXIT_USAGE) in outcomes, prog
         if prog not in ("msa-convert-original", "train.py"):  # original checkpoints / minutes of training
             assert (prog, EXIT_OK) in outcomes, prog
-    for prog in ("msa-data", "msa-eval", "msa-index", "msa-search"):
+    for prog in ("msa-data", "msa-eval", "msa-index", "msa-search", "msa-app"):
         assert (prog, EXIT_FAILURE) in outcomes, prog
     assert ("msa-index", EXIT_STALE) in outcomes
 
@@ -198,6 +241,8 @@ def _parsers(prog: str, monkeypatch) -> list[argparse.ArgumentParser]:
     monkeypatch.setattr(retrieval_cli, "run_command", capture)
     monkeypatch.setattr("msa_hf.data.cli.run_command", capture)
     monkeypatch.setattr("msa_hf.convert_original.run_command", capture)
+    monkeypatch.setattr("msa_hf.hub.run_command", capture)
+    monkeypatch.setattr(app_cli, "run_command", capture)
     if train_cli is not None:
         monkeypatch.setattr(train_cli, "run_command", capture)
     COMMANDS[prog](["--help"])

@@ -431,7 +431,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repo-id", required=True, help="model repo on the Hub, 'user/name'")
     parser.add_argument("--private", action="store_true", help="create the repo private (if it does not exist)")
     parser.add_argument("--revision", default=None, metavar="BRANCH", help="branch to push to (created if needed)")
-    parser.add_argument("--commit-message", default=None, metavar="MSG")
+    parser.add_argument(
+        "--commit-message",
+        default=None,
+        metavar="MSG",
+        help="message of the Hub commit (default: 'Upload MSA model from <folder name>')",
+    )
     parser.add_argument("--dry-run", action="store_true", help="list what would be uploaded, with sizes, and stop")
     parser.add_argument(
         "--write-card",

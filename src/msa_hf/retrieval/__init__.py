@@ -53,6 +53,7 @@ _LAZY = {
     "search_index": ".index",
     "build_index": ".index_build",
     # zero-shot classification
+    "DEFAULT_TEMPLATE": ".classify",
     "ClassificationResult": ".classify",
     "zero_shot_classify": ".classify",
     "classify_embeddings": ".classify",
