@@ -67,6 +67,9 @@ def cli_warnings(prog: str) -> Iterator[None]:
 
     with warnings.catch_warnings():
         warnings.simplefilter("default")
+        # Garbage collection reports objects other code left open (event loops, files) at
+        # arbitrary moments; that is not this command's news, and Python hides it by default too.
+        warnings.simplefilter("ignore", ResourceWarning)
         warnings.showwarning = show
         yield
 

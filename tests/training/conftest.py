@@ -19,7 +19,7 @@ def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer)
 @pytest.fixture
 def tiny_recipe_args(tmp_path: Path, tiny_tokenizer_dir: Path) -> Callable[..., list[str]]:
     """``tiny_recipe_args(output_name, *overrides)``: command-line overrides of a tiny, fast recipe."""
-    cache = tmp_path.parent / "msa-train-cache"  # shared by the runs of one test
+    cache = tmp_path / "msa-train-cache"  # shared by the runs of one test, never across tests
 
     def args(output: str = "run", *overrides: str) -> list[str]:
         return [
