@@ -7,7 +7,9 @@ Arms (each a set of ``MSAConfig`` overrides on top of the base recipe):
 * ``c`` full MSA (triplet + MSCMA + CSMMC);
 * ``d`` full MSA with padding tokens masked in MSCMAT;
 * ``e`` full MSA with other captions of the same image not counted as negatives;
-* ``f`` full MSA with only the deepest scale in MSCMAT (so no distillation either).
+* ``f`` full MSA with only the deepest scale in MSCMAT (so no distillation either);
+* ``g`` full MSA plus the departures the shipped recipes switch on (identical caption texts as
+  positives, mean-pooled captions, an InfoNCE term), to measure what they add.
 
 Every arm starts from the paper's MSA (``--base-overrides``, default ``{}``), not from the recipe's
 departures, so that the arms isolate MSA's own losses; the recipe gives towers, data and schedule.
@@ -43,6 +45,10 @@ ARMS: dict[str, tuple[str, dict[str, Any]]] = {
     "d": ("full MSA, padding masked in MSCMAT", {"mscmat_mask_padding": True}),
     "e": ("full MSA, same-image captions not negatives", {"same_image_positives": True}),
     "f": ("full MSA, deepest scale only in MSCMAT", {"mscmat_scales": [-1]}),
+    "g": (
+        "full MSA + the recipes' departures (identical texts positive, mean pooling, InfoNCE x10)",
+        {"same_text_positives": True, "text_pooling": "mean", "contrastive_weight": 10.0},
+    ),
 }
 # A smaller per-arm budget than the recipe's, the same for every arm, so that 12 runs fit in well
 # under an hour on 2 cores (the image tower's features are cached once for all of them).

@@ -1,7 +1,10 @@
 """Recipes: YAML keys and key=value overrides, typed and checked before any work."""
 
+from pathlib import Path
+
 import pytest
 
+from msa_hf import PRESETS, MSAConfig
 from msa_hf_train.recipe import KEYS, Recipe, RecipeError, build_recipe, load_recipe
 
 
@@ -90,3 +93,21 @@ def test_the_resolved_recipe_round_trips_through_yaml(tmp_path):
     path.write_text(recipe.to_yaml())
     assert load_recipe(path) == recipe
     assert Recipe() == build_recipe({})
+
+
+SHIPPED = sorted((Path(__file__).resolve().parents[2] / "training" / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda path: path.name)
+def test_every_shipped_recipe_loads_and_builds_a_valid_config(path):
+    recipe = load_recipe(path)
+    assert recipe.model in PRESETS
+    config = MSAConfig.from_preset("msa-tiny", **recipe.config_overrides)
+    assert config.mscma_weight == 15 and config.csmmc_weight == 10  # MSA's losses stay on
+    assert recipe.freeze_vision_stages == "all" and recipe.cache_frozen_vision
+
+
+def test_the_ucm_recipe_reads_the_shared_corpus_by_a_relative_path():
+    recipe = load_recipe(Path(__file__).resolve().parents[2] / "training" / "configs" / "ucm_captions.yaml")
+    assert recipe.corpus == "../shared/data/ucm-captions/dataset_ucm.json"
+    assert recipe.model == "msa-effnetlite2-minilm" and recipe.config_overrides["same_text_positives"]
