@@ -21,7 +21,7 @@ with the machine, the date and the command.
 Usage::
 
     python benchmarks/search_speed.py                               # 100,000 images, offline towers
-    python benchmarks/search_speed.py --model outputs/default/model --num-images 1000000
+    python benchmarks/search_speed.py --model outputs/default/best --num-images 1000000
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Rerunnable: the index is built once and then reused (updated incrementally when 
 changed; rebuilt when the model's weights changed), so after training a better model the
 same command refreshes both the index and the picture::
 
-    python docs/make_app_screenshot.py --model outputs/default/model \\
+    python docs/make_app_screenshot.py --model outputs/default/best \\
         --images ../shared/data/ucm-captions/images --index /tmp/ucm-captions.idx \\
         --query "two planes parked beside a runway" --out docs/images/msa-app.png
 

@@ -2,7 +2,7 @@
 
 A Gradio app over one model and one ``msa-index`` index, both loaded once at start::
 
-    msa-app --model outputs/default/model --index ./archive.idx [--host 127.0.0.1] [--port 7860]
+    msa-app --model outputs/default/best --index ./archive.idx [--host 127.0.0.1] [--port 7860]
 
 ``app.py`` at the repository root runs the same app as a Hugging Face Space, reading
 ``MSA_APP_MODEL`` / ``MSA_APP_INDEX`` (and optionally ``MSA_APP_IMAGES``) from the environment.
