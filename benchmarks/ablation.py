@@ -52,7 +52,7 @@ ARMS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 # A smaller per-arm budget than the recipe's, the same for every arm, so that 12 runs fit in well
 # under an hour on 2 cores (the image tower's features are cached once for all of them).
-DEFAULT_BUDGET = ["max_steps=150", "freeze_text_layers=3", "warmup_steps=20", "eval_every=75"]
+DEFAULT_BUDGET = ["max_steps=300", "freeze_text_layers=3", "warmup_steps=30", "eval_every=100"]
 
 
 def arm_overrides(arm: str, base_overrides: dict[str, Any]) -> dict[str, Any]:
