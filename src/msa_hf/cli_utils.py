@@ -74,6 +74,21 @@ def cli_warnings(prog: str) -> Iterator[None]:
         yield
 
 
+def positive_int(name: str) -> Callable[[str], int]:
+    """An argparse ``type`` for an option that takes a whole number >= 1, named in its errors."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {value!r}") from None
+        if number < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {number}")
+        return number
+
+    return parse
+
+
 def exit_code_for(error: BaseException) -> int:
     """The exit code of an exception under the convention above."""
     if isinstance(error, KeyboardInterrupt):
@@ -135,5 +150,6 @@ __all__ = [
     "UsageError",
     "cli_warnings",
     "exit_code_for",
+    "positive_int",
     "run_command",
 ]

@@ -17,7 +17,7 @@ import socket
 import warnings
 from collections.abc import Sequence
 
-from msa_hf.cli_utils import EXIT_OK, UsageError, run_command
+from msa_hf.cli_utils import EXIT_OK, UsageError, positive_int, run_command
 
 __all__ = ["ENV_IMAGES", "ENV_INDEX", "ENV_MODEL", "build_parser", "main", "set_threads"]
 
@@ -36,16 +36,6 @@ def _port(value: str) -> int:
     if not 1 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"--port must be from 1 to 65535, got {port}")
     return port
-
-
-def _positive_threads(value: str) -> int:
-    try:
-        threads = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--threads must be an integer, got {value!r}") from None
-    if threads < 1:
-        raise argparse.ArgumentTypeError(f"--threads must be >= 1, got {threads}")
-    return threads
 
 
 def set_threads(threads: int) -> None:
@@ -103,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device for the model (default: cuda if available, else cpu)")
     p.add_argument(
         "--threads",
-        type=_positive_threads,
+        type=positive_int("--threads"),
         default=None,
         help="CPU threads for encoding and search (default: torch's, one per core); 1 keeps queries fast on a "
         "machine that other busy jobs share",

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from msa_hf.cli_utils import EXIT_OK, EXIT_STALE, run_command
+from msa_hf.cli_utils import EXIT_OK, EXIT_STALE, positive_int, run_command
 
 __all__ = ["eval_main", "index_main", "search_main", "classify_main"]
 
@@ -45,22 +45,9 @@ def _add_common(p: argparse.ArgumentParser, model_required: bool = True) -> None
     p.add_argument("--revision", default=None, help="branch, tag or commit of a Hub --model (default: main)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument(
-        "--batch-size", type=_positive("--batch-size"), default=32, help="images per forward pass (default 32)"
+        "--batch-size", type=positive_int("--batch-size"), default=32, help="images per forward pass (default 32)"
     )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-
-
-def _positive(name: str) -> Callable[[str], int]:
-    def parse(value: str) -> int:
-        try:
-            n = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {value!r}") from None
-        if n < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {n}")
-        return n
-
-    return parse
 
 
 def _print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], file: Any = None) -> None:
@@ -159,13 +146,13 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")
     p.add_argument(
         "--text-batch-size",
-        type=_positive("--text-batch-size"),
+        type=positive_int("--text-batch-size"),
         default=128,
         help="captions per forward pass (default 128)",
     )
     p.add_argument(
         "--max-images",
-        type=_positive("--max-images"),
+        type=positive_int("--max-images"),
         default=None,
         help="evaluate only the first N images of the split (quick checks)",
     )
@@ -279,7 +266,7 @@ def index_main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--out", required=True, metavar="INDEX", help="index folder to create or update")
     b.add_argument(
         "--chunk-size",
-        type=_positive("--chunk-size"),
+        type=positive_int("--chunk-size"),
         default=1024,
         help="images per on-disk chunk: the unit of resumption (default 1024)",
     )
@@ -368,7 +355,7 @@ def search_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("index", metavar="INDEX", help="index folder written by `msa-index build`")
     p.add_argument("query", nargs="*", metavar="QUERY", help="text query (several give one result table each)")
     p.add_argument("--image", action="append", metavar="PATH", help="query image (repeatable)")
-    p.add_argument("-k", type=_positive("-k"), default=10, help="results per query (default 10)")
+    p.add_argument("-k", type=positive_int("-k"), default=10, help="results per query (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
         "--model",
@@ -488,7 +475,7 @@ def classify_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--scale", type=float, default=100.0, help="softmax scale on cosine similarity (calibration only; default 100)"
     )
-    p.add_argument("--top", type=_positive("--top"), default=3, help="labels shown per image (default 3)")
+    p.add_argument("--top", type=positive_int("--top"), default=3, help="labels shown per image (default 3)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--output", default=None, help="also write all probabilities to FILE (.json or .csv)")
     p.add_argument(
