@@ -72,9 +72,11 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, base_overrides: dict[
         *args.budget,
     ]
     started = time.monotonic()
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"arm {arm} seed {seed} failed ({shlex.join(command)}):\n{result.stderr[-3000:]}")
+    reused = finished_run(output_dir, command)
+    if not reused:
+        result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"arm {arm} seed {seed} failed ({shlex.join(command)}):\n{result.stderr[-3000:]}")
     test = json.loads((output_dir / "test_metrics.json").read_text())
     best = json.loads((output_dir / "best" / "metrics.json").read_text())
     return {
@@ -83,8 +85,23 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, base_overrides: dict[
         "validation": best["validation"],
         "test": test["test"],
         "best_epoch": best["epoch"],
-        "seconds": time.monotonic() - started,
+        "seconds": None if reused else time.monotonic() - started,
+        "reused": reused,
     }
+
+
+def finished_run(output_dir: Path, command: list[str]) -> bool:
+    """Whether ``output_dir`` holds a finished run of exactly ``command`` (so an interrupted
+    ablation resumes instead of training its finished arms again).
+
+    A run writes ``test_metrics.json``, with its command line, only once it has ended; a run that
+    starts again over the folder (``overwrite_output_dir``) clears it first.
+    """
+    test_metrics = output_dir / "test_metrics.json"
+    if not test_metrics.is_file() or not (output_dir / "best" / "metrics.json").is_file():
+        return False
+    recorded = json.loads(test_metrics.read_text()).get("command")
+    return recorded == shlex.join(["python", "training/train.py", *command[2:]])
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -156,9 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         for arm in args.arms:
             runs.append(run_arm(arm, seed, args, base_overrides))
+            took = "finished earlier, reused" if runs[-1]["reused"] else f"{runs[-1]['seconds'] / 60:.1f} min"
             print(
                 f"arm {arm} seed {seed}: validation mR {runs[-1]['validation']['mr']:.2f}, "
-                f"test mR {runs[-1]['test']['mr']:.2f} ({runs[-1]['seconds'] / 60:.1f} min)",
+                f"test mR {runs[-1]['test']['mr']:.2f} ({took})",
                 flush=True,
             )
     summary = summarise(runs)

@@ -1,6 +1,11 @@
 """Each arm of benchmarks/ablation.py builds exactly the loss it claims."""
 
+import argparse
 import importlib.util
+import json
+import shlex
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -76,3 +81,30 @@ def test_every_arm_is_a_valid_config_and_arms_differ(ablation):
     configs = {arm: MSAConfig.from_preset("msa-tiny", **ablation.arm_overrides(arm, {})) for arm in ablation.ARMS}
     assert len({config.to_json_string() for config in configs.values()}) == len(ablation.ARMS)
     assert ablation.arm_overrides("a", {"same_text_positives": True})["same_text_positives"] is True
+
+
+def test_a_finished_run_of_the_same_command_is_reused_and_any_other_is_run(ablation, tmp_path, monkeypatch):
+    args = argparse.Namespace(
+        workdir=tmp_path, recipe=Path("recipe.yaml"), corpus="corpus.json", budget=["max_steps=3"]
+    )
+    calls = []
+
+    def fake_train(command, **kwargs):
+        calls.append(command)
+        output_dir = Path(next(a for a in command if a.startswith("output_dir=")).split("=", 1)[1])
+        (output_dir / "best").mkdir(parents=True)
+        (output_dir / "best" / "metrics.json").write_text(json.dumps({"validation": {"mr": 1.0}, "epoch": 1.0}))
+        recorded = shlex.join(["python", "training/train.py", *command[2:]])
+        (output_dir / "test_metrics.json").write_text(json.dumps({"test": {"mr": 2.0}, "command": recorded}))
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(ablation.subprocess, "run", fake_train)
+    first = ablation.run_arm("a", 0, args, {})
+    again = ablation.run_arm("a", 0, args, {})
+    assert len(calls) == 1 and not first["reused"] and again["reused"] and again["test"] == {"mr": 2.0}
+    args.budget = ["max_steps=4"]  # another budget is another run, never the stale one
+    shutil.rmtree(tmp_path / "a-seed0" / "best")
+    (tmp_path / "a-seed0" / "test_metrics.json").unlink()
+    assert not ablation.run_arm("a", 0, args, {})["reused"] and len(calls) == 2
+    args.budget = ["max_steps=5"]
+    assert not ablation.finished_run(tmp_path / "a-seed0", calls[0])
