@@ -63,10 +63,16 @@ def test_two_process_build_equals_one_process_build(image_folder, make_images, t
     assert result.stdout.count("index ") == 1 and "11 images" in result.stdout  # only the main process reports
     two = ImageIndex.load(out)
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as torchrun's processes (OMP_NUM_THREADS=1), so the arithmetic matches
-    model, processor = load_model_and_processor(tiny_model_dir, device="cpu")
-    with pytest.warns(UserWarning, match="Skipped 2 files"):
-        one = build_index(image_folder, model, processor, tmp_path / "one", chunk_size=3, batch_size=2, progress=False)
+    try:
+        model, processor = load_model_and_processor(tiny_model_dir, device="cpu")
+        with pytest.warns(UserWarning, match="Skipped 2 files"):
+            one = build_index(
+                image_folder, model, processor, tmp_path / "one", chunk_size=3, batch_size=2, progress=False
+            )
+    finally:
+        torch.set_num_threads(threads)  # never leak one thread into the tests that follow
     assert two.files == one.files and two.manifest["skipped"] == one.manifest["skipped"]
     assert [f["sha256"] for f in two.manifest["files"]] == [f["sha256"] for f in one.manifest["files"]]
     assert torch.equal(two.embeddings, one.embeddings)
