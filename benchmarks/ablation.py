@@ -46,8 +46,14 @@ ARMS: dict[str, tuple[str, dict[str, Any]]] = {
     "f": ("full MSA, deepest scale only in MSCMAT", {"mscmat_scales": [-1]}),
 }
 # A smaller per-arm budget than the recipe's, the same for every arm, so that 12 runs fit in well
-# under an hour on 2 cores (the image tower's features are cached once for all of them).
-DEFAULT_BUDGET = ["max_steps=300", "freeze_text_layers=3", "warmup_steps=30", "eval_every=150"]
+# under an hour on 2 cores; the image tower stays frozen, so its features are cached once for all of them.
+DEFAULT_BUDGET = [
+    "max_steps=300",
+    "freeze_vision_stages=all",
+    "freeze_text_layers=3",
+    "warmup_steps=30",
+    "eval_every=150",
+]
 
 
 def arm_overrides(arm: str, base_overrides: dict[str, Any]) -> dict[str, Any]:

@@ -357,6 +357,45 @@ def test_partly_frozen_towers_keep_only_their_frozen_part_in_eval(tiny_config):
     assert not any(m.training for m in model.modules())
 
 
+@pytest.mark.parametrize("backbone", ["test_resnet", "test_efficientnet"])
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_the_tower_resumed_from_a_stage_gives_its_own_upper_scales(backbone, stage):
+    model = MSAModel(MSAConfig.from_preset("msa-tiny", vision_backbone=backbone)).eval()
+    outputs = model.vision_model(torch.randn(2, 3, 64, 64), output_hidden_states=True)
+    resumed = model.vision_model.forward_from_stage(outputs.hidden_states[stage - 1], stage)
+    assert len(resumed) == 4 - stage
+    for got, expected in zip(resumed, outputs.scale_features[stage:]):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="`stage` must be in 1..3"):
+        model.vision_model.forward_from_stage(outputs.hidden_states[3], 4)
+
+
+def test_forward_from_lower_scales_and_a_stage_map_trains_the_upper_stages(tiny_config):
+    """A cached frozen lower tower plus trained upper stages gives the loss and the gradients of pixels."""
+    torch.manual_seed(0)
+    model = MSAModel(tiny_config)
+    model.freeze_vision_tower(2)
+    model.eval()  # fixed BatchNorm statistics, so the two paths see the same normalisation
+    inputs = make_inputs(tiny_config, images=4, texts=4)
+    pixel_values = inputs.pop("pixel_values")
+    direct = model(pixel_values=pixel_values, **inputs, return_loss=True)
+    direct.loss.backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    tower = model.vision_model(pixel_values, output_hidden_states=True)
+    resumed = model(
+        scale_features=[s.detach() for s in tower.scale_features[:2]],
+        stage_hidden_state=tower.hidden_states[1].detach(),
+        **inputs,
+        return_loss=True,
+    )
+    resumed.loss.backward()
+    torch.testing.assert_close(resumed.loss, direct.loss)
+    assert any(n.startswith("vision_model.backbone.layer4.") for n in expected)
+    for name, grad in expected.items():
+        torch.testing.assert_close(model.get_parameter(name).grad, grad, msg=name)
+
+
 VIT = {
     "model_type": "vit",
     "hidden_size": 32,

@@ -236,6 +236,29 @@ def _fully_frozen_modules(tower: nn.Module) -> list[nn.Module]:
     return modules
 
 
+def _sequential_steps(backbone: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The modules a timm features-only backbone applies one after another, with their names.
+
+    Two layouts cover timm's features-only models: ``FeatureListNet`` (a ``ModuleDict`` run in
+    order; ResNet and most others) and EfficientNet's own stem-then-``blocks`` class.
+    """
+    if isinstance(backbone, nn.ModuleDict) and hasattr(backbone, "return_layers"):
+        return list(backbone.items())
+    blocks = getattr(backbone, "blocks", None)
+    if (
+        isinstance(blocks, nn.Sequential)
+        and hasattr(backbone, "conv_stem")
+        and getattr(backbone, "feature_hooks", None) is None
+    ):
+        return [("conv_stem", backbone.conv_stem), ("bn1", backbone.bn1)] + [
+            (f"blocks.{i}", block) for i, block in enumerate(blocks)
+        ]
+    raise ValueError(
+        f"Cannot run {type(backbone).__name__} from an intermediate stage: it is not a sequence of modules. "
+        "Compute the scales from pixel_values instead (in training: cache_frozen_vision=false)."
+    )
+
+
 def create_timm_backbone(name: str, out_indices: tuple[int, ...]) -> nn.Module:
     """The features-only timm model ``name``, randomly initialised by timm itself."""
     return timm.create_model(name, pretrained=False, features_only=True, out_indices=out_indices)
@@ -297,6 +320,29 @@ class MSATimmVisionTower(nn.Module):
             last_hidden_state=stages[-1],
             hidden_states=tuple(stages) if output_hidden_states else None,
         )
+
+    def forward_from_stage(self, hidden_state: torch.Tensor, stage: int) -> list[torch.Tensor]:
+        """The pooled scales after scale ``stage`` (1-based), computed from that scale's feature map.
+
+        ``hidden_state`` is the unpooled output of scale ``stage`` (``hidden_states[stage - 1]`` of
+        `forward`); the remaining stages run on it. This is what lets a trainer cache a frozen
+        lower part of the tower once and still train its upper stages.
+        """
+        if not 1 <= stage < len(self.out_indices):
+            raise ValueError(
+                f"`stage` must be in 1..{len(self.out_indices) - 1} (the tower has {len(self.out_indices)} scales), got {stage}."
+            )
+        steps = _sequential_steps(self.backbone)
+        names = [name for name, _ in steps]
+        scale_steps = [
+            next(n for n in (m, m.replace(".", "_")) if n in names) for m in self.backbone.feature_info.module_name()
+        ]
+        start = names.index(scale_steps[stage - 1]) + 1
+        outputs, x = {}, hidden_state
+        for name, module in steps[start:]:
+            x = module(x)
+            outputs[name] = x
+        return [_global_pool(outputs[name], mode) for name, mode in zip(scale_steps[stage:], self.pooling[stage:])]
 
 
 class MSATransformersVisionTower(nn.Module):
@@ -775,6 +821,7 @@ class MSAModel(MSAPreTrainedModel):
         image_ids: torch.Tensor | None = None,
         output_scale_logits: bool | None = None,
         scale_features: list[torch.Tensor] | None = None,
+        stage_hidden_state: torch.Tensor | None = None,
         text_ids: torch.Tensor | None = None,
         image_text_ids: torch.Tensor | None = None,
         global_negatives: bool | None = None,
@@ -792,7 +839,11 @@ class MSAModel(MSAPreTrainedModel):
                 ``config.same_image_positives`` is on.
             output_scale_logits: return the MSCMAT scores even without the loss.
             scale_features: the S pooled scale vectors instead of ``pixel_values``, e.g. cached
-                once for a frozen image tower (see `get_scale_features`).
+                once for a frozen image tower (see `get_scale_features`); or, with
+                ``stage_hidden_state``, only the first ``k``.
+            stage_hidden_state: the unpooled ``B×C_k×H×W`` feature map of scale ``k =
+                len(scale_features)``; the tower's upper stages run on it to give the other
+                scales (a cached frozen lower tower with trained upper stages; timm towers).
             text_ids: ``B_t`` id of each caption's text, and ``image_text_ids`` the ``B_i×K`` ids
                 of each image's own captions (padded with -1), used when
                 ``config.same_text_positives`` is on.
@@ -810,7 +861,17 @@ class MSAModel(MSAPreTrainedModel):
         if scale_features is None:
             vision_outputs = self._vision_outputs(pixel_values, output_hidden_states, output_attentions)
             scale_features = list(vision_outputs.scale_features)
-        elif len(scale_features) != self.config.num_scales:
+        else:
+            if stage_hidden_state is not None:
+                if not hasattr(self.vision_model, "forward_from_stage"):
+                    raise ValueError(
+                        f"`stage_hidden_state` needs a timm image tower; {type(self.vision_model).__name__} "
+                        "cannot resume from a stage. Pass all S `scale_features` or `pixel_values`."
+                    )
+                scale_features = list(scale_features) + self.vision_model.forward_from_stage(
+                    stage_hidden_state, len(scale_features)
+                )
+        if len(scale_features) != self.config.num_scales:
             raise ValueError(
                 f"`scale_features` has {len(scale_features)} tensors; this model has {self.config.num_scales} scales."
             )

@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from msa_hf.data import ensure_synth_corpus, evaluation_view, load_corpus, train
 from msa_hf.data.views import decode_image
 
 from .recipe import Recipe, RecipeError
+
+if TYPE_CHECKING:
+    from .feature_cache import CachedVisionFeatures
 
 SYNTH_CORPUS = "rs-synth"
 SYNTH_DEFAULTS = {"n_images": 1000, "seed": 0, "image_size": 224}
@@ -176,9 +179,9 @@ def apply_variant(pixel_values: torch.Tensor, variant: int) -> torch.Tensor:
 
 
 class TrainingCollator:
-    """Tokenise captions and attach images (augmented) or cached scale features, plus the ids the losses use."""
+    """Tokenise captions and attach images (augmented) or cached image-tower features, plus the ids the losses use."""
 
-    def __init__(self, processor: Any, pairs: TrainingPairs, cached_features: Sequence[torch.Tensor] | None) -> None:
+    def __init__(self, processor: Any, pairs: TrainingPairs, cached_features: CachedVisionFeatures | None) -> None:
         self.processor = processor
         self.image_text_ids = torch.from_numpy(pairs.image_text_ids)
         self.cached_features = cached_features
@@ -195,7 +198,7 @@ class TrainingCollator:
             batch["pixel_values"] = torch.stack([apply_variant(p, v) for p, v in zip(pixels, variants)])
         else:
             slots = torch.tensor([self.variant_slot[v] for v in variants])
-            batch["scale_features"] = [features[slots, rows] for features in self.cached_features]
+            batch.update(self.cached_features.select(slots, rows))
         batch["image_ids"] = torch.tensor([item["image_id"] for item in items])
         batch["text_ids"] = torch.tensor([item["text_id"] for item in items])
         batch["image_text_ids"] = self.image_text_ids[rows]

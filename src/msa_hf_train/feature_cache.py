@@ -2,9 +2,12 @@
 
 When the whole image tower is frozen (and in eval mode, so BatchNorm statistics are fixed),
 its output for an image never changes during training: computing it once turns CPU
-fine-tuning of the rest into text-tower work only. The cache is keyed by everything the
-features depend on (the tower's weights, the preprocessing, the images, the augmentation
-variants); a change in any of them computes a new entry instead of reusing a stale one.
+fine-tuning of the rest into text-tower work only. When only the stem and the first ``k``
+stages are frozen, the cache keeps their pooled scales and the unpooled feature map of scale
+``k``; training then runs just the upper stages on that map, so the image tower can still
+adapt at a fraction of its cost. The cache is keyed by everything the features depend on (the
+tower's weights, the preprocessing, the images, the augmentation variants, the frozen
+stages); a change in any of them computes a new entry instead of reusing a stale one.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,27 @@ from .data import apply_variant, image_batches
 
 logger = logging.getLogger(__name__)
 CACHE_FORMAT = 1
+STAGE_MAP = "stage_map"
+
+
+@dataclass
+class CachedVisionFeatures:
+    """The cached output of the frozen part of the image tower, indexed ``[variant, image]``.
+
+    ``scales`` are ``V×N×C_k`` pooled scale vectors: all S of them for a fully frozen tower, the
+    first ``k`` for one frozen up to stage ``k``, whose unpooled ``V×N×C_k×H×W`` feature map is
+    then ``stage_map`` (the input of the stages that still train).
+    """
+
+    scales: list[torch.Tensor]
+    stage_map: torch.Tensor | None = None
+
+    def select(self, variant_slots: torch.Tensor, rows: torch.Tensor) -> dict[str, Any]:
+        """The `MSAModel.forward` inputs of a batch: ``scale_features`` (and ``stage_hidden_state``)."""
+        batch: dict[str, Any] = {"scale_features": [features[variant_slots, rows] for features in self.scales]}
+        if self.stage_map is not None:
+            batch["stage_hidden_state"] = self.stage_map[variant_slots, rows]
+        return batch
 
 
 def _image_identity(split: Any) -> list[Any]:
@@ -45,8 +70,10 @@ def _image_identity(split: Any) -> list[Any]:
     return identity
 
 
-def feature_cache_key(model: Any, processor: Any, split: Any, variants: Sequence[int]) -> str:
-    """SHA-256 over the image tower's weights, the image preprocessing, the images and the variants."""
+def feature_cache_key(
+    model: Any, processor: Any, split: Any, variants: Sequence[int], frozen_stages: int | None = None
+) -> str:
+    """SHA-256 over the image tower's weights, the preprocessing, the images, the variants, the frozen stages."""
     image_processor = processor.image_processor
     settings = {
         "format": CACHE_FORMAT,
@@ -60,6 +87,8 @@ def feature_cache_key(model: Any, processor: Any, split: Any, variants: Sequence
         "variants": list(variants),
         "images": _image_identity(split),
     }
+    if frozen_stages is not None:  # absent for a fully frozen tower, so those entries keep their keys
+        settings[STAGE_MAP] = frozen_stages
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -74,10 +103,16 @@ def compute_scale_features(
     num_workers: int,
     progress: bool,
     device: torch.device,
-) -> list[torch.Tensor]:
-    """Scale features of every image of ``split`` under every variant: S tensors ``V×N×C_k`` (float32, CPU)."""
+    frozen_stages: int | None = None,
+) -> CachedVisionFeatures:
+    """The frozen part's output for every image of ``split`` under every variant (float32, CPU).
+
+    ``frozen_stages=None`` means the whole tower (all S pooled scales); ``k`` keeps the first
+    ``k`` pooled scales and the feature map of scale ``k``.
+    """
     was_training = model.vision_model.training
     model.vision_model.eval()
+    keep = model.config.num_scales if frozen_stages is None else frozen_stages
     per_variant: list[list[list[torch.Tensor]]] = [[] for _ in variants]
     loader = image_batches(split, processor, batch_size, num_workers)
     try:
@@ -87,15 +122,34 @@ def compute_scale_features(
             for batch in loader:
                 pixel_values = batch["pixel_values"].to(device)
                 for slot, variant in enumerate(variants):
-                    scales = model.get_scale_features(apply_variant(pixel_values, variant))
-                    per_variant[slot].append([s.float().cpu() for s in scales])
+                    outputs = model.vision_model(apply_variant(pixel_values, variant), output_hidden_states=True)
+                    kept = list(outputs.scale_features[:keep])
+                    if frozen_stages is not None:
+                        kept.append(outputs.hidden_states[frozen_stages - 1])
+                        if not per_variant[slot]:
+                            _check_stage_resume(model, outputs, frozen_stages)
+                    per_variant[slot].append([t.float().cpu() for t in kept])
                     bar.update(len(pixel_values))
     finally:
         model.vision_model.train(was_training)
-    num_scales = len(per_variant[0][0])
-    return [
-        torch.stack([torch.cat([batch[k] for batch in batches]) for batches in per_variant]) for k in range(num_scales)
+    stacked = [
+        torch.stack([torch.cat([batch[k] for batch in batches]) for batches in per_variant])
+        for k in range(len(per_variant[0][0]))
     ]
+    if frozen_stages is None:
+        return CachedVisionFeatures(stacked)
+    return CachedVisionFeatures(stacked[:-1], stacked[-1])
+
+
+def _check_stage_resume(model: Any, outputs: Any, frozen_stages: int) -> None:
+    """Fail loudly if the upper stages, run from the cached map, do not give the tower's own scales."""
+    resumed = model.vision_model.forward_from_stage(outputs.hidden_states[frozen_stages - 1], frozen_stages)
+    for k, (got, expected) in enumerate(zip(resumed, outputs.scale_features[frozen_stages:]), frozen_stages + 1):
+        if not torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
+            raise RuntimeError(
+                f"{type(model.vision_model.backbone).__name__}: scale {k} computed from the cached map of stage "
+                f"{frozen_stages} differs from the tower's own output; set cache_frozen_vision=false."
+            )
 
 
 def load_or_compute_scale_features(
@@ -110,18 +164,20 @@ def load_or_compute_scale_features(
     progress: bool,
     device: torch.device,
     compute: bool = True,
-) -> list[torch.Tensor] | None:
-    """Cached scale features of ``split``, computed and stored atomically when missing.
+    frozen_stages: int | None = None,
+) -> CachedVisionFeatures | None:
+    """Cached features of ``split`` (see `compute_scale_features`), computed and stored atomically when missing.
 
     With ``compute=False`` a missing entry returns ``None`` (processes other than the main one
     wait for the main process to write it, then read it).
     """
-    key = feature_cache_key(model, processor, split, variants)
+    key = feature_cache_key(model, processor, split, variants, frozen_stages)
     path = Path(cache_dir) / "vision-features" / f"{key[:32]}.safetensors"
     if path.is_file():
         tensors = load_file(path)
         logger.info("Image-tower features of %d images loaded from the cache %s", len(split), path)
-        return [tensors[f"scale_{k}"] for k in range(len(tensors))]
+        num_scales = sum(name.startswith("scale_") for name in tensors)
+        return CachedVisionFeatures([tensors[f"scale_{k}"] for k in range(num_scales)], tensors.get(STAGE_MAP))
     if not compute:
         return None
     features = compute_scale_features(
@@ -133,12 +189,16 @@ def load_or_compute_scale_features(
         num_workers=num_workers,
         progress=progress,
         device=device,
+        frozen_stages=frozen_stages,
     )
+    tensors = {f"scale_{k}": t.contiguous() for k, t in enumerate(features.scales)}
+    if features.stage_map is not None:
+        tensors[STAGE_MAP] = features.stage_map.contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(handle)
     try:
-        save_file({f"scale_{k}": t.contiguous() for k, t in enumerate(features)}, staging, metadata={"key": key})
+        save_file(tensors, staging, metadata={"key": key})
         os.replace(staging, path)
     except BaseException:
         Path(staging).unlink(missing_ok=True)
@@ -147,4 +207,10 @@ def load_or_compute_scale_features(
     return features
 
 
-__all__ = ["CACHE_FORMAT", "compute_scale_features", "feature_cache_key", "load_or_compute_scale_features"]
+__all__ = [
+    "CACHE_FORMAT",
+    "CachedVisionFeatures",
+    "compute_scale_features",
+    "feature_cache_key",
+    "load_or_compute_scale_features",
+]

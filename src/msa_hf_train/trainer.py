@@ -16,7 +16,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from tqdm.auto import tqdm
@@ -186,6 +186,22 @@ def vision_fully_frozen(model: MSAModel) -> bool:
     return not any(p.requires_grad for p in model.vision_model.parameters())
 
 
+def cacheable_vision_stages(model: MSAModel, recipe: Recipe) -> int | Literal["all"] | None:
+    """What the feature cache holds: the whole frozen tower, its frozen first ``k`` stages, or nothing.
+
+    A partly frozen tower is cached up to its last frozen stage when the tower can resume from
+    there (timm towers), so only the stages that train run in the loop.
+    """
+    if not recipe.cache_frozen_vision:
+        return None
+    if vision_fully_frozen(model):
+        return "all"
+    stages = recipe.freeze_vision_stages
+    if isinstance(stages, int) and stages >= 1 and hasattr(model.vision_model, "forward_from_stage"):
+        return stages
+    return None
+
+
 # ----------------------------------------------------------------------------- the loop
 class _SignalFlag:
     """Remember the first SIGINT/SIGTERM so the loop can save and stop at the next step boundary."""
@@ -283,13 +299,15 @@ class Trainer:
         self.model.train()
 
         cached = None
-        if recipe.cache_frozen_vision and vision_fully_frozen(self.model):
+        cache_stages = cacheable_vision_stages(self.model, recipe)
+        if cache_stages is not None:
             args = (self.model, self.processor, self.corpus["train"], AUGMENTATIONS[recipe.augment], cache_dir)
             kwargs = {
                 "batch_size": recipe.eval_batch_size,
                 "num_workers": recipe.num_workers,
                 "progress": self.progress,
                 "device": accelerator.device,
+                "frozen_stages": None if cache_stages == "all" else cache_stages,
             }
             self.model.to(accelerator.device)
             if self.is_main:
@@ -297,7 +315,7 @@ class Trainer:
             accelerator.wait_for_everyone()
             if not self.is_main:
                 cached = load_or_compute_scale_features(*args, **kwargs, compute=False)
-        self.uses_cache = cached is not None
+        self.uses_cache, self.cache_stages = cached is not None, cache_stages
         self.pairs = TrainingPairs(
             self.corpus["train"], seed=recipe.seed, augment=recipe.augment, with_images=cached is None
         )
@@ -370,8 +388,15 @@ class Trainer:
             self.accelerator.num_processes,
             trainable / 1e6,
             total / 1e6,
-            "frozen, features cached" if self.uses_cache else "in the loop",
+            self._vision_mode(),
         )
+
+    def _vision_mode(self) -> str:
+        if not self.uses_cache:
+            return "in the loop"
+        if self.cache_stages == "all":
+            return "frozen, features cached"
+        return f"stages 1-{self.cache_stages} frozen and cached, the rest trains"
 
     def _set_memory_format(self, model: MSAModel) -> None:
         """Channels-last convolutions: 1.5-2x faster image towers on CPUs and GPUs, the same up to rounding."""

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from msa_hf import PRESETS, MSAConfig
+from msa_hf import PRESETS, MSAConfig, MSAModel
 from msa_hf_train.recipe import KEYS, Recipe, RecipeError, build_recipe, load_recipe
+from msa_hf_train.trainer import apply_freezing, cacheable_vision_stages
 
 
 def test_the_issue_keys_exist():
@@ -104,10 +105,14 @@ def test_every_shipped_recipe_loads_and_builds_a_valid_config(path):
     assert recipe.model in PRESETS
     config = MSAConfig.from_preset("msa-tiny", **recipe.config_overrides)
     assert config.mscma_weight == 15 and config.csmmc_weight == 10  # MSA's losses stay on
-    assert recipe.freeze_vision_stages == "all" and recipe.cache_frozen_vision
+    model = MSAModel(config)
+    apply_freezing(model, recipe)
+    assert recipe.cache_frozen_vision
+    assert cacheable_vision_stages(model, recipe) == recipe.freeze_vision_stages  # the frozen image part is cached
 
 
 def test_the_ucm_recipe_reads_the_shared_corpus_by_a_relative_path():
     recipe = load_recipe(Path(__file__).resolve().parents[2] / "training" / "configs" / "ucm_captions.yaml")
     assert recipe.corpus == "../shared/data/ucm-captions/dataset_ucm.json"
     assert recipe.model == "msa-effnetlite2-minilm" and recipe.config_overrides["same_text_positives"]
+    assert recipe.freeze_vision_stages == 3 and recipe.vision_lr > 0  # the last image stage trains

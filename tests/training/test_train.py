@@ -112,12 +112,20 @@ def test_same_seed_same_run_and_an_interrupted_run_resumes_exactly(tiny_recipe_a
     assert all(torch.equal(best_c[k], best_a[k]) for k in best_a)
 
 
-def test_cached_frozen_tower_gives_the_same_run_as_the_uncached_one(tiny_recipe_args, tmp_path):
-    frozen = ("freeze_vision_stages=all", "augment=flips")
+@pytest.mark.parametrize("frozen_stages", ["all", "2"], ids=["whole-tower", "stages-1-2"])
+def test_cached_frozen_tower_gives_the_same_run_as_the_uncached_one(tiny_recipe_args, tmp_path, frozen_stages):
+    """A fully frozen tower is cached as pooled scales; a partly frozen one also as the map its trained stages read."""
+    frozen = (f"freeze_vision_stages={frozen_stages}", "augment=flips")
     assert run(tiny_recipe_args("cached", *frozen, "cache_frozen_vision=true")) == 0
     assert run(tiny_recipe_args("uncached", *frozen, "cache_frozen_vision=false")) == 0
     cache_files = list((tmp_path / "msa-train-cache" / "vision-features").glob("*.safetensors"))
     assert len(cache_files) == 1
+    cached = load_file(cache_files[0])
+    if frozen_stages == "all":
+        assert sorted(cached) == ["scale_0", "scale_1", "scale_2", "scale_3"]
+    else:  # 16 training images x 4 variants (flips); test_resnet's second stage is 8 px at 64 px input
+        assert sorted(cached) == ["scale_0", "scale_1", "stage_map"]
+        assert cached["stage_map"].shape[:2] == (4, 16) and cached["stage_map"].shape[-1] == 8
     best_cached, test_cached, evaluations_cached = _final_state(tmp_path / "cached")
     best_uncached, test_uncached, evaluations_uncached = _final_state(tmp_path / "uncached")
     # The cached features equal the in-loop ones up to rounding (another batch size, another
