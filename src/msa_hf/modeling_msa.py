@@ -337,12 +337,13 @@ class MSATimmVisionTower(nn.Module):
         scale_steps = [
             next(n for n in (m, m.replace(".", "_")) if n in names) for m in self.backbone.feature_info.module_name()
         ]
-        start = names.index(scale_steps[stage - 1]) + 1
-        outputs, x = {}, hidden_state
-        for name, module in steps[start:]:
+        pooling = dict(zip(scale_steps[stage:], self.pooling[stage:]))
+        scales, x = [], hidden_state
+        for name, module in steps[names.index(scale_steps[stage - 1]) + 1 :]:
             x = module(x)
-            outputs[name] = x
-        return [_global_pool(outputs[name], mode) for name, mode in zip(scale_steps[stage:], self.pooling[stage:])]
+            if name in pooling:
+                scales.append(_global_pool(x, pooling[name]))
+        return scales
 
 
 class MSATransformersVisionTower(nn.Module):

@@ -122,7 +122,9 @@ def compute_scale_features(
             for batch in loader:
                 pixel_values = batch["pixel_values"].to(device)
                 for slot, variant in enumerate(variants):
-                    outputs = model.vision_model(apply_variant(pixel_values, variant), output_hidden_states=True)
+                    outputs = model.vision_model(
+                        apply_variant(pixel_values, variant), output_hidden_states=frozen_stages is not None
+                    )
                     kept = list(outputs.scale_features[:keep])
                     if frozen_stages is not None:
                         kept.append(outputs.hidden_states[frozen_stages - 1])

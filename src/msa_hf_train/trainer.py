@@ -315,7 +315,7 @@ class Trainer:
             accelerator.wait_for_everyone()
             if not self.is_main:
                 cached = load_or_compute_scale_features(*args, **kwargs, compute=False)
-        self.uses_cache, self.cache_stages = cached is not None, cache_stages
+        self.cache_stages = cache_stages if cached is not None else None
         self.pairs = TrainingPairs(
             self.corpus["train"], seed=recipe.seed, augment=recipe.augment, with_images=cached is None
         )
@@ -392,7 +392,7 @@ class Trainer:
         )
 
     def _vision_mode(self) -> str:
-        if not self.uses_cache:
+        if self.cache_stages is None:
             return "in the loop"
         if self.cache_stages == "all":
             return "frozen, features cached"
