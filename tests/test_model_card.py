@@ -72,7 +72,7 @@ def test_body_has_usage_results_protocol_training_limits_and_citation(saved_card
     assert 'AutoProcessor.from_pretrained("user/msa-demo", trust_remote_code=True)' in text
     test_row = EVALUATIONS[1].metrics
     assert f"| rs-synth | test | {test_row['i2t_r1']:.2f} | {test_row['i2t_r5']:.2f} |" in text
-    assert "5 captions" in text and "Ties count against the model" in text and "validation split only" in text
+    assert "5 captions" in text and "np.argsort(scores)[::-1]" in text and "validation split only" in text
     assert COMMAND in text and RECIPE.strip() in text and "trained 3 epochs on rs-synth" in text
     assert "## Limitations" in text
     assert "@article{yang2024transcending" in text and "arXiv:2405.18959" in text

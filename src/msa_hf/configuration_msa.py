@@ -202,6 +202,9 @@ class MSAConfig(_BaseConfig):
         mscmat_mask_padding: mask padding tokens in MSCMAT attention. ``False`` is faithful: the
             original attends padding too.
         triplet_margin: margin of the hardest-negative triplet loss.
+        triplet_weight: weight of the triplet loss (``1`` is faithful). ``0`` with a
+            ``contrastive_weight`` gives a CLIP-style InfoNCE fine-tune of the same towers, the
+            baseline of ``benchmarks/ablation.py``.
         mscma_weight, csmmc_weight: weights of the MSCMA and CSMMC losses.
         csmmc_temperature: softmax temperature of the CSMMC distillation.
         same_image_positives: when ``image_ids`` are given, other captions of the same image are
@@ -245,6 +248,7 @@ class MSAConfig(_BaseConfig):
         mscmat_num_heads: int | None = None,
         mscmat_mask_padding: bool = False,
         triplet_margin: float = 0.5,
+        triplet_weight: float = 1.0,
         mscma_weight: float = 15.0,
         csmmc_weight: float = 10.0,
         csmmc_temperature: float = 2.0,
@@ -277,6 +281,7 @@ class MSAConfig(_BaseConfig):
         self.mscmat_num_heads = int(mscmat_num_heads)
         self.mscmat_mask_padding = bool(mscmat_mask_padding)
         self.triplet_margin = float(triplet_margin)
+        self.triplet_weight = float(triplet_weight)
         self.mscma_weight = float(mscma_weight)
         self.csmmc_weight = float(csmmc_weight)
         self.csmmc_temperature = float(csmmc_temperature)
@@ -325,6 +330,8 @@ class MSAConfig(_BaseConfig):
                 )
         if self.csmmc_temperature <= 0:
             raise ValueError(f"`csmmc_temperature` must be > 0, got {self.csmmc_temperature}.")
+        if not self.triplet_weight >= 0:
+            raise ValueError(f"`triplet_weight` must be >= 0 (1 is the paper's), got {self.triplet_weight}.")
         if self.contrastive_weight < 0 or self.contrastive_temperature <= 0:
             raise ValueError(
                 f"`contrastive_weight` must be >= 0 and `contrastive_temperature` > 0, got "

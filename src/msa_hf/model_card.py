@@ -77,11 +77,15 @@ PROTOCOL = (
     "protocol). Image-to-text R@K counts an image as a hit when any of its captions is among the "
     "top K; text-to-image R@K counts a caption as a hit when its image is among the top K. "
     "Recalls are in percent, mR is the mean of the six recalls, and ranks are 1-based. "
-    "Ties count against the model: a competitor scored exactly like the ground truth is ranked "
-    "ahead of it. Training with `msa_hf` selects the checkpoint on the validation split only "
+    "Identical scores (identical captions of different images) are ordered by one of three rules: "
+    "against the model (`--ties pessimistic`, the default, and the validation rows), in the published "
+    "evaluation code's `np.argsort(scores)[::-1]` order (`--ties argsort`: the test rows of a card "
+    "written by msa_hf's trainer, comparable with published tables), or as the expectation over a "
+    "random order (`--ties expected`); the training status above gives the test mR under the other two. "
+    "Training with `msa_hf` selects the checkpoint on the validation split only "
     "(best validation mR); the test split is evaluated once, on the selected checkpoint, and "
     "never drives selection. Reproduce a row with "
-    "`msa-eval --model MODEL --corpus CORPUS --split SPLIT`."
+    "`msa-eval --model MODEL --corpus CORPUS --split SPLIT --ties RULE`."
 )
 
 CARD_TEMPLATE = """---

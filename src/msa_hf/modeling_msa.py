@@ -61,7 +61,7 @@ class MSAOutput(ModelOutput):
     """Output of [`MSAModel`].
 
     Args:
-        loss: ``loss_triplet + mscma_weight * loss_mscma + csmmc_weight * loss_csmmc`` (plus
+        loss: ``triplet_weight * loss_triplet + mscma_weight * loss_mscma + csmmc_weight * loss_csmmc`` (plus
             ``contrastive_weight * loss_contrastive`` when that option is on).
         loss_triplet, loss_mscma, loss_csmmc: the three terms, unweighted.
         loss_contrastive: the optional symmetric InfoNCE term (``config.contrastive_weight > 0``).
@@ -900,7 +900,11 @@ class MSAModel(MSAPreTrainedModel):
                 (image_text_ids, text_ids) if self.config.same_text_positives else (None, None),
                 global_negatives,
             )
-            loss = loss_triplet + self.config.mscma_weight * loss_mscma + self.config.csmmc_weight * loss_csmmc
+            loss = (
+                self.config.triplet_weight * loss_triplet
+                + self.config.mscma_weight * loss_mscma
+                + self.config.csmmc_weight * loss_csmmc
+            )
             if loss_contrastive is not None:
                 loss = loss + self.config.contrastive_weight * loss_contrastive
         if output_scale_logits and scale_logits is None:

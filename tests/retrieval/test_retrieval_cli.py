@@ -311,6 +311,31 @@ def test_eval_matches_python_api(corpus_dir, tiny_model, tiny_processor):
     assert result.metrics == pytest.approx(expected)
 
 
+def test_eval_ties_argsort_is_the_published_order_and_every_rule_is_described(
+    corpus_dir, tiny_model_dir, tiny_model, tiny_processor, tmp_path, capsys
+):
+    import datasets
+
+    from msa_hf.retrieval import TIE_RULES, evaluate_corpus, retrieval_metrics
+    from msa_hf.retrieval.cli import TIE_RULE_PROTOCOL
+
+    assert set(TIE_RULE_PROTOCOL) == set(TIE_RULES)
+    out_dir = tmp_path / "eval-argsort"
+    args = ["--model", tiny_model_dir, "--corpus", corpus_dir, "--split", "test", "--output-dir", out_dir]
+    rc, _, err = run(eval_main, [*args, "--no-progress", "--num-examples", 0, "--ties", "argsort"], capsys)
+    assert rc == 0, err
+    report = json.loads((out_dir / "metrics.json").read_text())
+    assert report["ties"] == "argsort" and "np.argsort(scores)[::-1]" in report["protocol"]
+    result = evaluate_corpus(
+        tiny_model, tiny_processor, datasets.load_from_disk(str(corpus_dir))["test"], progress=False
+    )
+    similarity = (result.image_embeds @ result.text_embeds.t()).numpy()
+    assert report["metrics"] == pytest.approx(retrieval_metrics(similarity, result.caption_image_ids, ties="argsort"))
+    by_rule = result.metrics_by_tie_rule()
+    assert set(by_rule) == set(TIE_RULES) and by_rule["pessimistic"] == pytest.approx(result.metrics)
+    assert by_rule["argsort"] == pytest.approx(report["metrics"])
+
+
 def test_evaluate_corpus_takes_a_split_or_a_view_and_loader_workers(corpus_dir, tiny_model, tiny_processor):
     import datasets
     import torch

@@ -269,3 +269,68 @@ def test_tie_rules_agree_on_continuous_scores_and_unknown_rules_are_refused():
     assert retrieval_metrics(similarity, ids) == retrieval_metrics(similarity, ids, ties="expected")
     with pytest.raises(ValueError, match="`ties` must be one of"):
         retrieval_metrics(similarity, ids, ties="random")
+
+
+def published_argsort_ranks(similarity: np.ndarray, ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The published evaluation loop (the MSA authors' ``i2t5``/``t2i5``), for any caption layout, ties included."""
+    num_images, num_captions = similarity.shape
+    i2t = []
+    for i in range(num_images):
+        inds = np.argsort(similarity[i])[::-1]
+        i2t.append(min(int(np.where(inds == j)[0][0]) for j in range(num_captions) if ids[j] == i))
+    sims_t = similarity.T
+    t2i = []
+    for j in range(num_captions):
+        inds = np.argsort(sims_t[j])[::-1]
+        t2i.append(int(np.where(inds == ids[j])[0][0]))
+    return np.array(i2t), np.array(t2i)
+
+
+@pytest.mark.parametrize("shape", [(4, 20), (40, 200), (23, 61)])
+@pytest.mark.parametrize("block_rows", [None, 3])
+def test_argsort_tie_rule_equals_the_published_loop_on_tied_matrices(shape, block_rows):
+    rng = np.random.default_rng(shape[0])
+    num_images, num_captions = shape
+    similarity = (rng.integers(0, 4, size=shape) / 4).astype(np.float32)  # mostly ties
+    ids = sorted(rng.permutation(np.arange(num_captions) % num_images).tolist())
+    i2t, t2i = published_argsort_ranks(similarity, ids)
+    ranks = retrieval_ranks(similarity, ids, argsort=True, block_rows=block_rows)
+    np.testing.assert_array_equal(ranks.i2t_argsort, i2t)
+    np.testing.assert_array_equal(ranks.t2i_argsort, t2i)
+    metrics = retrieval_metrics(similarity, ids, ties="argsort", block_rows=block_rows)
+    for k in (1, 5, 10):
+        assert metrics[f"i2t_r{k}"] == pytest.approx(100 * np.mean(i2t < k))
+        assert metrics[f"t2i_r{k}"] == pytest.approx(100 * np.mean(t2i < k))
+    assert metrics["i2t_meanr"] == pytest.approx(i2t.mean() + 1)
+    assert metrics["t2i_medr"] == np.floor(np.median(t2i)) + 1
+
+
+def test_argsort_tie_rule_differs_from_sorting_negated_scores():
+    """``np.argsort(s)[::-1]`` puts the last of equal scores first; ``np.argsort(-s)`` the first."""
+    similarity = np.full((2, 2), 0.5, dtype=np.float32)  # two identical captions, one per image
+    ranks = retrieval_ranks(similarity, [0, 1], argsort=True)
+    by_negation = [int(np.where(np.argsort(-row) == i)[0][0]) for i, row in enumerate(similarity)]
+    assert ranks.i2t_argsort.tolist() == published_argsort_ranks(similarity, [0, 1])[0].tolist()
+    assert ranks.i2t_argsort.tolist() != by_negation
+
+
+def test_argsort_tie_rule_from_embeddings_with_identical_captions():
+    rng = np.random.default_rng(3)
+    images = rng.integers(-3, 4, size=(30, 8)).astype(np.float32)  # small integers: exact products
+    texts = rng.integers(-3, 4, size=(150, 8)).astype(np.float32)
+    texts[5::7] = texts[0]  # one sentence reused by many images, as in UCM-Captions
+    ids = [j // 5 for j in range(150)]
+    i2t, t2i = published_argsort_ranks(images @ texts.T, ids)
+    ranks = retrieval_ranks_from_embeddings(images, texts, ids, normalize=False, argsort=True, block_rows=7)
+    np.testing.assert_array_equal(ranks.i2t_argsort, i2t)
+    np.testing.assert_array_equal(ranks.t2i_argsort, t2i)
+    metrics = retrieval_metrics_from_embeddings(images, texts, ids, normalize=False, ties="argsort")
+    assert metrics["i2t_r1"] == pytest.approx(100 * np.mean(i2t < 1))
+
+
+def test_argsort_tie_rule_needs_argsort_ranks_and_agrees_on_continuous_scores():
+    similarity = np.random.default_rng(1).random((5, 15)).astype(np.float32)
+    ids = [i // 3 for i in range(15)]
+    with pytest.raises(ValueError, match="argsort=True"):
+        metrics_from_ranks(retrieval_ranks(similarity, ids), ties="argsort")
+    assert retrieval_metrics(similarity, ids) == retrieval_metrics(similarity, ids, ties="argsort")

@@ -1,8 +1,9 @@
-"""Each arm of benchmarks/ablation.py builds exactly the loss it claims."""
+"""Each arm of benchmarks/ablation.py builds exactly the loss it claims; the summary pairs seeds."""
 
 import argparse
 import importlib.util
 import json
+import math
 import shlex
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ import torch
 from msa_hf import MSAConfig, MSAModel
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ablation.py"
+RECIPE_BASE = {"same_text_positives": True, "text_pooling": "mean", "contrastive_weight": 10.0}
 
 
 @pytest.fixture(scope="module")
@@ -26,61 +28,103 @@ def ablation():
 
 def arm_model(ablation, arm: str) -> MSAModel:
     torch.manual_seed(0)
-    return MSAModel(MSAConfig.from_preset("msa-tiny", **ablation.arm_overrides(arm, {}))).eval()
+    return MSAModel(MSAConfig.from_preset("msa-tiny", **ablation.arm_overrides(arm, RECIPE_BASE))).eval()
 
 
 def batch() -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     mask = torch.ones(4, 16, dtype=torch.long)
-    mask[:, 9:] = 0  # padding, which arm d masks
+    mask[:, 9:] = 0
     return {
         "pixel_values": torch.randn(4, 3, 64, 64, generator=generator),
         "input_ids": torch.randint(5, 120, (4, 16), generator=generator) * mask,
         "attention_mask": mask,
-        "image_ids": torch.tensor([0, 0, 1, 2]),  # two captions of one image, which arm e treats as positives
         "return_loss": True,
     }
 
 
-def test_arm_a_is_the_triplet_loss_alone_and_never_runs_mscmat(ablation, monkeypatch):
-    model = arm_model(ablation, "a")
-    monkeypatch.setattr(model.mscmat, "forward", lambda *a, **k: pytest.fail("MSCMAT ran in the triplet-only arm"))
+def forbid_mscmat(model, monkeypatch):
+    monkeypatch.setattr(model.mscmat, "forward", lambda *a, **k: pytest.fail("MSCMAT ran in an arm without it"))
+
+
+def test_infonce_arm_is_the_contrastive_loss_alone_and_never_runs_mscmat(ablation, monkeypatch):
+    model = arm_model(ablation, "infonce")
+    forbid_mscmat(model, monkeypatch)
     out = model(**batch())
-    assert out.loss_mscma == 0 and out.loss_csmmc == 0 and out.scale_logits is None
-    assert torch.equal(out.loss, out.loss_triplet)
+    assert out.loss_triplet > 0 and out.loss_contrastive > 0 and out.scale_logits is None
+    assert torch.allclose(out.loss, 10 * out.loss_contrastive)
 
 
-def test_arm_b_drops_only_the_distillation(ablation):
-    out = arm_model(ablation, "b")(**batch())
-    full = arm_model(ablation, "c")(**batch())
-    assert out.loss_mscma > 0 and torch.allclose(out.loss, out.loss_triplet + 15 * out.loss_mscma)
-    assert torch.allclose(out.loss_mscma, full.loss_mscma) and full.loss_csmmc > 0
-    assert torch.allclose(full.loss, full.loss_triplet + 15 * full.loss_mscma + 10 * full.loss_csmmc)
+def test_triplet_arm_is_the_triplet_loss_alone(ablation, monkeypatch):
+    model = arm_model(ablation, "triplet")
+    forbid_mscmat(model, monkeypatch)
+    out = model(**batch())
+    assert out.loss_contrastive is None and torch.equal(out.loss, out.loss_triplet)
 
 
-def test_arm_d_masks_padding_and_arm_e_spares_same_image_captions(ablation):
-    full = arm_model(ablation, "c")(**batch())
-    masked = arm_model(ablation, "d")(**batch())
-    assert torch.allclose(masked.loss_triplet, full.loss_triplet)
-    assert not torch.allclose(masked.scale_logits, full.scale_logits, atol=1e-4)
-    spared = arm_model(ablation, "e")(**batch())
-    assert not torch.allclose(spared.loss_triplet, full.loss_triplet)
-    assert not torch.allclose(spared.loss_mscma, full.loss_mscma)
+def test_mscma_arms_add_their_terms_in_order(ablation):
+    with_mscma = arm_model(ablation, "triplet+mscma")(**batch())
+    msa = arm_model(ablation, "msa")(**batch())
+    recipe = arm_model(ablation, "msa+infonce")(**batch())
+    assert with_mscma.loss_contrastive is None and with_mscma.loss_mscma > 0
+    assert torch.allclose(with_mscma.loss, with_mscma.loss_triplet + 15 * with_mscma.loss_mscma)
+    assert msa.loss_csmmc > 0 and torch.allclose(msa.loss, msa.loss_triplet + 15 * msa.loss_mscma + 10 * msa.loss_csmmc)
+    assert torch.allclose(recipe.loss, msa.loss + 10 * recipe.loss_contrastive)
 
 
-def test_arm_f_aligns_only_the_deepest_scale(ablation):
-    model = arm_model(ablation, "f")
-    full_model = arm_model(ablation, "c")
+def test_upper_arm_aligns_only_the_deepest_scale(ablation):
+    model = arm_model(ablation, "msa+infonce-upper")
     assert len(model.mscmat.attentions) == 1
-    assert model.mscmat.query_projections[0].in_features == full_model.mscmat.query_projections[-1].in_features
     out = model(**batch())
     assert out.scale_logits.shape[0] == 1 and out.loss_csmmc == 0 and out.loss_mscma > 0
 
 
-def test_every_arm_is_a_valid_config_and_arms_differ(ablation):
-    configs = {arm: MSAConfig.from_preset("msa-tiny", **ablation.arm_overrides(arm, {})) for arm in ablation.ARMS}
+def test_every_arm_is_a_distinct_valid_config_and_infonce_needs_a_weight(ablation):
+    configs = {
+        arm: MSAConfig.from_preset("msa-tiny", **ablation.arm_overrides(arm, RECIPE_BASE)) for arm in ablation.ARMS
+    }
     assert len({config.to_json_string() for config in configs.values()}) == len(ablation.ARMS)
-    assert ablation.arm_overrides("a", {"same_text_positives": True})["same_text_positives"] is True
+    assert ablation.REFERENCE_ARM in ablation.DEFAULT_ARMS and "infonce" in ablation.REFERENCE_ARM
+    with pytest.raises(ValueError, match="contrastive_weight"):
+        ablation.arm_overrides("infonce", {})
+
+
+def fake_run(arm: str, seed: int, test_mr: float, validation_mr: float) -> dict:
+    return {
+        "arm": arm,
+        "seed": seed,
+        "validation": {"mr": validation_mr - 5},
+        "validation_argsort": validation_mr,
+        "test": {"mr": test_mr - 5},
+        "test_argsort": {"mr": test_mr},
+        "curve": [{"step": 10, "mr": 1.0, "argsort_mr": validation_mr}],
+    }
+
+
+def test_summary_pairs_seeds_against_infonce_with_a_t_interval(ablation):
+    runs = [fake_run("infonce", s, 40.0 + s, 30.0) for s in range(3)]
+    runs += [fake_run("msa", s, 41.0 + s + d, 31.0) for s, d in zip(range(3), (0.0, 1.0, 2.0))]
+    summary = ablation.summarise(runs)
+    test = summary["msa"]["test_minus_infonce"]
+    assert test["mean"] == pytest.approx(2.0) and test["seeds"] == 3
+    half = 4.303 * 1.0 / math.sqrt(3)  # sd of (1, 2, 3) is 1; t(0.975, 2 df) = 4.303
+    assert test["ci95_low"] == pytest.approx(2.0 - half) and test["ci95_high"] == pytest.approx(2.0 + half)
+    assert summary["msa"]["validation_minus_infonce"]["mean"] == pytest.approx(1.0)
+    assert summary["infonce"]["test_mr_mean"] == pytest.approx(41.0) and "test_minus_infonce" not in summary["infonce"]
+    header = {
+        "corpus": "ucm",
+        "command": "c",
+        "date": "d",
+        "machine": "m",
+        "minutes": 1.0,
+        "recipe": "r",
+        "budget": ["max_steps=3"],
+        "seeds": [0, 1, 2],
+        "base_overrides": {},
+        "reference_arm": "infonce",
+    }
+    table = ablation.markdown(summary, runs, header)
+    assert "+2.00 [" in table and "| msa | 31.00" in table and "step 10" in table
 
 
 def test_a_finished_run_of_the_same_command_is_reused_and_any_other_is_run(ablation, tmp_path, monkeypatch):
@@ -93,18 +137,31 @@ def test_a_finished_run_of_the_same_command_is_reused_and_any_other_is_run(ablat
         calls.append(command)
         output_dir = Path(next(a for a in command if a.startswith("output_dir=")).split("=", 1)[1])
         (output_dir / "best").mkdir(parents=True)
-        (output_dir / "best" / "metrics.json").write_text(json.dumps({"validation": {"mr": 1.0}, "epoch": 1.0}))
+        (output_dir / "best" / "metrics.json").write_text(
+            json.dumps({"validation": {"mr": 1.0}, "epoch": 1.0, "step": 3})
+        )
+        record = {
+            "step": 3,
+            "split": "validation",
+            "metrics": {"mr": 1.0},
+            "metrics_by_tie_rule": {"argsort": {"mr": 1.5}},
+        }
+        (output_dir / "metrics.jsonl").write_text(json.dumps(record) + "\n")
         recorded = shlex.join(["python", "training/train.py", *command[2:]])
-        (output_dir / "test_metrics.json").write_text(json.dumps({"test": {"mr": 2.0}, "command": recorded}))
+        (output_dir / "test_metrics.json").write_text(
+            json.dumps({"test": {"mr": 2.0}, "test_argsort_ties": {"mr": 2.5}, "command": recorded})
+        )
         return subprocess.CompletedProcess(command, 0, "", "")
 
     monkeypatch.setattr(ablation.subprocess, "run", fake_train)
-    first = ablation.run_arm("a", 0, args, {})
-    again = ablation.run_arm("a", 0, args, {})
-    assert len(calls) == 1 and not first["reused"] and again["reused"] and again["test"] == {"mr": 2.0}
+    first = ablation.run_arm("msa", 0, args, {})
+    again = ablation.run_arm("msa", 0, args, {})
+    assert len(calls) == 1 and not first["reused"] and again["reused"]
+    assert ablation.test_mr(again) == 2.5 and ablation.validation_mr(again) == 1.5
+    assert again["curve"] == [{"step": 3, "mr": 1.0, "argsort_mr": 1.5}]
     args.budget = ["max_steps=4"]  # another budget is another run, never the stale one
-    shutil.rmtree(tmp_path / "a-seed0" / "best")
-    (tmp_path / "a-seed0" / "test_metrics.json").unlink()
-    assert not ablation.run_arm("a", 0, args, {})["reused"] and len(calls) == 2
+    shutil.rmtree(tmp_path / "msa-seed0" / "best")
+    (tmp_path / "msa-seed0" / "test_metrics.json").unlink()
+    assert not ablation.run_arm("msa", 0, args, {})["reused"] and len(calls) == 2
     args.budget = ["max_steps=5"]
-    assert not ablation.finished_run(tmp_path / "a-seed0", calls[0])
+    assert not ablation.finished_run(tmp_path / "msa-seed0", calls[0])

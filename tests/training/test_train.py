@@ -58,6 +58,16 @@ def test_the_script_trains_selects_on_validation_and_writes_a_loadable_model(tin
     assert "model: msa-tiny" in (out / "best" / "recipe.yaml").read_text()
     card = (out / "best" / "README.md").read_text()
     assert "model-index" in card and f"{test_metrics['mr']:.2f}" in card
+    record = json.loads((out / "test_metrics.json").read_text())
+    assert set(record["test_argsort_ties"]) == set(record["test_expected_ties"]) == set(test_metrics)
+    assert all(set(e["metrics_by_tie_rule"]) == {"expected", "argsort"} for e in evaluations)
+    from huggingface_hub import ModelCard
+
+    test_results = {
+        r.metric_type: r.metric_value for r in ModelCard.load(out / "best" / "README.md").data.eval_results
+        if r.dataset_split == "test"
+    }  # fmt: skip
+    assert test_results["mr"] == pytest.approx(record["test_argsort_ties"]["mr"], abs=0.01)  # the published rule
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

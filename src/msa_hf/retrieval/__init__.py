@@ -12,6 +12,7 @@ from typing import Any
 
 from .metrics import (
     DEFAULT_KS,
+    TIE_RULES,
     RetrievalRanks,
     format_metrics_table,
     metrics_from_ranks,
@@ -66,6 +67,7 @@ _LAZY = {
 
 __all__ = [
     "DEFAULT_KS",
+    "TIE_RULES",
     "RetrievalRanks",
     "format_metrics_table",
     "metrics_from_ranks",

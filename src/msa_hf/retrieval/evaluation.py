@@ -20,7 +20,13 @@ import torch
 from msa_hf.data.views import EvalView, evaluation_view
 
 from .encoding import encode_image_batches, encode_texts, model_device, progress_bar
-from .metrics import DEFAULT_KS, retrieval_metrics_from_embeddings
+from .metrics import (
+    DEFAULT_KS,
+    TIE_RULES,
+    metrics_from_ranks,
+    retrieval_metrics_from_embeddings,
+    retrieval_ranks_from_embeddings,
+)
 
 __all__ = ["EvaluationResult", "evaluate_corpus"]
 
@@ -39,6 +45,17 @@ class EvaluationResult:
     captions: list[str]
     caption_image_ids: np.ndarray
     image_ids: np.ndarray
+
+    def metrics_by_tie_rule(self, ks: Sequence[int] = DEFAULT_KS) -> dict[str, dict[str, float]]:
+        """The metrics under every tie rule (``TIE_RULES``), from one ranking of the embeddings.
+
+        ``"argsort"`` is the one comparable with published tables; ``"expected"`` is its
+        machine-independent average; ``"pessimistic"`` counts every tie against the model.
+        """
+        ranks = retrieval_ranks_from_embeddings(
+            self.image_embeds, self.text_embeds, self.caption_image_ids, normalize=False, argsort=True
+        )
+        return {rule: metrics_from_ranks(ranks, ks, rule) for rule in TIE_RULES}
 
 
 def evaluate_corpus(

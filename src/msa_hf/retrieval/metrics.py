@@ -35,6 +35,17 @@ tied items, the reproducible version of what that code measures: with ``a`` comp
 strictly ahead, ``t`` tied with the ground truth and ``o`` tied ground-truth items, a hit at K
 has probability ``1 - C(t, K-a) / C(t+o, K-a)``. On continuous scores it equals the default.
 
+**The published protocol's own order** (``ties="argsort"``). Published RS retrieval tables,
+the MSA authors' ``eval.py`` (``i2t5``/``t2i5``) among them, rank each query with
+``inds = np.argsort(scores)[::-1]`` and take the position of the best-ranked ground truth. This
+mode computes exactly that, one ascending numpy argsort per query, reversed (which orders ties
+differently from ``np.argsort(-scores)``). numpy's default sort is not stable and its order of
+equal keys depends on the numpy version and on the CPU's sort kernels (AVX2, AVX-512), so the
+numbers can differ between machines on tied scores; ``"expected"`` is their machine-independent
+average. Only this mode is comparable with published rows. It needs one sort per query, so it is
+computed only when asked for (``argsort=True`` in :func:`retrieval_ranks`). Scores are sorted in
+their own dtype (integer scores as float64), as the published code sorts its float32 matrix.
+
 The computation is a few vectorised comparisons per block of similarity rows: nothing is
 sorted, memory beyond the input is O(block + N + M), and it runs on whatever device the input
 lives on. :func:`retrieval_metrics_from_embeddings` goes further and never materialises the
@@ -43,6 +54,7 @@ full N×M similarity matrix (10,000 images × 50,000 captions in a few hundred M
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -82,6 +94,8 @@ class RetrievalRanks:
     i2t_tied: np.ndarray | None = None  # competitors tied with the ground truth (counted in the rank)
     t2i_tied: np.ndarray | None = None
     i2t_own_tied: np.ndarray | None = None  # the image's own captions at its best score (>= 1)
+    i2t_argsort: np.ndarray | None = None  # rank in ``np.argsort(row)[::-1]`` order (only with argsort=True)
+    t2i_argsort: np.ndarray | None = None
 
     @property
     def i2t_valid(self) -> np.ndarray:
@@ -159,6 +173,44 @@ def _row_blocks(num_rows: int, num_cols: int, block_rows: int | None) -> Iterabl
         yield start, min(num_rows, start + block_rows)
 
 
+def _argsort_rank(scores: np.ndarray, is_truth: np.ndarray) -> np.ndarray:
+    """Per row, the best position of a ground truth in ``np.argsort(row)[::-1]`` (the published order).
+
+    ``np.argsort`` along the last axis sorts each row exactly as it sorts that row alone.
+    Rows without any ground truth get ``-1``.
+    """
+    n = scores.shape[1]
+    ascending = np.argsort(scores, axis=1)
+    position = np.empty_like(ascending)
+    np.put_along_axis(position, ascending, np.arange(n), axis=1)
+    rank = np.where(is_truth, n - 1 - position, n).min(axis=1, initial=n)
+    return np.where(rank == n, -1, rank)
+
+
+def _argsort_ranks(
+    get_block: Callable[[int, int], torch.Tensor],
+    get_column_block: Callable[[int, int], torch.Tensor],
+    ids: torch.Tensor,
+    num_images: int,
+    block_rows: int | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Image→text and text→image ranks under the ``argsort`` tie rule, one query block at a time.
+
+    ``get_column_block(c0, c1)`` returns the scores of captions ``c0:c1`` (rows) against all images.
+    """
+    caption_ids = ids.cpu().numpy()
+    num_captions = caption_ids.size
+    i2t = np.empty(num_images, dtype=np.int64)
+    for r0, r1 in _row_blocks(num_images, num_captions, block_rows):
+        rows = get_block(r0, r1).cpu().numpy()
+        i2t[r0:r1] = _argsort_rank(rows, caption_ids[None, :] == np.arange(r0, r1)[:, None])
+    t2i = np.empty(num_captions, dtype=np.int64)
+    for c0, c1 in _row_blocks(num_captions, num_images, block_rows):
+        rows = get_column_block(c0, c1).cpu().numpy()
+        t2i[c0:c1] = _argsort_rank(rows, np.arange(num_images)[None, :] == caption_ids[c0:c1, None])
+    return i2t, t2i
+
+
 def _ranks_core(
     get_block: Callable[[int, int], torch.Tensor],
     true_scores: torch.Tensor,
@@ -227,6 +279,7 @@ def retrieval_ranks(
     caption_image_ids: Sequence[int] | np.ndarray | torch.Tensor,
     *,
     block_rows: int | None = None,
+    argsort: bool = False,
 ) -> RetrievalRanks:
     """0-based ground-truth ranks for both directions (see the module docstring for the tie rule).
 
@@ -234,12 +287,18 @@ def retrieval_ranks(
         similarity: ``(num_images, num_captions)`` scores, numpy or torch (any device).
         caption_image_ids: ``caption_image_ids[j]`` = row index of caption ``j``'s image.
         block_rows: image rows compared at once; default keeps each temporary near 16 MiB.
+        argsort: also rank every query in the published protocol's ``np.argsort(scores)[::-1]``
+            order (``ties="argsort"``); one sort per query, so off unless asked for.
     """
     sim = _as_similarity_tensor(similarity)
     num_images, num_captions = sim.shape
     ids = _as_caption_ids(caption_image_ids, num_images, num_captions, sim.device)
     true_scores = sim[ids, torch.arange(num_captions, device=sim.device)]
-    return _ranks_core(lambda r0, r1: sim[r0:r1], true_scores, ids, num_images, block_rows)
+    ranks = _ranks_core(lambda r0, r1: sim[r0:r1], true_scores, ids, num_images, block_rows)
+    if not argsort:
+        return ranks
+    i2t, t2i = _argsort_ranks(lambda r0, r1: sim[r0:r1], lambda c0, c1: sim[:, c0:c1].T, ids, num_images, block_rows)
+    return dataclasses.replace(ranks, i2t_argsort=i2t, t2i_argsort=t2i)
 
 
 def _as_embeddings(x: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
@@ -261,13 +320,16 @@ def retrieval_ranks_from_embeddings(
     *,
     normalize: bool = True,
     block_rows: int | None = None,
+    argsort: bool = False,
 ) -> RetrievalRanks:
     """Like :func:`retrieval_ranks` but computes similarity blocks from embeddings on the fly.
 
     The full images × captions matrix is never held: each block of image rows is multiplied
     with all text embeddings twice (once to collect the ground-truth scores, once to count),
     so peak memory is one block plus the embeddings. With ``normalize=True`` both sides are
-    L2-normalised first (cosine similarity, docs/method.md, section 7).
+    L2-normalised first (cosine similarity, docs/method.md, section 7). With ``argsort=True`` the
+    text→image queries are ranked on caption blocks ``text @ image.T``, whose rounding may differ
+    from the image blocks' in the last bit; tied scores (identical embeddings) stay tied.
     """
     img = _as_embeddings(image_embeds, "image_embeds")
     txt = _as_embeddings(text_embeds, "text_embeds").to(device=img.device)
@@ -295,10 +357,14 @@ def retrieval_ranks_from_embeddings(
         if e > s:
             own = order[s:e]
             true_scores[own] = get_block(r0, r1)[ids[own] - r0, own]
-    return _ranks_core(get_block, true_scores, ids, num_images, block_rows)
+    ranks = _ranks_core(get_block, true_scores, ids, num_images, block_rows)
+    if not argsort:
+        return ranks
+    i2t, t2i = _argsort_ranks(get_block, lambda c0, c1: txt[c0:c1] @ img.t(), ids, num_images, block_rows)
+    return dataclasses.replace(ranks, i2t_argsort=i2t, t2i_argsort=t2i)
 
 
-TIE_RULES = ("pessimistic", "expected")
+TIE_RULES = ("pessimistic", "expected", "argsort")
 
 
 def _hit_probability(rank: np.ndarray, tied: np.ndarray, own_tied: np.ndarray, k: int) -> np.ndarray:
@@ -323,7 +389,8 @@ def metrics_from_ranks(
     """Recall@K (percent), mR (mean of all recalls), 1-based median/mean rank per direction.
 
     ``ties="pessimistic"`` (default) counts tied competitors ahead of the ground truth;
-    ``"expected"`` averages over a random order of tied items (module docstring).
+    ``"expected"`` averages over a random order of tied items; ``"argsort"`` ranks in the published
+    protocol's ``np.argsort(scores)[::-1]`` order (module docstring).
     """
     ks = tuple(int(k) for k in ks)
     if not ks or any(k < 1 for k in ks):
@@ -346,6 +413,10 @@ def metrics_from_ranks(
         i2t = i2t - i2t_tied + i2t_tied / (own_tied + 1)
         t2i = t2i - t2i_tied + t2i_tied / 2
     else:
+        if ties == "argsort":
+            if ranks.i2t_argsort is None or ranks.t2i_argsort is None:
+                raise ValueError("ties='argsort' needs ranks computed with `argsort=True` (retrieval_ranks*).")
+            i2t, t2i = ranks.i2t_argsort[valid], ranks.t2i_argsort
         for k in ks:
             out[f"i2t_r{k}"] = _recall(i2t < k)
         for k in ks:
@@ -388,8 +459,9 @@ def retrieval_metrics(
         ks: the K of Recall@K.
         block_rows: image rows processed per block (memory bound); the default keeps every
             temporary near 16 MiB, whatever the matrix size.
-        ties: ``"pessimistic"`` (tied competitors rank ahead) or ``"expected"`` (the average over a
-            random order of tied items; see the module docstring).
+        ties: ``"pessimistic"`` (tied competitors rank ahead), ``"expected"`` (the average over a
+            random order of tied items) or ``"argsort"`` (the published protocol's
+            ``np.argsort(scores)[::-1]`` order, machine-dependent on ties); see the module docstring.
 
     Returns:
         ``i2t_r1, i2t_r5, i2t_r10, t2i_r1, t2i_r5, t2i_r10`` (percent), ``mr`` (mean of those
@@ -411,7 +483,7 @@ def retrieval_metrics(
         >>> retrieval_metrics(tied, [0, 1])["i2t_r1"], retrieval_metrics(tied, [0, 1], ties="expected")["i2t_r1"]
         (0.0, 50.0)
     """
-    ranks = retrieval_ranks(similarity, caption_image_ids, block_rows=block_rows)
+    ranks = retrieval_ranks(similarity, caption_image_ids, block_rows=block_rows, argsort=ties == "argsort")
     _warn_captionless(ranks)
     return metrics_from_ranks(ranks, ks, ties)
 
@@ -432,7 +504,12 @@ def retrieval_metrics_from_embeddings(
     would be 2 GB; here peak extra memory is one ~16M-element block).
     """
     ranks = retrieval_ranks_from_embeddings(
-        image_embeds, text_embeds, caption_image_ids, normalize=normalize, block_rows=block_rows
+        image_embeds,
+        text_embeds,
+        caption_image_ids,
+        normalize=normalize,
+        block_rows=block_rows,
+        argsort=ties == "argsort",
     )
     _warn_captionless(ranks)
     return metrics_from_ranks(ranks, ks, ties)
