@@ -127,6 +127,16 @@ def test_summary_pairs_seeds_against_infonce_with_a_t_interval(ablation):
     assert "+2.00 [" in table and "| msa | 31.00" in table and "step 10" in table
 
 
+def test_contrasts_pair_each_part_with_the_arm_without_it_over_shared_seeds(ablation):
+    runs = [fake_run("triplet", s, 20.0 + s, 20.0) for s in range(3)]
+    runs += [fake_run("triplet+mscma", s, 23.0 + s + 0.5 * s, 21.0) for s in range(2)]  # seed 2 missing
+    (row,) = ablation.contrasts(runs)
+    assert (row["arm"], row["minus"], row["part"]) == ("triplet+mscma", "triplet", "MSCMA added to the triplet loss")
+    assert row["test"]["seeds"] == 2 and row["test"]["mean"] == pytest.approx(3.25)
+    assert row["validation"]["mean"] == pytest.approx(1.0)
+    assert {arm for contrast in ablation.CONTRASTS for arm in contrast[:2]} <= set(ablation.ARMS)
+
+
 def test_a_finished_run_of_the_same_command_is_reused_and_any_other_is_run(ablation, tmp_path, monkeypatch):
     args = argparse.Namespace(
         workdir=tmp_path, recipe=Path("recipe.yaml"), corpus="corpus.json", budget=["max_steps=3"]
