@@ -258,6 +258,8 @@ def mean_curves(runs: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]
 def _interval(difference: dict[str, float] | None) -> str:
     if not difference:
         return "reference"
+    if math.isnan(difference["ci95_low"]):
+        return f"{difference['mean']:+.2f} (one seed)"
     return f"{difference['mean']:+.2f} [{difference['ci95_low']:+.2f}, {difference['ci95_high']:+.2f}]"
 
 
