@@ -69,7 +69,7 @@ def test_search_faiss_backend_matches(index_dir, capsys):
 
 def test_search_with_another_model_fails_clearly(index_dir, other_model_dir, capsys):
     rc, _out, err = run(search_main, [index_dir, "a plane", "--model", other_model_dir], capsys)
-    assert rc == 1
+    assert rc == EXIT_USAGE
     assert "msa-search: error: Index" in err and "was built with model" in err
     assert "msa-index build" in err  # says how to fix it
 
@@ -100,16 +100,16 @@ def test_stale_hit_warns(index_dir, image_folder, capsys):
 @pytest.mark.parametrize(
     "argv, code, message",
     [
-        (["build", "{empty}", "--model", "{model}", "--out", "{tmp}/i"], EXIT_FAILURE, "No image files found in"),
+        (["build", "{empty}", "--model", "{model}", "--out", "{tmp}/i"], EXIT_USAGE, "No image files found in"),
         (["build", "{tmp}/missing", "--model", "{model}", "--out", "{tmp}/i"], EXIT_USAGE, "is not a folder"),
-        (["build", "{images}", "--model", "{tmp}", "--out", "{tmp}/i"], EXIT_FAILURE, "has no config.json"),
+        (["build", "{images}", "--model", "{tmp}", "--out", "{tmp}/i"], EXIT_USAGE, "has no config.json"),
         (
             ["build", "{images}", "--model", "{model}", "--out", "{tmp}/i", "--relocate", "--overwrite"],
             EXIT_USAGE,
             "give one of them",
         ),
         (["info", "{tmp}/nothing"], EXIT_USAGE, "does not exist"),
-        (["info", "{empty}"], EXIT_FAILURE, "is not an MSA image index"),
+        (["info", "{empty}"], EXIT_USAGE, "is not an MSA image index"),
     ],
 )
 def test_index_errors(argv, code, message, tmp_path, tiny_model_dir, image_folder, capsys):
@@ -147,7 +147,7 @@ def test_interrupted_index_is_reported(index_dir, capsys):
     (index_dir / "manifest.json").unlink()
     (index_dir / ".partial").mkdir()
     rc, _, err = run(search_main, [index_dir, "a plane"], capsys)
-    assert rc == 1 and "incomplete" in err and "resume" in err
+    assert rc == EXIT_USAGE and "incomplete" in err and "resume" in err
 
 
 # ---------------------------------------------------------------------------- msa-classify
@@ -369,7 +369,7 @@ def test_moved_archive_is_relocated(index_dir, image_folder, tiny_model_dir, tmp
     assert rc == EXIT_OK and "no longer exists" in err and "--relocate" in err
     build = ["build", moved, "--model", tiny_model_dir, "--out", index_dir, "--no-progress"]
     rc, _, err = run(index_main, build, capsys)
-    assert rc == EXIT_FAILURE and "pass --relocate" in err
+    assert rc == EXIT_USAGE and "pass --relocate" in err
     rc, out, err = run(index_main, [*build, "--relocate"], capsys)
     assert rc == EXIT_OK and "0 encoded, 6 reused" in out, err
     rc, out, _ = run(index_main, ["status", index_dir], capsys)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ __all__ = [
     "SkippedFile",
     "list_image_files",
     "load_image",
+    "read_regular_file",
     "warn_skipped",
 ]
 
@@ -65,7 +67,8 @@ def list_image_files(
 
     Images are recognised by extension (``IMAGE_EXTENSIONS``, case-insensitive); whether they
     decode is checked when they are loaded. Hidden files and folders (``.name``) are ignored
-    silently; other files are returned in the skipped list so callers can show them.
+    silently; other files are returned in the skipped list so callers can show them, and so
+    are image names that are not regular files (a dangling symbolic link, a FIFO).
     """
     root = Path(folder).expanduser()
     if not root.exists():
@@ -85,7 +88,11 @@ def list_image_files(
                 continue
             rel = (current / name).relative_to(root)
             if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
-                images.append(rel)
+                problem = _not_a_regular_file(current / name)
+                if problem is None:
+                    images.append(rel)
+                else:
+                    skipped.append(SkippedFile(rel.as_posix(), problem))
             else:
                 skipped.append(
                     SkippedFile(rel.as_posix(), f"not an image file (extension {Path(name).suffix or 'none'!r})")
@@ -93,6 +100,37 @@ def list_image_files(
     images.sort(key=lambda p: p.as_posix())
     skipped.sort(key=lambda s: s.path)
     return images, skipped
+
+
+def _not_a_regular_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as an image file, or ``None``: a dangling link would abort a
+    scan and a FIFO would block the first read forever."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return f"broken symbolic link (its target {os.readlink(path)} does not exist)"
+    except OSError as exc:
+        return f"cannot stat it ({type(exc).__name__}: {exc.strerror or exc})"
+    return None if stat.S_ISREG(mode) else f"not a regular file ({_file_kind(mode)})"
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
+    return next((kind for test, kind in kinds if test(mode)), "a device")
+
+
+def read_regular_file(path: str | os.PathLike) -> bytes:
+    """The bytes of ``path``, refusing anything but a regular file (``OSError``).
+
+    The file is opened without blocking and checked on the open descriptor, so a FIFO that
+    replaced an image after a folder was scanned fails at once instead of hanging the reader.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(f"{path} is not a regular file ({_file_kind(mode)})")
+        return f.read()
 
 
 def _reduce_to(image: Image.Image, target_size: int) -> Image.Image:

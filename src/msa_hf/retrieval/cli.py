@@ -2,8 +2,9 @@
 
 Each ``*_main(argv=None) -> int`` returns an exit status instead of exiting, so tests can call
 it directly. Exit codes follow :mod:`msa_hf.cli_utils`: 0 ok, 2 bad usage or input (a missing
-folder, an empty query), 1 a runtime failure (a model that does not match an index, a build
-already running), 3 ``msa-index status`` found the index stale. Errors print one
+folder, an empty query, a model that does not load or does not match the index, a folder
+that is not an index), 1 a runtime failure (a build already running, a full disk, the Hub
+unreachable), 3 ``msa-index status`` found the index stale. Errors print one
 ``prog: error: ...`` line (``MSA_HF_DEBUG=1`` gives the traceback); warnings (skipped files,
 stale hits, ...) print as ``prog: warning: ...``.
 """
@@ -23,7 +24,7 @@ __all__ = ["eval_main", "index_main", "search_main", "classify_main"]
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
-    """The retrieval tools' own exception types (index errors map to exit 1, image errors to 2)."""
+    """The retrieval tools' own exception types (all bad input: exit 2)."""
     from msa_hf.data.images import ImageLoadError
 
     from .encoding import ModelLoadError
@@ -198,6 +199,7 @@ def _index_build(args: argparse.Namespace) -> int:
         recursive=not args.no_recursive,
         overwrite=args.overwrite,
         relocate=args.relocate,
+        verify=args.verify,
         num_workers=args.workers,
         progress=not args.no_progress,
         group=group,
@@ -244,7 +246,7 @@ def _index_status(args: argparse.Namespace) -> int:
     from .index import ImageIndex
 
     index = ImageIndex.load(args.index)
-    report = index.stale_files(args.folder)
+    report = index.stale_files(args.folder, verify=args.verify)
     print(report.summary())
     for name in ("added", "removed", "modified", "changed_skipped"):
         for path in getattr(report, name)[:20]:
@@ -254,6 +256,9 @@ def _index_status(args: argparse.Namespace) -> int:
         print(f"update it with: msa-index build {folder} --out {index.path}")
         return EXIT_STALE
     return EXIT_OK
+
+
+_VERIFY_HELP = "hash every file and compare it with the index (default: only files whose size, mtime or ctime changed)"
 
 
 def index_main(argv: Sequence[str] | None = None) -> int:
@@ -278,6 +283,7 @@ def index_main(argv: Sequence[str] | None = None) -> int:
         "whose content is unchanged",
     )
     b.add_argument("--no-recursive", action="store_true", help="only the folder's top level")
+    b.add_argument("--verify", action="store_true", help=_VERIFY_HELP)
     b.add_argument(
         "--workers", type=int, default=0, help="data-loader worker processes that read and decode images (default 0)"
     )
@@ -289,6 +295,7 @@ def index_main(argv: Sequence[str] | None = None) -> int:
     s = sub.add_parser("status", help=f"compare an index with its image folder (exit {EXIT_STALE} if stale)")
     s.add_argument("index", metavar="INDEX", help="index folder written by `msa-index build`")
     s.add_argument("--folder", default=None, help="image folder (default: the one recorded in the index)")
+    s.add_argument("--verify", action="store_true", help=_VERIFY_HELP)
     s.set_defaults(fn=_index_status)
     return _run("msa-index", lambda a: a.fn(a), p, argv)
 
