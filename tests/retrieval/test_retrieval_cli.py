@@ -212,11 +212,18 @@ def test_classify_flat_folder_without_labels_fails(image_folder, tiny_model_dir,
         (["--labels", "airport,,farm"], "empty label"),
         (["--labels", "Airport,airport"], "duplicates"),
         (["--labels", "a,b", "--template", "no placeholder"], "exactly one '{}'"),
+        (["--labels", "a,b", "--template", "{} {0}"], "Template '{} {0}' must contain exactly one '{}'"),
+        (["--labels", "a,b", "--template", "an {} of {kind}"], "no other {...} field"),
+        (["--labels", "a,b", "--template", "a { {}"], "literal brace"),
+        (["--scale", "nan"], "--scale) must be a finite number > 0, got nan"),
+        (["--scale", "inf"], "got inf"),
+        (["--scale", "0"], "got 0.0"),
     ],
 )
 def test_classify_bad_arguments(extra, message, class_folder, tiny_model_dir, capsys):
-    rc, _, err = run(classify_main, [class_folder, "--model", tiny_model_dir, "--no-progress", *extra], capsys)
-    assert rc == EXIT_USAGE and message in err
+    rc, out, err = run(classify_main, [class_folder, "--model", tiny_model_dir, "--no-progress", *extra], capsys)
+    assert rc == EXIT_USAGE and message in err and "accuracy" not in out
+    assert len(err.strip().splitlines()) == 1
 
 
 # ---------------------------------------------------------------------------- msa-eval
