@@ -121,3 +121,22 @@ def test_synth_into_the_current_folder_is_refused_without_debris(tmp_path: Path,
     err = capsys.readouterr().err
     assert "msa-data: error:" in err and "current folder" in err and "Traceback" not in err
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_validate_refuses_paths_outside_the_corpus_unless_allowed(make_karpathy, tmp_path: Path, capsys) -> None:
+    path = make_karpathy(["train"] * 6 + ["val", "test"])
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "x.jpg").write_bytes((path.parent / "images" / "1.jpg").read_bytes())
+    data = json.loads(path.read_text())
+    data["images"][0]["filename"] = "../../secret/x.jpg"
+    path.write_text(json.dumps(data))
+    assert main(["validate", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "image path outside the corpus folder: 1" in err
+    assert err.strip().splitlines()[-1] == (
+        f"msa-data: error: 1 of 8 images in {path} have problems (listed above); pass --allow-outside-root if "
+        "images outside the corpus folder are there on purpose."
+    )
+    assert main(["validate", str(path), "--no-progress", "--allow-outside-root"]) == 0
+    assert main(["inspect", str(path), "--strict", "--no-progress"]) == 2
+    assert main(["inspect", str(path), "--strict", "--no-progress", "--allow-outside-root"]) == 0

@@ -423,3 +423,22 @@ def test_concurrent_build_is_refused_and_a_dead_holder_taken_over(image_folder, 
     assert rc == EXIT_OK and "6 images" in out_text
     assert f"Took over the lock {out / '.lock'} left by pid {holder.pid}" in err
     assert not (out / ".lock").exists()
+
+
+def test_eval_refuses_a_bad_corpus_naming_its_own_flags(tiny_model_dir, tmp_path, capsys, caplog):
+    from msa_hf.data import generate_synth_corpus
+
+    path = generate_synth_corpus(tmp_path / "corpus", n_images=8, image_size=16)
+    meta = json.loads(path.read_text())
+    meta["images"][0]["filename"] = "../../outside.png"
+    missing = path.parent / "images" / meta["images"][1]["filename"]
+    missing.unlink()
+    path.write_text(json.dumps(meta))
+    argv = ["--model", tiny_model_dir, "--corpus", path, "--split", "train", "--no-progress", "--num-examples", 0]
+    rc, _, err = run(eval_main, [*argv, "--output-dir", tmp_path / "e1"], capsys)
+    assert rc == EXIT_USAGE and "missing image file: 1" in err and "outside the corpus folder: 1" in err
+    errors = [line for line in err.splitlines() if line.startswith("msa-eval: error:")]
+    assert len(errors) == 1 and "pass --on-bad drop to drop these images" in errors[0]
+    assert "pass --allow-outside-root" in errors[0] and "load_corpus" not in err
+    rc, _out, err = run(eval_main, [*argv, "--output-dir", tmp_path / "e2", "--on-bad", "drop"], capsys)
+    assert rc == EXIT_OK and "Dropped 2 of 8 images" in caplog.text, err

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from msa_hf.cli_utils import EXIT_OK, EXIT_STALE, positive_int, run_command
+from msa_hf.cli_utils import EXIT_OK, EXIT_STALE, UsageError, positive_int, run_command
 
 __all__ = ["eval_main", "index_main", "search_main", "classify_main"]
 
@@ -63,13 +64,23 @@ def _print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], file: An
 # ---------------------------------------------------------------------------- msa-eval
 
 
-def _load_split(source: str, split: str) -> Any:
-    """A corpus split via ``msa_hf.data.load_corpus`` (any source it reads, ``save_to_disk`` folders included)."""
+def _load_split(source: str, split: str, on_bad: str = "error", allow_outside_root: bool = False) -> Any:
+    """A corpus split via ``msa_hf.data.load_corpus`` (any source it reads, ``save_to_disk`` folders included);
+    a corpus with problems prints its report and ends in one line that names this command's flags."""
     try:
-        from msa_hf.data import load_corpus
+        from msa_hf.data import CorpusValidationError, load_corpus
+        from msa_hf.data.validation import fix_hint
     except ImportError as error:
         raise ImportError(f"--corpus needs the `datasets` package: pip install 'msa_hf[data]' ({error}).") from error
-    corpus = load_corpus(source)
+    try:
+        corpus = load_corpus(source, on_bad=on_bad, allow_outside_root=allow_outside_root)
+    except CorpusValidationError as error:
+        report = error.report
+        print(report.format(max_examples=20), file=sys.stderr)
+        raise UsageError(
+            f"{len(report.bad_indices)} of {report.n_images} images in {report.source} have problems (listed "
+            f"above). {fix_hint(report, '--on-bad drop', '--allow-outside-root')}"
+        ) from None
     if split not in corpus:
         raise ValueError(f"--split {split!r} is not in corpus {source!r}; it has splits {list(corpus)}.")
     return corpus[split]
@@ -83,7 +94,7 @@ def _eval(args: argparse.Namespace) -> int:
     from .metrics import format_metrics_table
     from .visualize import render_retrieval_examples
 
-    dataset = _load_split(args.corpus, args.split)
+    dataset = _load_split(args.corpus, args.split, args.on_bad, args.allow_outside_root)
     model, processor = load_model_and_processor(args.model, device=args.device, revision=args.revision)
     result = evaluate_corpus(
         model,
@@ -145,6 +156,18 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     _add_common(p)
     p.add_argument("--corpus", required=True, help="corpus source understood by msa_hf.data.load_corpus")
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    p.add_argument(
+        "--on-bad",
+        choices=["error", "drop"],
+        default="error",
+        help="corpus entries with problems (missing or unreadable images, bad captions): refuse the corpus "
+        "(default) or leave them out of the evaluation, saying how many",
+    )
+    p.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="accept image paths that resolve outside the corpus folder (a shared image store)",
+    )
     p.add_argument(
         "--text-batch-size",
         type=positive_int("--text-batch-size"),
