@@ -82,6 +82,8 @@ def _karpathy_captions(sentences: Any, entry: str) -> tuple[list[Any], str | Non
         return [], f'{entry}: "sentences" is {_describe(sentences)}; {expected}.'
     captions = [_caption_text(sentence) for sentence in sentences]
     for k, caption in enumerate(captions):
+        if isinstance(caption, Mapping) and "raw" in caption:
+            return captions, f'{entry}: sentences[{k}]["raw"] is {_describe(caption["raw"])}; {expected}.'
         if isinstance(caption, Mapping):
             return captions, f'{entry}: sentences[{k}] has no "raw" text (keys {sorted(caption)}); {expected}.'
         if not isinstance(caption, str):

@@ -15,6 +15,7 @@ last step.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import stat
@@ -186,10 +187,53 @@ def load_image(
                 return reduced if reduced is not image else image.copy()
     except FileNotFoundError:
         raise
-    except UnidentifiedImageError as exc:
-        raise ImageLoadError(f"cannot decode image {label}: not in an image format PIL reads (corrupt?)") from exc
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (UnidentifiedImageError, ValueError) as exc:
+        layout = _tiff_layout(stream)
+        if layout is not None:  # a valid TIFF PIL has no decoder for: not "corrupt"
+            raise ImageLoadError(
+                f"cannot decode image {label}: a TIFF of {layout}, a sample layout PIL does not decode; if the file "
+                f"is intact, convert it to 8- or 16-bit grayscale or RGB (e.g. `gdal_translate -ot UInt16 -b 1 -b 2 "
+                f"-b 3 IN.tif OUT.tif`)"
+            ) from exc
+        if isinstance(exc, UnidentifiedImageError):
+            raise ImageLoadError(f"cannot decode image {label}: not in an image format PIL reads (corrupt?)") from exc
         raise ImageLoadError(f"cannot decode image {label}: {type(exc).__name__}: {exc}") from exc
+    except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageLoadError(f"cannot decode image {label}: {type(exc).__name__}: {exc}") from exc
+
+
+_SAMPLE_FORMATS = {1: "unsigned integer", 2: "signed integer", 3: "floating-point"}
+
+
+def _tiff_layout(source: str | os.PathLike | BinaryIO) -> str | None:
+    """``"4 bands of 16-bit unsigned integer samples, planar"`` when ``source`` is a TIFF whose
+    first directory reads, else ``None`` (not a TIFF, or too damaged to tell)."""
+    from PIL import TiffImagePlugin
+
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(warnings.catch_warnings())
+            warnings.simplefilter("ignore")  # PIL warns about each damaged tag; the caller reports the file
+            if isinstance(source, (str, os.PathLike)):
+                stream: BinaryIO = stack.enter_context(open(source, "rb"))
+            else:
+                stream = source
+                stream.seek(0)
+            header = stream.read(8)
+            if header[:4] not in (b"II*\x00", b"MM\x00*"):
+                return None
+            directory = TiffImagePlugin.ImageFileDirectory_v2(header)
+            stream.seek(directory.next)
+            directory.load(stream)
+    except Exception:  # PIL's TIFF parser raises many types on damaged data: then it is no layout to report
+        return None
+    if any(tag not in directory for tag in (256, 257, 258)):  # no size or bit depth: damaged, not a layout
+        return None
+    bands = int(directory.get(277, 1))
+    bits = directory.get(258, (1,))
+    kind = _SAMPLE_FORMATS.get(int((directory.get(339) or (1,))[0]), "unknown-format")
+    planar = ", planar (one plane per band)" if directory.get(284) == 2 else ""
+    return f"{bands} band(s) of {bits[0] if isinstance(bits, tuple) else bits}-bit {kind} samples{planar}"
 
 
 def warn_skipped(skipped: Sequence[SkippedFile], what: str = "files", show: int = 10, stacklevel: int = 3) -> None:
