@@ -134,6 +134,17 @@ def test_search_argument_errors(index_dir, tmp_path, capsys):
     assert rc == EXIT_USAGE and "cannot decode image" in err and "bad.png" in err
 
 
+def test_a_query_longer_than_the_model_reads_is_said_to_be_truncated(index_dir, capsys):
+    long_query = "two planes parked beside a runway near the terminal " * 200
+    rc, out, err = run(search_main, [index_dir, long_query, "-k", 2], capsys)
+    assert rc == EXIT_OK and "query: two planes" in out
+    assert "msa-search: warning: The query is longer than the 16 tokens the model reads; it was truncated" in err
+    rc, _, err = run(search_main, [index_dir, "two planes", long_query, "-k", 2], capsys)
+    assert rc == EXIT_OK and "Query 2 is longer than" in err and "Query 1" not in err
+    rc, _, err = run(search_main, [index_dir, "two planes parked beside a runway", "-k", 2], capsys)
+    assert rc == EXIT_OK and "truncated" not in err
+
+
 @pytest.mark.parametrize("query", ["", "   ", "\t\n"])
 def test_empty_query_is_refused(index_dir, query, capsys):
     rc, out, err = run(search_main, [index_dir, query], capsys)

@@ -482,7 +482,8 @@ class ImageIndex:
         """Encode ``texts`` with ``model`` and return the top-``k`` images for each.
 
         An empty or whitespace-only query is refused (``ValueError``): it would still rank
-        every image, by nothing the user asked for.
+        every image, by nothing the user asked for. A query longer than the model's
+        ``text_max_length`` tokens is truncated with a warning.
         """
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
@@ -493,6 +494,13 @@ class ImageIndex:
                 raise ValueError(f"{where} is empty ({text!r}): type what the images should show.")
         if verify_model:
             self.check_model(model)
+        for i in processor.truncated(texts):
+            where = "The query" if len(texts) == 1 else f"Query {i + 1}"
+            warnings.warn(
+                f"{where} is longer than the {processor.text_max_length} tokens the model reads; it was truncated "
+                f"and only its start counts: {texts[i][:60]!r}...",
+                stacklevel=2,
+            )
         return self.search(encode_texts(model, processor, texts, progress=False), k=k, backend=backend)
 
     def search_images(
