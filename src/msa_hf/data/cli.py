@@ -323,7 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=4,
         help="scenes sharing one large layout and differing only in small objects",
     )
-    synth.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
+    synth.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier synth output in --out (a folder holding other files is refused)",
+    )
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(func=_cmd_synth)
 
