@@ -453,3 +453,4 @@ def test_eval_refuses_a_bad_corpus_naming_its_own_flags(tiny_model_dir, tmp_path
     assert "pass --allow-outside-root" in errors[0] and "load_corpus" not in err
     rc, _out, err = run(eval_main, [*argv, "--output-dir", tmp_path / "e2", "--on-bad", "drop"], capsys)
     assert rc == EXIT_OK and "Dropped 2 of 8 images" in caplog.text, err
+    assert json.loads((tmp_path / "e2" / "metrics.json").read_text())["dropped_images"] == 2

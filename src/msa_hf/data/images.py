@@ -109,6 +109,8 @@ def _not_a_regular_file(path: Path) -> str | None:
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
+        if not path.is_symlink():
+            return "removed while the folder was being read"
         return f"broken symbolic link (its target {os.readlink(path)} does not exist)"
     except OSError as exc:
         return f"cannot stat it ({type(exc).__name__}: {exc.strerror or exc})"
@@ -206,8 +208,9 @@ _SAMPLE_FORMATS = {1: "unsigned integer", 2: "signed integer", 3: "floating-poin
 
 
 def _tiff_layout(source: str | os.PathLike | BinaryIO) -> str | None:
-    """``"4 bands of 16-bit unsigned integer samples, planar"`` when ``source`` is a TIFF whose
-    first directory reads, else ``None`` (not a TIFF, or too damaged to tell)."""
+    """``"4 band(s) of 16-bit unsigned integer samples, planar (one plane per band)"`` when
+    ``source`` is a TIFF whose first directory reads, else ``None`` (not a TIFF, or too damaged
+    to tell)."""
     from PIL import TiffImagePlugin
 
     try:

@@ -87,6 +87,7 @@ def _load_split(source: str, split: str, on_bad: str = "error", allow_outside_ro
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from msa_hf.data import corpus_info
     from msa_hf.io_utils import atomic_write_json
 
     from .encoding import load_model_and_processor, model_fingerprint
@@ -117,6 +118,7 @@ def _eval(args: argparse.Namespace) -> int:
         "corpus": args.corpus,
         "split": args.split,
         "max_images": args.max_images,
+        "dropped_images": corpus_info(dataset)["dropped_images"],  # entries left out by --on-bad drop
         "metrics": result.metrics,
         "ties": args.ties,
         "protocol": "docs/method.md section 7: R@K in percent over 0-based ranks < K; mr = mean of the six recalls; "
