@@ -98,6 +98,22 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) ->
         == EXIT_OK
     )
     Image.new("RGB", (32, 32)).save(stale_images / "new.png")
+    not_index = root / "not-index"  # a folder of user files given where an index is expected
+    not_index.mkdir()
+    (not_index / "notes.txt").write_text("mine")
+    undecodable = root / "undecodable"
+    undecodable.mkdir()
+    (undecodable / "x.png").write_bytes(b"not a png")
+    moved_images = root / "moved-images"  # indexed, then moved away: the index names a folder that is gone
+    shutil.copytree(images, moved_images)
+    moved_index = root / "moved-index"
+    assert (
+        retrieval_cli.index_main(
+            ["build", str(moved_images), "--model", str(tiny_model_dir), "--out", str(moved_index), "--no-progress"]
+        )
+        == EXIT_OK
+    )
+    moved_images.rename(root / "moved-images-now")
     push_model = root / "push-model"  # msa-push --write-card writes a card into it
     shutil.copytree(tiny_model_dir, push_model)
     busy = socket.socket()
@@ -113,6 +129,10 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) ->
         "broken_model": broken_model,
         "index": index,
         "stale_index": stale_index,
+        "not_index": not_index,
+        "undecodable": undecodable,
+        "moved_index": moved_index,
+        "moved_now": root / "moved-images-now",
         "push_model": push_model,
         "busy_port": busy.getsockname()[1],
         "free_port": _free_port(),
@@ -130,7 +150,20 @@ def _disk_full(monkeypatch) -> None:
     monkeypatch.setattr(Image.Image, "save", _no_space_left)
 
 
-SETUPS = {"disk-full": _disk_full, "no-server": _serve_nothing}
+def _index_disk_full(monkeypatch) -> None:
+    monkeypatch.setattr("msa_hf.retrieval.index_build.atomic_save_safetensors", _no_space_left)
+
+
+def _json_disk_full(monkeypatch) -> None:
+    monkeypatch.setattr("msa_hf.io_utils.atomic_write_json", _no_space_left)
+
+
+SETUPS = {
+    "disk-full": _disk_full,
+    "index-disk-full": _index_disk_full,
+    "json-disk-full": _json_disk_full,
+    "no-server": _serve_nothing,
+}
 
 
 # (command, arguments with {placeholders} from the workspace, exit code, text the one error line holds,
@@ -168,26 +201,54 @@ TABLE = [
         0,
         None,
     ),
+    (
+        "msa-eval",
+        ["--model", "{model}", "--corpus", "{corpus}", "--output-dir", "{root}/eval-f", "--no-progress"],
+        1,
+        "No space left",
+        "json-disk-full",
+    ),
     ("msa-eval", ["--model", "{model}"], 2, "--corpus"),
     ("msa-eval", ["--model", "{model}", "--corpus", "{root}/missing"], 2, "no such file or folder"),
     ("msa-eval", ["--model", "{model}", "--corpus", "{bad_corpus}"], 2, "have problems"),
-    ("msa-eval", ["--model", "{broken_model}", "--corpus", "{corpus}", "--no-progress"], 1, "Could not load"),
+    ("msa-eval", ["--model", "{broken_model}", "--corpus", "{corpus}", "--no-progress"], 2, "Could not load"),
     ("msa-index", ["status", "{index}"], 0, None),
     ("msa-index", ["status", "{stale_index}"], 3, None),
     ("msa-index", ["info", "{root}/no-index"], 2, "does not exist"),
+    ("msa-index", ["info", "{not_index}"], 2, "is not an MSA image index"),
+    ("msa-index", ["status", "{moved_index}"], 2, "no longer exists"),
+    ("msa-index", ["build", "{moved_now}", "--model", "{model}", "--out", "{moved_index}"], 2, "pass --relocate"),
+    ("msa-index", ["build", "{undecodable}", "--model", "{model}", "--out", "{root}/u", "--no-progress"], 2, "None of"),
     ("msa-index", ["build", "{root}/no-folder", "--model", "{model}", "--out", "{root}/i"], 2, "is not a folder"),
-    ("msa-index", ["build", "{images}", "--model", "{broken_model}", "--out", "{root}/i2"], 1, "Could not load"),
+    ("msa-index", ["build", "{images}", "--model", "{broken_model}", "--out", "{root}/i2"], 2, "Could not load"),
     ("msa-index", ["rebuild"], 2, "invalid choice"),
+    (
+        "msa-index",
+        ["build", "{images}", "--model", "{model}", "--out", "{root}/i-full", "--no-progress"],
+        1,
+        "No space left",
+        "index-disk-full",
+    ),
     ("msa-search", ["{index}", "a plane", "-k", "2"], 0, None),
     ("msa-search", ["{index}"], 2, "give a text QUERY"),
     ("msa-search", ["{index}", "x", "-k", "zero"], 2, "-k must be an integer"),
-    ("msa-search", ["{index}", "a plane", "--model", "{broken_model}"], 1, "Could not load"),
+    ("msa-search", ["{index}", "a plane", "--model", "{broken_model}"], 2, "Could not load"),
+    ("msa-search", ["{not_index}", "a plane"], 2, "is not an MSA image index"),
     ("msa-classify", ["{images}", "--model", "{model}", "--no-progress"], 0, None),
     ("msa-classify", ["{root}/no-folder", "--model", "{model}"], 2, "is not a folder"),
+    ("msa-classify", ["{images}", "--model", "{broken_model}"], 2, "Could not load"),
+    (
+        "msa-classify",
+        ["{undecodable}", "--model", "{model}", "--labels", "a,b", "--no-progress"],
+        2,
+        "could be decoded",
+    ),
+    ("msa-classify", ["{images}", "--model", "{model}", "--scale", "nan"], 2, "--scale"),
     ("msa-classify", ["{images}", "--model", "{model}", "--labels", "a", "--labels-file", "x"], 2, "not both"),
     ("msa-push", ["{push_model}", "--repo-id", "user/x", "--dry-run", "--write-card"], 0, None),
     ("msa-push", ["{root}/no-folder", "--repo-id", "user/x", "--dry-run"], 2, "is not a folder"),
     ("msa-push", ["{model}", "--repo-id", "not a/valid/id"], 2, "is not a Hub id"),
+    ("msa-push", ["{broken_model}", "--repo-id", "user/x", "--dry-run"], 2, "would not load"),
     ("msa-app", ["--model", "{model}", "--index", "{index}", "--port", "{free_port}"], 0, None, "no-server"),
     ("msa-app", ["--index", "{index}"], 2, "--model is required"),
     ("msa-app", ["--model", "{model}", "--index", "{index}", "--port", "99999"], 2, "--port must be from 1 to 65535"),
@@ -225,9 +286,18 @@ def test_the_table_covers_every_command_and_outcome() -> None:
         assert (prog, EXIT_USAGE) in outcomes, prog
         if prog not in ("msa-convert-original", "train.py"):  # original checkpoints / minutes of training
             assert (prog, EXIT_OK) in outcomes, prog
-    for prog in ("msa-data", "msa-eval", "msa-index", "msa-search", "msa-app"):
+    for prog in ("msa-data", "msa-eval", "msa-index", "msa-app"):
         assert (prog, EXIT_FAILURE) in outcomes, prog
     assert ("msa-index", EXIT_STALE) in outcomes
+
+
+def test_bad_input_is_exit_2_in_every_command() -> None:
+    """One rule: a model that does not load, a folder that is not an index, an index of a folder
+    that moved, a folder where nothing decodes are the user's input, not a runtime failure."""
+    bad_inputs = ("broken_model", "not_index", "moved_index", "moved_now", "undecodable")
+    rows = [row for row in TABLE if any("{" + name + "}" in arg for arg in row[1] for name in bad_inputs)]
+    assert {row[0] for row in rows} >= {"msa-eval", "msa-index", "msa-search", "msa-classify", "msa-push"}
+    assert {row[2] for row in rows} == {EXIT_USAGE}
 
 
 def _parsers(prog: str, monkeypatch) -> list[argparse.ArgumentParser]:

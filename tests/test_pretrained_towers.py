@@ -1,6 +1,7 @@
 """Starting MSA from pretrained towers: packaged weights, files, folders, transformers towers."""
 
 import json
+import shutil
 
 import pytest
 import timm
@@ -140,6 +141,22 @@ def test_timm_hub_style_folder(tmp_path, text_folder):
     assert torch.equal(
         model.vision_model.backbone.state_dict()["conv1.0.weight"], reference.state_dict()["conv1.0.weight"]
     )
+
+
+def test_a_text_folder_without_a_tokenizer_says_so(tmp_path, text_folder):
+    weights_only = tmp_path / "bert-weights-only"
+    weights_only.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(text_folder / name, weights_only / name)
+    reference = timm.create_model("test_resnet")
+    save_file(reference.state_dict(), tmp_path / "resnet.safetensors")
+    with pytest.raises(ValueError) as refused:
+        MSAModel.from_backbones(
+            str(tmp_path / "resnet.safetensors"), str(weights_only), vision_backbone="test_resnet", mscmat_num_heads=4
+        )
+    message = str(refused.value)
+    assert f"{weights_only} holds no tokenizer (none of tokenizer.json, vocab.txt" in message
+    assert "sentencepiece or tiktoken installed" not in message and "\n" not in message
 
 
 def test_mismatched_vision_weights_are_refused(tmp_path, text_folder):

@@ -3,10 +3,12 @@
 Exit codes:
 
 * ``0`` (``EXIT_OK``): success.
-* ``1`` (``EXIT_FAILURE``): a runtime failure (a model that cannot be loaded, a disk that
-  fills up, a network that is down).
-* ``2`` (``EXIT_USAGE``): bad usage or bad input: an unknown flag (argparse's own code), a
-  missing file, a malformed corpus, a split that does not exist.
+* ``1`` (``EXIT_FAILURE``): a runtime failure of a valid request (a disk that fills up, a
+  Hub that cannot be reached, another build that holds the index's lock).
+* ``2`` (``EXIT_USAGE``): bad usage or bad input, whatever the command: an unknown flag
+  (argparse's own code), a missing file, a malformed corpus, a split that does not exist, a
+  model folder that does not load, a folder that is not an index (or an index of another
+  folder or model), a folder where no image decodes.
 * ``3`` (``EXIT_STALE``): ``msa-index status`` only: the index is out of date with its folder.
   It is not an error, so it is not ``1``.
 * ``130``: interrupted (Ctrl-C), as shells report it.

@@ -331,8 +331,34 @@ def _load_timm_backbone(model: nn.Module, source: _VisionSource, config: MSAConf
     backbone.load_state_dict(pretrained.state_dict(), strict=True)
 
 
+# Files any tokenizer folder holds at least one of: a fast tokenizer, or a slow one's vocabulary.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+    "tiktoken.model",
+    "tekken.json",
+)
+
+
+def load_tokenizer(location: str | Path) -> Any:
+    """``AutoTokenizer.from_pretrained(location)``, refusing first a local folder that holds no
+    tokenizer file at all: transformers would advise installing sentencepiece or tiktoken."""
+    folder = Path(location).expanduser()
+    if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise ValueError(
+            f"{location} holds no tokenizer (none of {', '.join(TOKENIZER_FILES)}): save the text tower's "
+            f"tokenizer into it (tokenizer.save_pretrained) or give a folder or Hub id that has one."
+        )
+    return AutoTokenizer.from_pretrained(location)
+
+
 def _load_text_tower(model: nn.Module, location: str, text_config: Any) -> Any:
     """Copy a pretrained text encoder into the model's text tower; return its tokenizer."""
+    tokenizer = load_tokenizer(location)
     model_class = MODEL_MAPPING[type(text_config)]
     pretrained = load_tower(model_class, location, "text tower")
     state = pretrained.state_dict()
@@ -343,7 +369,7 @@ def _load_text_tower(model: nn.Module, location: str, text_config: Any) -> Any:
             f"Text model {location} lacks {len(missing)} weights of its own architecture, e.g. {missing[:3]}."
         )
     model.text_model.load_state_dict({k: state[k] for k in own}, strict=True)
-    return AutoTokenizer.from_pretrained(location)
+    return tokenizer
 
 
 def _resolve_text(text: str) -> tuple[Any, str, str]:
@@ -425,9 +451,11 @@ __all__ = [
     "OFFLINE_VISION_WEIGHTS",
     "OFFLINE_TEXT_MODELS",
     "INSTALL_HINT",
+    "TOKENIZER_FILES",
     "efficientnet_pytorch_to_timm",
     "from_backbones",
     "from_preset",
+    "load_tokenizer",
     "load_tower",
     "offline_preset_available",
     "offline_text_folder",

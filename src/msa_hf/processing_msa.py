@@ -288,6 +288,12 @@ class MSAProcessor(ProcessorMixin):
             data.update(self.image_processor(images, return_tensors=return_tensors))
         return BatchFeature(data)
 
+    def truncated(self, text: Sequence[str]) -> list[int]:
+        """Indices of the texts longer than ``text_max_length`` tokens, whose ends ``__call__``
+        cuts off: a search query should say so rather than match on its first words only."""
+        ids = self.tokenizer(list(text), truncation=True, max_length=self.text_max_length + 1)["input_ids"]
+        return [i for i, row in enumerate(ids) if len(row) > self.text_max_length]
+
     @property
     def model_input_names(self) -> list[str]:
         return ["input_ids", "attention_mask", "pixel_values"]

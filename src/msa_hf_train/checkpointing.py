@@ -64,7 +64,9 @@ def resolve_checkpoint(requested: str, checkpoints_dir: Path) -> Path:
         found = list_checkpoints(checkpoints_dir)
         if not found:
             raise FileNotFoundError(
-                f"resume_from_checkpoint=latest, but {checkpoints_dir} holds no checkpoint; start without it."
+                f"resume_from_checkpoint=latest, but {checkpoints_dir} holds no checkpoint (a run stopped before its "
+                "first save leaves none); start afresh without resume_from_checkpoint, with "
+                "overwrite_output_dir=true to replace what the stopped run left."
             )
         return found[-1]
     path = Path(requested).expanduser()

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from msa_hf.data import ensure_synth_corpus, evaluation_view, load_corpus, training_view
+from msa_hf.data import CorpusValidationError, ensure_synth_corpus, evaluation_view, load_corpus, training_view
 from msa_hf.data.views import decode_image
 
 from .recipe import Recipe, RecipeError
@@ -66,7 +66,12 @@ def load_training_corpus(recipe: Recipe, cache_dir: Path, progress: bool) -> tup
         folder_name = "-".join(f"{key}{value}" for key, value in sorted(options.items()))
         corpus_json = ensure_synth_corpus(cache_dir / "rs-synth" / folder_name, progress=progress, **options)
         return load_corpus(corpus_json), SYNTH_CORPUS
-    return load_corpus(recipe.corpus, **recipe.corpus_kwargs), Path(recipe.corpus).stem or recipe.corpus
+    try:
+        return load_corpus(recipe.corpus, **recipe.corpus_kwargs), Path(recipe.corpus).stem or recipe.corpus
+    except CorpusValidationError as error:  # the advice in the recipe's own keys
+        raise CorpusValidationError(
+            error.report, drop="corpus_kwargs.on_bad=drop", allow_outside_root="corpus_kwargs.allow_outside_root=true"
+        ) from None
 
 
 def normalise_caption(text: str) -> str:

@@ -25,7 +25,7 @@ from msa_hf import PRESETS, MSAConfig, MSAModel, MSAProcessor, param_groups
 from msa_hf.hub import resolve_model_source
 from msa_hf.io_utils import atomic_directory
 from msa_hf.model_card import Evaluation, base_model_ids, build_model_card, tower_hub_id, write_card
-from msa_hf.pretrained_towers import INSTALL_HINT, offline_preset_available
+from msa_hf.pretrained_towers import INSTALL_HINT, load_tokenizer, offline_preset_available
 from msa_hf.retrieval import (
     evaluate_corpus,
     format_metrics_table,
@@ -50,6 +50,8 @@ from .reporting import LOSS_TERMS, append_jsonl, format_duration, plot_training,
 logger = logging.getLogger("msa_hf_train")
 HUB_FALLBACK_PRESET = "msa-resnet50-bert-base"
 FINISHED_MARKER = "test_metrics.json"
+# What a run writes into output_dir (and overwrite_output_dir=true removes).
+RUN_OUTPUTS = ("best", "checkpoints", "plots", "logs", "metrics.jsonl", FINISHED_MARKER)
 SELECTION_METRIC = "mr"
 
 
@@ -120,6 +122,13 @@ def prepare_output_dir(recipe: Recipe) -> Path:
             f"{output_dir} holds a finished run ({FINISHED_MARKER}); choose another output_dir or set "
             "overwrite_output_dir=true to replace it."
         )
+    if not any((output_dir / name).exists() for name in RUN_OUTPUTS):
+        others = sorted(p.name for p in output_dir.iterdir())
+        more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+        raise RecipeError(
+            f"{output_dir} is not empty and holds no training run ({', '.join(others[:3])}{more}); "
+            "choose a new or empty output_dir."
+        )
     checkpoints = list_checkpoints(output_dir / "checkpoints")
     hint = f"resume it with resume_from_checkpoint=latest (last: {checkpoints[-1].name}), " if checkpoints else ""
     raise RecipeError(f"{output_dir} holds an unfinished run; {hint}or set overwrite_output_dir=true to start over.")
@@ -127,7 +136,7 @@ def prepare_output_dir(recipe: Recipe) -> Path:
 
 def clear_output_dir(output_dir: Path) -> None:
     """Remove what a previous run wrote (only called with ``overwrite_output_dir=true``)."""
-    for name in ("best", "checkpoints", "plots", "logs", "metrics.jsonl", FINISHED_MARKER):
+    for name in RUN_OUTPUTS:
         path = output_dir / name
         if path.is_dir():
             shutil.rmtree(path)
@@ -165,11 +174,9 @@ def build_model(recipe: Recipe) -> BuiltModel:
             preset = HUB_FALLBACK_PRESET
         model, processor = MSAModel.from_preset(preset, **overrides)
         return BuiltModel(model, processor, PRESETS[preset].vision, PRESETS[preset].text)
-    from transformers import AutoTokenizer
-
     config = MSAConfig.from_preset(recipe.model, **overrides)
     model = MSAModel(config)
-    processor = MSAProcessor.from_config(config, AutoTokenizer.from_pretrained(recipe.tokenizer))
+    processor = MSAProcessor.from_config(config, load_tokenizer(recipe.tokenizer))
     return BuiltModel(model, processor, f"{config.vision_backbone} (random)", f"{recipe.model} text tower (random)")
 
 

@@ -115,9 +115,39 @@ def test_errors_are_one_line_messages(tmp_path: Path, capsys, monkeypatch) -> No
 
 
 def test_synth_into_the_current_folder_is_refused_without_debris(tmp_path: Path, capsys, monkeypatch) -> None:
-    (tmp_path / "notes.txt").write_text("the user's files")
-    monkeypatch.chdir(tmp_path)
+    assert main(["synth", "--out", str(tmp_path / "corpus"), "--n-images", "2", "--image-size", "16", "--quiet"]) == 0
+    monkeypatch.chdir(tmp_path / "corpus")
     assert main(["synth", "--out", ".", "--overwrite", "--n-images", "2", "--image-size", "16", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "msa-data: error:" in err and "current folder" in err and "Traceback" not in err
-    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus"]
+    assert sorted(p.name for p in (tmp_path / "corpus").iterdir()) == ["dataset_rs_synth.json", "images"]
+
+
+def test_synth_overwrite_refuses_a_folder_with_user_files(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    assert main(["synth", "--out", str(out), "--n-images", "2", "--image-size", "16", "--quiet"]) == 0
+    (out / "thesis.tex").write_text("mine")
+    assert main(["synth", "--out", str(out), "--overwrite", "--n-images", "2", "--image-size", "16", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("msa-data: error:") and "did not write (thesis.tex)" in err and len(err.splitlines()) == 1
+    assert (out / "thesis.tex").read_text() == "mine"
+
+
+def test_validate_refuses_paths_outside_the_corpus_unless_allowed(make_karpathy, tmp_path: Path, capsys) -> None:
+    path = make_karpathy(["train"] * 6 + ["val", "test"])
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "x.jpg").write_bytes((path.parent / "images" / "1.jpg").read_bytes())
+    data = json.loads(path.read_text())
+    data["images"][0]["filename"] = "../../secret/x.jpg"
+    path.write_text(json.dumps(data))
+    assert main(["validate", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "image path outside the corpus folder: 1" in err
+    assert err.strip().splitlines()[-1] == (
+        f"msa-data: error: 1 of 8 images in {path} have problems (listed above); pass --allow-outside-root if "
+        "images outside the corpus folder are there on purpose."
+    )
+    assert main(["validate", str(path), "--no-progress", "--allow-outside-root"]) == 0
+    assert main(["inspect", str(path), "--strict", "--no-progress"]) == 2
+    assert main(["inspect", str(path), "--strict", "--no-progress", "--allow-outside-root"]) == 0

@@ -270,6 +270,8 @@ def _rewrite(path: Path, edit) -> Path:
         (None, '"sentences" is null None'),
         (7, '"sentences" is int 7'),
         ([{"raw": "a plane"}, {"text": "no raw here"}], 'sentences[1] has no "raw" text'),
+        ([{"raw": "a plane"}, {"raw": 42}], 'sentences[1]["raw"] is int 42'),
+        ([{"raw": None}], 'sentences[0]["raw"] is null None'),
         (["a plane", 3], "sentences[1] is int 3"),
     ],
 )

@@ -67,3 +67,25 @@ def test_list_image_files_sorts_and_skips(tmp_path) -> None:
     images, skipped = list_image_files(tmp_path)
     assert [p.as_posix() for p in images] == ["a.jpg", "b/z.PNG"]
     assert [s.path for s in skipped] == ["notes.txt"]
+
+
+@pytest.mark.parametrize(
+    ("array", "planar", "layout"),
+    [
+        (np.zeros((16, 16, 3), np.float32), None, "3 band(s) of 32-bit floating-point samples"),
+        (np.zeros((4, 16, 16), np.uint16), "separate", "4 band(s) of 16-bit unsigned integer samples, planar"),
+        (np.zeros((4, 16, 16), np.uint8), "separate", "4 band(s) of 8-bit unsigned integer samples, planar"),
+    ],
+)
+def test_valid_tiffs_pil_cannot_decode_are_not_called_corrupt(tmp_path, array, planar, layout) -> None:
+    tifffile = pytest.importorskip("tifffile")
+    path = tmp_path / "scene.tif"
+    tifffile.imwrite(path, array, planarconfig=planar or "contig", photometric="minisblack" if planar else "rgb")
+    for source in (path, path.read_bytes()):
+        with pytest.raises(ImageLoadError) as error:
+            load_image(source)
+        message = str(error.value)
+        assert f"a TIFF of {layout}" in message and "PIL does not decode" in message and "corrupt" not in message
+    (tmp_path / "damaged.tif").write_bytes(b"II*\x00" + bytes(40))  # a TIFF header and nothing readable
+    with pytest.raises(ImageLoadError, match=r"not in an image format PIL reads \(corrupt\?\)"):
+        load_image(tmp_path / "damaged.tif")

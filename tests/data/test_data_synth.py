@@ -210,9 +210,26 @@ def test_generate_refuses_to_clobber(tmp_path: Path) -> None:
     (tmp_path / "data" / "keep.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="not empty"):
         generate_synth_corpus(tmp_path / "data", n_images=4, image_size=32)
-    path = generate_synth_corpus(tmp_path / "data", n_images=4, image_size=32, overwrite=True)
-    assert path.is_file() and not (tmp_path / "data" / "keep.txt").exists()
+    with pytest.raises(FileExistsError, match="holds no rs-synth corpus"):  # overwrite replaces only a synth output
+        generate_synth_corpus(tmp_path / "data", n_images=4, image_size=32, overwrite=True)
+    assert (tmp_path / "data" / "keep.txt").read_text() == "mine"
+    (tmp_path / "data" / "keep.txt").unlink()
+    path = generate_synth_corpus(tmp_path / "data", n_images=4, image_size=32)
+    path = generate_synth_corpus(tmp_path / "data", n_images=6, image_size=32, overwrite=True)
+    assert len(json.loads(path.read_text())["images"]) == 6
     (tmp_path / "empty").mkdir()  # an empty folder is fine to fill
     assert generate_synth_corpus(tmp_path / "empty", n_images=4, image_size=32).is_file()
     with pytest.raises(ValueError, match="n_images"):
         generate_synth_corpus(tmp_path / "x", n_images=0)
+
+
+def test_overwrite_keeps_files_the_synth_run_did_not_write(tmp_path: Path) -> None:
+    """A thesis.tex beside an earlier corpus, or an extra image in its images/, is not the generator's to delete."""
+    out = tmp_path / "data"
+    generate_synth_corpus(out, n_images=4, image_size=32)
+    (out / "thesis.tex").write_text("\\documentclass{article}")
+    (out / "images" / "mine.png").write_bytes(b"x")
+    with pytest.raises(FileExistsError, match=r"did not write \(images/mine\.png, thesis\.tex\)"):
+        generate_synth_corpus(out, n_images=4, image_size=32, overwrite=True)
+    assert (out / "thesis.tex").is_file() and (out / "images" / "mine.png").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no staging debris

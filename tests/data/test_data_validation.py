@@ -126,3 +126,49 @@ def test_check_images_false_still_finds_missing_files(karpathy_corpus: Path) -> 
     (karpathy_corpus.parent / "images" / "3.jpg").unlink()
     with pytest.raises(CorpusValidationError, match="missing image file: 1"):
         load_corpus(karpathy_corpus, check_images=False)
+
+
+@pytest.mark.parametrize("escape", ["../../secret/x.jpg", "absolute", "symlink"])
+def test_image_paths_outside_the_corpus_folder_are_refused(karpathy_corpus: Path, tmp_path: Path, escape: str) -> None:
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "x.jpg").write_bytes((karpathy_corpus.parent / "images" / "1.jpg").read_bytes())
+    if escape == "absolute":
+        filename = str(secret / "x.jpg")
+    elif escape == "symlink":  # a link inside the corpus folder that points out of it
+        (karpathy_corpus.parent / "images" / "link.jpg").symlink_to(secret / "x.jpg")
+        filename = "link.jpg"
+    else:  # from kp/images/: ../ is kp, ../../ is tmp_path
+        filename = escape
+    _edit(karpathy_corpus, lambda images: images[2].update(filename=filename))
+    with pytest.raises(CorpusValidationError) as info:
+        load_corpus(karpathy_corpus)
+    message = str(info.value)
+    assert "image path outside the corpus folder: 1" in message
+    assert f"resolves to {secret / 'x.jpg'}, outside the corpus folder {karpathy_corpus.parent.resolve()}" in message
+    assert "allow_outside_root=True to load_corpus" in message.splitlines()[-1]
+    assert info.value.report.counts() == {"outside_root": 1}  # reported once, never opened as a missing image
+    dropped = load_corpus(karpathy_corpus, on_bad="drop")
+    assert sum(len(split) for split in dropped.values()) == 11
+    allowed = load_corpus(karpathy_corpus, allow_outside_root=True)
+    paths = [row["path"] for split in allowed.values() for row in split.cast_column("image", _raw())["image"]]
+    assert sum(Path(p).resolve() == (secret / "x.jpg").resolve() for p in paths) == 1
+
+
+def _raw():
+    import datasets
+
+    return datasets.Image(decode=False)
+
+
+def test_imagefolder_file_names_stay_inside_the_folder(tmp_path: Path) -> None:
+    from PIL import Image
+
+    root = tmp_path / "archive"
+    root.mkdir()
+    Image.new("RGB", (8, 8)).save(root / "a.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "outside.png")
+    rows = [{"file_name": "a.png", "caption": "a field"}, {"file_name": "../outside.png", "caption": "a road"}]
+    (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(CorpusValidationError, match=r"outside\.png: resolves to .*outside the corpus folder"):
+        load_corpus(root)

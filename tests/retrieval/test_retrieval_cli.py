@@ -69,7 +69,7 @@ def test_search_faiss_backend_matches(index_dir, capsys):
 
 def test_search_with_another_model_fails_clearly(index_dir, other_model_dir, capsys):
     rc, _out, err = run(search_main, [index_dir, "a plane", "--model", other_model_dir], capsys)
-    assert rc == 1
+    assert rc == EXIT_USAGE
     assert "msa-search: error: Index" in err and "was built with model" in err
     assert "msa-index build" in err  # says how to fix it
 
@@ -100,16 +100,16 @@ def test_stale_hit_warns(index_dir, image_folder, capsys):
 @pytest.mark.parametrize(
     "argv, code, message",
     [
-        (["build", "{empty}", "--model", "{model}", "--out", "{tmp}/i"], EXIT_FAILURE, "No image files found in"),
+        (["build", "{empty}", "--model", "{model}", "--out", "{tmp}/i"], EXIT_USAGE, "No image files found in"),
         (["build", "{tmp}/missing", "--model", "{model}", "--out", "{tmp}/i"], EXIT_USAGE, "is not a folder"),
-        (["build", "{images}", "--model", "{tmp}", "--out", "{tmp}/i"], EXIT_FAILURE, "has no config.json"),
+        (["build", "{images}", "--model", "{tmp}", "--out", "{tmp}/i"], EXIT_USAGE, "has no config.json"),
         (
             ["build", "{images}", "--model", "{model}", "--out", "{tmp}/i", "--relocate", "--overwrite"],
             EXIT_USAGE,
             "give one of them",
         ),
         (["info", "{tmp}/nothing"], EXIT_USAGE, "does not exist"),
-        (["info", "{empty}"], EXIT_FAILURE, "is not an MSA image index"),
+        (["info", "{empty}"], EXIT_USAGE, "is not an MSA image index"),
     ],
 )
 def test_index_errors(argv, code, message, tmp_path, tiny_model_dir, image_folder, capsys):
@@ -134,6 +134,17 @@ def test_search_argument_errors(index_dir, tmp_path, capsys):
     assert rc == EXIT_USAGE and "cannot decode image" in err and "bad.png" in err
 
 
+def test_a_query_longer_than_the_model_reads_is_said_to_be_truncated(index_dir, capsys):
+    long_query = "two planes parked beside a runway near the terminal " * 200
+    rc, out, err = run(search_main, [index_dir, long_query, "-k", 2], capsys)
+    assert rc == EXIT_OK and "query: two planes" in out
+    assert "msa-search: warning: The query is longer than the 16 tokens the model reads; it was truncated" in err
+    rc, _, err = run(search_main, [index_dir, "two planes", long_query, "-k", 2], capsys)
+    assert rc == EXIT_OK and "Query 2 is longer than" in err and "Query 1" not in err
+    rc, _, err = run(search_main, [index_dir, "two planes parked beside a runway", "-k", 2], capsys)
+    assert rc == EXIT_OK and "truncated" not in err
+
+
 @pytest.mark.parametrize("query", ["", "   ", "\t\n"])
 def test_empty_query_is_refused(index_dir, query, capsys):
     rc, out, err = run(search_main, [index_dir, query], capsys)
@@ -147,7 +158,7 @@ def test_interrupted_index_is_reported(index_dir, capsys):
     (index_dir / "manifest.json").unlink()
     (index_dir / ".partial").mkdir()
     rc, _, err = run(search_main, [index_dir, "a plane"], capsys)
-    assert rc == 1 and "incomplete" in err and "resume" in err
+    assert rc == EXIT_USAGE and "incomplete" in err and "resume" in err
 
 
 # ---------------------------------------------------------------------------- msa-classify
@@ -212,11 +223,18 @@ def test_classify_flat_folder_without_labels_fails(image_folder, tiny_model_dir,
         (["--labels", "airport,,farm"], "empty label"),
         (["--labels", "Airport,airport"], "duplicates"),
         (["--labels", "a,b", "--template", "no placeholder"], "exactly one '{}'"),
+        (["--labels", "a,b", "--template", "{} {0}"], "Template '{} {0}' must contain exactly one '{}'"),
+        (["--labels", "a,b", "--template", "an {} of {kind}"], "no other {...} field"),
+        (["--labels", "a,b", "--template", "a { {}"], "literal brace"),
+        (["--scale", "nan"], "--scale) must be a finite number > 0, got nan"),
+        (["--scale", "inf"], "got inf"),
+        (["--scale", "0"], "got 0.0"),
     ],
 )
 def test_classify_bad_arguments(extra, message, class_folder, tiny_model_dir, capsys):
-    rc, _, err = run(classify_main, [class_folder, "--model", tiny_model_dir, "--no-progress", *extra], capsys)
-    assert rc == EXIT_USAGE and message in err
+    rc, out, err = run(classify_main, [class_folder, "--model", tiny_model_dir, "--no-progress", *extra], capsys)
+    assert rc == EXIT_USAGE and message in err and "accuracy" not in out
+    assert len(err.strip().splitlines()) == 1
 
 
 # ---------------------------------------------------------------------------- msa-eval
@@ -394,7 +412,7 @@ def test_moved_archive_is_relocated(index_dir, image_folder, tiny_model_dir, tmp
     assert rc == EXIT_OK and "no longer exists" in err and "--relocate" in err
     build = ["build", moved, "--model", tiny_model_dir, "--out", index_dir, "--no-progress"]
     rc, _, err = run(index_main, build, capsys)
-    assert rc == EXIT_FAILURE and "pass --relocate" in err
+    assert rc == EXIT_USAGE and "pass --relocate" in err
     rc, out, err = run(index_main, [*build, "--relocate"], capsys)
     assert rc == EXIT_OK and "0 encoded, 6 reused" in out, err
     rc, out, _ = run(index_main, ["status", index_dir], capsys)
@@ -441,3 +459,23 @@ def test_concurrent_build_is_refused_and_a_dead_holder_taken_over(image_folder, 
     assert rc == EXIT_OK and "6 images" in out_text
     assert f"Took over the lock {out / '.lock'} left by pid {holder.pid}" in err
     assert not (out / ".lock").exists()
+
+
+def test_eval_refuses_a_bad_corpus_naming_its_own_flags(tiny_model_dir, tmp_path, capsys, caplog):
+    from msa_hf.data import generate_synth_corpus
+
+    path = generate_synth_corpus(tmp_path / "corpus", n_images=8, image_size=16)
+    meta = json.loads(path.read_text())
+    meta["images"][0]["filename"] = "../../outside.png"
+    missing = path.parent / "images" / meta["images"][1]["filename"]
+    missing.unlink()
+    path.write_text(json.dumps(meta))
+    argv = ["--model", tiny_model_dir, "--corpus", path, "--split", "train", "--no-progress", "--num-examples", 0]
+    rc, _, err = run(eval_main, [*argv, "--output-dir", tmp_path / "e1"], capsys)
+    assert rc == EXIT_USAGE and "missing image file: 1" in err and "outside the corpus folder: 1" in err
+    errors = [line for line in err.splitlines() if line.startswith("msa-eval: error:")]
+    assert len(errors) == 1 and "pass --on-bad drop to drop these images" in errors[0]
+    assert "pass --allow-outside-root" in errors[0] and "load_corpus" not in err
+    rc, _out, err = run(eval_main, [*argv, "--output-dir", tmp_path / "e2", "--on-bad", "drop"], capsys)
+    assert rc == EXIT_OK and "Dropped 2 of 8 images" in caplog.text, err
+    assert json.loads((tmp_path / "e2" / "metrics.json").read_text())["dropped_images"] == 2

@@ -387,3 +387,77 @@ def test_build_where_nothing_decodes_leaves_nothing_behind(tmp_path, tiny_model,
     assert list(existing.iterdir()) == []
     with pytest.raises(IncompleteIndexError, match="not an MSA image index"):  # not "interrupted ... resume"
         ImageIndex.load(existing)
+
+
+def test_same_size_same_mtime_rewrite_is_noticed(make_images, tmp_path, tiny_model, tiny_processor):
+    """``cp -p`` / ``rsync -a`` keep size and mtime; the inode change time still moves."""
+    folder = tmp_path / "tiles"
+    make_images(folder, ["x.bmp", "y.bmp"], seed=3)  # BMPs of one size have one byte length
+    index = build_index(folder, tiny_model, tiny_processor, tmp_path / "idx", progress=False)
+    path = folder / "x.bmp"
+    before = path.stat()
+    make_images(folder, ["x.bmp"], seed=99)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert index.stale_files().modified == ["x.bmp"]
+    hits = index.search(index.embeddings, k=2)
+    assert {h.relpath: h.stale for h in hits[0]} == {"x.bmp": "modified", "y.bmp": None}
+    updated = build_index(folder, tiny_model, tiny_processor, index.path, progress=False)
+    assert updated.manifest["encoded"] == 1 and not updated.stale_files().is_stale
+    (folder / "y.bmp").chmod(0o600)  # a new ctime, the same content: not a change
+    assert not updated.stale_files().is_stale
+    assert build_index(folder, tiny_model, tiny_processor, index.path, progress=False).manifest["encoded"] == 0
+
+
+def test_verify_hashes_files_whose_stat_is_unchanged(make_images, tmp_path, tiny_model, tiny_processor):
+    folder = tmp_path / "tiles"
+    make_images(folder, ["x.png", "y.png"], seed=3)
+    index = build_index(folder, tiny_model, tiny_processor, tmp_path / "idx", progress=False)
+    manifest = json.loads((index.path / "manifest.json").read_text())
+    manifest["files"][0]["sha256"] = "0" * 64  # what a same-stat change the stat cannot see looks like
+    (index.path / "manifest.json").write_text(json.dumps(manifest))
+    index = ImageIndex.load(index.path)
+    assert not index.stale_files().is_stale
+    assert index.stale_files(verify=True).modified == ["x.png"]
+    rebuilt = build_index(folder, tiny_model, tiny_processor, index.path, verify=True, progress=False)
+    assert rebuilt.manifest["encoded"] == 1 and not rebuilt.stale_files(verify=True).is_stale
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs and symbolic links as on POSIX")
+def test_dangling_link_and_fifo_are_skipped_with_a_reason(make_images, tmp_path, tiny_model, tiny_processor):
+    import signal
+
+    folder = tmp_path / "tiles"
+    make_images(folder, ["x.png", "y.png"], seed=3)
+    (folder / "gone.png").symlink_to(tmp_path / "deleted.png")
+    os.mkfifo(folder / "pipe.jpg")
+
+    def hung(signum, frame):
+        raise TimeoutError("reading the FIFO blocked")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    try:
+        with pytest.warns(UserWarning, match="Skipped 2 files"):
+            index = build_index(folder, tiny_model, tiny_processor, tmp_path / "idx", progress=False)
+        report = index.stale_files()
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert index.files == ["x.png", "y.png"] and not report.is_stale
+    reasons = {s.path: s.reason for s in index.skipped}
+    assert (
+        reasons["gone.png"].startswith("broken symbolic link") and str(tmp_path / "deleted.png") in reasons["gone.png"]
+    )
+    assert reasons["pipe.jpg"] == "not a regular file (a FIFO)"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs as on POSIX")
+def test_a_fifo_that_replaced_a_file_after_the_scan_is_not_read(tmp_path):
+    from msa_hf.data.images import read_regular_file
+
+    os.mkfifo(tmp_path / "pipe.png")
+    with pytest.raises(OSError, match="pipe.png is not a regular file \\(a FIFO\\)"):
+        read_regular_file(tmp_path / "pipe.png")
+    (tmp_path / "ok.png").write_bytes(b"data")
+    assert read_regular_file(tmp_path / "ok.png") == b"data"

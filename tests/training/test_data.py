@@ -52,3 +52,22 @@ def test_variants_are_the_eight_symmetries_of_the_square():
 def test_caption_normalisation_ignores_case_spacing_and_the_final_period():
     assert normalise_caption("  Many  Planes are parked. ") == normalise_caption("many planes are parked")
     assert normalise_caption("a plane") != normalise_caption("two planes")
+
+
+def test_a_refused_corpus_names_the_recipe_keys_that_get_past_it(tmp_path):
+    import json
+
+    from msa_hf.data import CorpusValidationError, generate_synth_corpus
+    from msa_hf_train.data import load_training_corpus
+    from msa_hf_train.recipe import build_recipe
+
+    path = generate_synth_corpus(tmp_path / "corpus", n_images=8, image_size=16)
+    meta = json.loads(path.read_text())
+    meta["images"][0]["filename"] = "../../x.png"
+    meta["images"][1]["sentences"] = None
+    path.write_text(json.dumps(meta))
+    with pytest.raises(CorpusValidationError) as refused:
+        load_training_corpus(build_recipe({"corpus": str(path)}), tmp_path, progress=False)
+    advice = str(refused.value).splitlines()[-1]
+    assert "corpus_kwargs.on_bad=drop" in advice and "corpus_kwargs.allow_outside_root=true" in advice
+    assert "load_corpus" not in advice

@@ -204,6 +204,37 @@ def test_a_finished_run_is_not_overwritten_without_permission(tiny_recipe_args, 
     assert (out / "test_metrics.json").read_text() == "{}"
 
 
+def test_a_folder_of_user_files_is_not_called_an_unfinished_run(tiny_recipe_args, tmp_path, capsys):
+    out = tmp_path / "thesis"
+    out.mkdir()
+    (out / "thesis.tex").write_text("mine")
+    assert run(tiny_recipe_args("thesis")) == 2
+    err = capsys.readouterr().err
+    assert f"{out} is not empty and holds no training run (thesis.tex); choose a new or empty output_dir" in err
+    assert "unfinished" not in err and [p.name for p in out.iterdir()] == ["thesis.tex"]
+
+
+def test_resume_of_a_run_killed_before_its_first_save_gives_advice_that_works(tiny_recipe_args, tmp_path, capsys):
+    out = tmp_path / "killed"
+    (out / "logs").mkdir(parents=True)  # what a run killed before its first checkpoint leaves
+    assert run(tiny_recipe_args("killed", "resume_from_checkpoint=latest")) == 2
+    err = capsys.readouterr().err
+    assert "holds no checkpoint" in err and "start afresh without resume_from_checkpoint" in err
+    assert "overwrite_output_dir=true" in err and "start without it" not in err
+    assert run(tiny_recipe_args("killed")) == 2  # without resume: the same way out, not back to resume
+    assert "set overwrite_output_dir=true to start over" in capsys.readouterr().err
+
+
+def test_a_tokenizer_folder_without_tokenizer_files_is_named(tiny_recipe_args, tmp_path, capsys):
+    empty = tmp_path / "no-tokenizer"
+    empty.mkdir()
+    (empty / "config.json").write_text("{}")
+    assert run(tiny_recipe_args("tok", f"tokenizer={empty}")) == 2
+    err = capsys.readouterr().err
+    assert f"{empty} holds no tokenizer (none of tokenizer.json, vocab.txt" in err
+    assert "sentencepiece or tiktoken installed" not in err
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="torchrun with gloo")
 def test_two_processes_with_torchrun(tiny_recipe_args, tmp_path):
     """The script runs unchanged as 2 gloo processes (Accelerate's MULTI_CPU)."""

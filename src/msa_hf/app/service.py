@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from msa_hf.hub import HubError
 from msa_hf.retrieval import (
     ImageIndex,
     ImageIndexError,
@@ -153,7 +154,7 @@ class SearchService:
         try:
             loaded, processor = load_model_and_processor(model, device=device)
             error = None
-        except (ModelLoadError, ValueError, OSError) as exc:
+        except (ModelLoadError, ValueError, HubError, OSError) as exc:
             loaded, processor, error = None, None, f"The model could not be loaded: {exc}"
         return cls(loaded, processor, index, model_name=str(model), model_error=error, images=images, backend=backend)
 

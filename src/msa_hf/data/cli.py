@@ -203,11 +203,17 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _refuse(report: Any) -> UsageError:
+def _refuse(report: Any, listed: str = "listed above") -> UsageError:
     """Print a validation report and return the one-line error that ends the command."""
-    print(report.format(max_examples=20), file=sys.stderr)
+    if listed == "listed above":
+        print(report.format(max_examples=20), file=sys.stderr)
+    allow = (
+        "; pass --allow-outside-root if images outside the corpus folder are there on purpose"
+        if "outside_root" in report.counts()
+        else ""
+    )
     return UsageError(
-        f"{len(report.bad_indices)} of {report.n_images} images in {report.source} have problems (listed above)."
+        f"{len(report.bad_indices)} of {report.n_images} images in {report.source} have problems ({listed}){allow}."
     )
 
 
@@ -224,6 +230,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             validation_fraction=args.validation_fraction,
             on_bad="error" if args.strict else "drop",
             progress=not args.no_progress,
+            allow_outside_root=args.allow_outside_root,
         )
     except CorpusValidationError as error:
         raise _refuse(error.report) from None
@@ -255,15 +262,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         columns=_parse_columns(args.column),
         check_images=not args.no_decode,
         progress=not args.no_progress,
+        allow_outside_root=args.allow_outside_root,
     )
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
     elif report.ok:
         print(report.format())
     if not report.ok:
-        if args.json:
-            raise UsageError(f"{len(report.bad_indices)} of {report.n_images} images have problems (listed above).")
-        raise _refuse(report)
+        raise _refuse(report, "in the JSON above" if args.json else "listed above")
     return EXIT_OK
 
 
@@ -291,6 +297,12 @@ def _source_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=COLUMN",
         help="column mapping for tabular sources, e.g. captions=sentences (repeatable)",
     )
+    parser.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="accept image paths that resolve outside the corpus folder (e.g. a shared image store); "
+        "by default they are a problem",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -311,7 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=4,
         help="scenes sharing one large layout and differing only in small objects",
     )
-    synth.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
+    synth.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier synth output in --out (a folder holding other files is refused)",
+    )
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(func=_cmd_synth)
 

@@ -82,6 +82,8 @@ def _karpathy_captions(sentences: Any, entry: str) -> tuple[list[Any], str | Non
         return [], f'{entry}: "sentences" is {_describe(sentences)}; {expected}.'
     captions = [_caption_text(sentence) for sentence in sentences]
     for k, caption in enumerate(captions):
+        if isinstance(caption, Mapping) and "raw" in caption:
+            return captions, f'{entry}: sentences[{k}]["raw"] is {_describe(caption["raw"])}; {expected}.'
         if isinstance(caption, Mapping):
             return captions, f'{entry}: sentences[{k}] has no "raw" text (keys {sorted(caption)}); {expected}.'
         if not isinstance(caption, str):
@@ -128,6 +130,7 @@ def _read_karpathy(path: Path, image_root: Path | None) -> tuple[list[dict[str, 
                 "caption_problem": caption_problem,
                 "split": entry.get("split", None if has_splits else "train"),
                 "image_id": entry.get("imgid"),
+                "image_root": str(root),
             }
         )
     name = data.get("dataset") or path.stem
@@ -283,6 +286,8 @@ def _read_imagefolder(
                 records += _rows_to_records(part, str(meta), mapping, s, resolve)
         else:
             records += _rows_to_records(rows, str(meta), mapping, split, resolve)
+    for record in records:
+        record["image_root"] = str(base_root)
     return records, {"format": "imagefolder", "name": root.name, "image_root": str(base_root)}
 
 
@@ -499,6 +504,7 @@ def validate_corpus(
     columns: Mapping[str, Any] | None = None,
     check_images: bool = True,
     progress: bool = False,
+    allow_outside_root: bool = False,
 ) -> ValidationReport:
     """Check a corpus the way :func:`load_corpus` does, and return the full report instead of raising.
 
@@ -513,7 +519,9 @@ def validate_corpus(
         (True, 4)
     """
     records, _meta, name = _read_records(source, image_root, columns)
-    return validate_records(records, name, check_images=check_images, progress=progress)
+    return validate_records(
+        records, name, check_images=check_images, progress=progress, allow_outside_root=allow_outside_root
+    )
 
 
 def load_corpus(
@@ -526,6 +534,7 @@ def load_corpus(
     on_bad: str = "error",
     check_images: bool = True,
     progress: bool = False,
+    allow_outside_root: bool = False,
 ) -> datasets.DatasetDict:
     """Load an RS caption corpus as a ``DatasetDict`` with splits ``train``/``validation``/``test``.
 
@@ -550,14 +559,19 @@ def load_corpus(
             every missing split its share and keep one image, nothing is carved: the missing
             splits stay empty (logged, and ``empty_because`` in :func:`corpus_info`), so a
             test-only corpus still loads and can be evaluated.
-        on_bad: ``"error"`` raises :class:`CorpusValidationError` with a report of missing or
-            unreadable images, malformed or empty captions, entries without a split (in a file
-            whose other entries have one), duplicate file names and unusual caption counts;
+        on_bad: ``"error"`` raises :class:`CorpusValidationError` with a report of image
+            paths outside the corpus folder, missing or unreadable images, malformed or empty
+            captions, entries without a split (in a file whose other entries have one),
+            duplicate file names and unusual caption counts;
             ``"drop"`` drops those images and logs the report and how many were dropped.
             Entries are never moved between splits.
         check_images: decode every image once to find unreadable files (about 0.5 ms per
             256-px JPEG); ``False`` only checks that the files exist.
         progress: show a progress bar while the images are checked.
+        allow_outside_root: accept image paths of a Karpathy JSON or an imagefolder that
+            resolve (after symbolic links) outside ``image_root``, e.g. ``"../x.jpg"``, an
+            absolute path, or a link to a shared image store. By default they are a problem
+            (``outside_root``) and such a file is never opened.
 
     Example:
         >>> import tempfile
@@ -576,7 +590,9 @@ def load_corpus(
     if not 0.0 < validation_fraction < 1.0:
         raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}.")
     records, meta, name = _read_records(source, image_root, columns)
-    report = validate_records(records, name, check_images=check_images, progress=progress)
+    report = validate_records(
+        records, name, check_images=check_images, progress=progress, allow_outside_root=allow_outside_root
+    )
     dropped = 0
     if not report.ok:
         if on_bad == "error":

@@ -15,8 +15,10 @@ last step.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import stat
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ __all__ = [
     "SkippedFile",
     "list_image_files",
     "load_image",
+    "read_regular_file",
     "warn_skipped",
 ]
 
@@ -65,7 +68,8 @@ def list_image_files(
 
     Images are recognised by extension (``IMAGE_EXTENSIONS``, case-insensitive); whether they
     decode is checked when they are loaded. Hidden files and folders (``.name``) are ignored
-    silently; other files are returned in the skipped list so callers can show them.
+    silently; other files are returned in the skipped list so callers can show them, and so
+    are image names that are not regular files (a dangling symbolic link, a FIFO).
     """
     root = Path(folder).expanduser()
     if not root.exists():
@@ -85,7 +89,11 @@ def list_image_files(
                 continue
             rel = (current / name).relative_to(root)
             if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
-                images.append(rel)
+                problem = _not_a_regular_file(current / name)
+                if problem is None:
+                    images.append(rel)
+                else:
+                    skipped.append(SkippedFile(rel.as_posix(), problem))
             else:
                 skipped.append(
                     SkippedFile(rel.as_posix(), f"not an image file (extension {Path(name).suffix or 'none'!r})")
@@ -93,6 +101,39 @@ def list_image_files(
     images.sort(key=lambda p: p.as_posix())
     skipped.sort(key=lambda s: s.path)
     return images, skipped
+
+
+def _not_a_regular_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as an image file, or ``None``: a dangling link would abort a
+    scan and a FIFO would block the first read forever."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if not path.is_symlink():
+            return "removed while the folder was being read"
+        return f"broken symbolic link (its target {os.readlink(path)} does not exist)"
+    except OSError as exc:
+        return f"cannot stat it ({type(exc).__name__}: {exc.strerror or exc})"
+    return None if stat.S_ISREG(mode) else f"not a regular file ({_file_kind(mode)})"
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
+    return next((kind for test, kind in kinds if test(mode)), "a device")
+
+
+def read_regular_file(path: str | os.PathLike) -> bytes:
+    """The bytes of ``path``, refusing anything but a regular file (``OSError``).
+
+    The file is opened without blocking and checked on the open descriptor, so a FIFO that
+    replaced an image after a folder was scanned fails at once instead of hanging the reader.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(f"{path} is not a regular file ({_file_kind(mode)})")
+        return f.read()
 
 
 def _reduce_to(image: Image.Image, target_size: int) -> Image.Image:
@@ -148,10 +189,54 @@ def load_image(
                 return reduced if reduced is not image else image.copy()
     except FileNotFoundError:
         raise
-    except UnidentifiedImageError as exc:
-        raise ImageLoadError(f"cannot decode image {label}: not in an image format PIL reads (corrupt?)") from exc
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (UnidentifiedImageError, ValueError) as exc:
+        layout = _tiff_layout(stream)
+        if layout is not None:  # a valid TIFF PIL has no decoder for: not "corrupt"
+            raise ImageLoadError(
+                f"cannot decode image {label}: a TIFF of {layout}, a sample layout PIL does not decode; if the file "
+                f"is intact, convert it to 8- or 16-bit grayscale or RGB (e.g. `gdal_translate -ot UInt16 -b 1 -b 2 "
+                f"-b 3 IN.tif OUT.tif`)"
+            ) from exc
+        if isinstance(exc, UnidentifiedImageError):
+            raise ImageLoadError(f"cannot decode image {label}: not in an image format PIL reads (corrupt?)") from exc
         raise ImageLoadError(f"cannot decode image {label}: {type(exc).__name__}: {exc}") from exc
+    except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageLoadError(f"cannot decode image {label}: {type(exc).__name__}: {exc}") from exc
+
+
+_SAMPLE_FORMATS = {1: "unsigned integer", 2: "signed integer", 3: "floating-point"}
+
+
+def _tiff_layout(source: str | os.PathLike | BinaryIO) -> str | None:
+    """``"4 band(s) of 16-bit unsigned integer samples, planar (one plane per band)"`` when
+    ``source`` is a TIFF whose first directory reads, else ``None`` (not a TIFF, or too damaged
+    to tell)."""
+    from PIL import TiffImagePlugin
+
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(warnings.catch_warnings())
+            warnings.simplefilter("ignore")  # PIL warns about each damaged tag; the caller reports the file
+            if isinstance(source, (str, os.PathLike)):
+                stream: BinaryIO = stack.enter_context(open(source, "rb"))
+            else:
+                stream = source
+                stream.seek(0)
+            header = stream.read(8)
+            if header[:4] not in (b"II*\x00", b"MM\x00*"):
+                return None
+            directory = TiffImagePlugin.ImageFileDirectory_v2(header)
+            stream.seek(directory.next)
+            directory.load(stream)
+    except Exception:  # PIL's TIFF parser raises many types on damaged data: then it is no layout to report
+        return None
+    if any(tag not in directory for tag in (256, 257, 258)):  # no size or bit depth: damaged, not a layout
+        return None
+    bands = int(directory.get(277, 1))
+    bits = directory.get(258, (1,))
+    kind = _SAMPLE_FORMATS.get(int((directory.get(339) or (1,))[0]), "unknown-format")
+    planar = ", planar (one plane per band)" if directory.get(284) == 2 else ""
+    return f"{bands} band(s) of {bits[0] if isinstance(bits, tuple) else bits}-bit {kind} samples{planar}"
 
 
 def warn_skipped(skipped: Sequence[SkippedFile], what: str = "files", show: int = 10, stacklevel: int = 3) -> None:

@@ -18,14 +18,16 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-__all__ = ["Problem", "ValidationReport", "CorpusValidationError", "validate_records", "PROBLEM_KINDS"]
+__all__ = ["Problem", "ValidationReport", "CorpusValidationError", "fix_hint", "validate_records", "PROBLEM_KINDS"]
 
 # kind -> what it means, in report order
 PROBLEM_KINDS: dict[str, str] = {
+    "outside_root": "image path outside the corpus folder",
     "missing_image": "missing image file",
     "unreadable_image": "unreadable image",
     "malformed_captions": "malformed captions",
@@ -103,14 +105,30 @@ class ValidationReport:
 
 
 class CorpusValidationError(ValueError):
-    """Raised by ``load_corpus(..., on_bad="error")``; ``.report`` holds the full report."""
+    """Raised by ``load_corpus(..., on_bad="error")``; ``.report`` holds the full report.
 
-    def __init__(self, report: ValidationReport) -> None:
+    ``drop`` and ``allow_outside_root`` say how the caller spells those options (a CLI flag,
+    a recipe key), so the advice at the end of the message is one the reader can follow.
+    """
+
+    def __init__(
+        self,
+        report: ValidationReport,
+        *,
+        drop: str = 'on_bad="drop" to load_corpus',
+        allow_outside_root: str = "allow_outside_root=True to load_corpus",
+    ) -> None:
         self.report = report
-        super().__init__(
-            report.format()
-            + '\nFix the corpus, or pass on_bad="drop" to load_corpus to drop these images (it logs how many).'
-        )
+        super().__init__(report.format() + "\n" + fix_hint(report, drop, allow_outside_root))
+
+
+def fix_hint(report: ValidationReport, drop: str, allow_outside_root: str) -> str:
+    """The last line of a refusal: fix the corpus, drop the bad entries, or (for images outside
+    the corpus folder) allow them, each spelled as the caller's interface spells it."""
+    hint = f"Fix the corpus, or pass {drop} to drop these images (it logs how many)"
+    if "outside_root" in report.counts():
+        hint += f"; if images outside the corpus folder are there on purpose, pass {allow_outside_root}"
+    return hint + "."
 
 
 def _check_image(image: dict[str, Any], decode: bool = True) -> tuple[str, str] | None:
@@ -134,6 +152,19 @@ def _check_image(image: dict[str, Any], decode: bool = True) -> tuple[str, str] 
     return None
 
 
+def _outside_root(record: dict[str, Any]) -> str | None:
+    """Why the record's image file lies outside its corpus folder (after symbolic links), or
+    ``None``: a crafted ``"../../secret.jpg"`` must not pull other files into training,
+    evaluation pictures or contact sheets."""
+    root, image = record.get("image_root"), record["image"]
+    if root is None or image.get("bytes") is not None or not image.get("path"):
+        return None
+    real, real_root = Path(os.path.realpath(image["path"])), Path(os.path.realpath(root))
+    if real.is_relative_to(real_root):
+        return None
+    return f"resolves to {real}, outside the corpus folder {real_root}"
+
+
 def _usual_count(counts: Iterable[int]) -> int | None:
     tally = Counter(counts)
     if not tally:
@@ -149,20 +180,30 @@ def validate_records(
     check_images: bool = True,
     num_threads: int | None = None,
     progress: bool = False,
+    allow_outside_root: bool = False,
 ) -> ValidationReport:
     """Validate corpus entries ``{"file_name", "image": {"path", "bytes"}, "captions", "split", ...}``.
 
-    Checks, per entry: the image exists and (with ``check_images``) decodes; the captions are
+    Checks, per entry: an entry with an ``image_root`` (the corpus folder of a file-based
+    source) has its image file inside that folder after symbolic links are resolved, unless
+    ``allow_outside_root`` (such a file is never opened); the image exists and (with
+    ``check_images``) decodes; the captions are
     strings (a reader may set ``caption_problem`` to say what is wrong with their structure)
     and none is empty or whitespace; the entry has a split (``None`` marks one that lacks it);
     the file name was not seen before (later duplicates are flagged, the first is kept); the
     caption count equals the corpus's usual (most common) count.
     """
     problems: list[Problem] = []
+    outside = {} if allow_outside_root else {i: why for i, r in enumerate(records) if (why := _outside_root(r))}
+    problems += [Problem("outside_root", i, records[i]["file_name"], why) for i, why in outside.items()]
     if records:
         threads = num_threads or min(8, os.cpu_count() or 1)
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            checks = pool.map(lambda r: _check_image(r["image"], check_images), records, chunksize=64)
+            checks = pool.map(
+                lambda i: None if i in outside else _check_image(records[i]["image"], check_images),
+                range(len(records)),
+                chunksize=64,
+            )
             if progress:
                 from tqdm.auto import tqdm
 

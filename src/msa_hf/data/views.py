@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from .images import ImageLoadError, load_image
+from .images import ImageLoadError, load_image, read_regular_file
 
 if TYPE_CHECKING:
     import datasets
@@ -201,7 +201,7 @@ class ImageListView:
             return {"image": item, "row": i}
         path = self.root / item if self.root is not None else Path(item)
         try:
-            data = path.read_bytes()
+            data = read_regular_file(path)
         except OSError as exc:
             return {"image": None, "row": i, "error": f"cannot read {path} ({type(exc).__name__}: {exc})"}
         row = {"image": {"path": str(path), "bytes": data}, "row": i}

@@ -16,8 +16,10 @@ spaces, ``_`` and ``-``, and accuracy is reported.
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import string
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -76,11 +78,25 @@ def _check_templates(templates: str | Sequence[str]) -> list[str]:
     if not templates:
         raise ValueError("Give at least one template.")
     for t in templates:
-        if t.count("{}") != 1:
+        try:
+            fields = [f for _, f, spec, conv in string.Formatter().parse(t) if f is not None]
+        except ValueError:  # an unmatched brace
+            fields = None
+        if fields != [""]:
             raise ValueError(
-                f"Template {t!r} must contain exactly one '{{}}' where the label goes, e.g. {DEFAULT_TEMPLATE!r}."
+                f"Template {t!r} must contain exactly one '{{}}' where the label goes and no other "
+                f"{{...}} field (write a literal brace as '{{{{' or '}}}}'), e.g. {DEFAULT_TEMPLATE!r}."
             )
     return templates
+
+
+def _check_scale(scale: float) -> float:
+    """A finite, positive softmax scale: NaN or infinity would turn every probability into NaN."""
+    if not math.isfinite(scale) or scale <= 0:
+        raise ValueError(
+            f"`scale` (--scale) must be a finite number > 0, got {scale}; the default is {DEFAULT_SCALE:g}."
+        )
+    return float(scale)
 
 
 def label_text_embeddings(
@@ -127,8 +143,7 @@ def zero_shot_classify(
         (['airport'], (1, 2))
     """
     labels = _check_labels(labels)
-    if scale <= 0:
-        raise ValueError(f"`scale` must be positive, got {scale}.")
+    scale = _check_scale(scale)
     _check_templates(templates)
     image_emb = encode_images(
         model, processor, images, batch_size=batch_size, progress=progress, desc="Classifying images"
@@ -147,11 +162,10 @@ def classify_embeddings(
 ) -> ClassificationResult:
     """Label probabilities for L2-normalised image embeddings (rows) over ``labels``."""
     labels = _check_labels(labels)
-    if scale <= 0:
-        raise ValueError(f"`scale` must be positive, got {scale}.")
+    scale = _check_scale(scale)
     label_emb = label_text_embeddings(model, processor, labels, templates)
     probs = torch.softmax(scale * image_embeds @ label_emb.t(), dim=-1).numpy()
-    return ClassificationResult(labels=labels, probs=probs, scale=float(scale))
+    return ClassificationResult(labels=labels, probs=probs, scale=scale)
 
 
 @dataclass
@@ -230,6 +244,7 @@ def classify_folder(
     be organised by class). Non-image and undecodable files are skipped with a warning.
     Images are decoded in ``num_workers`` loader workers, a batch at a time.
     """
+    scale = _check_scale(scale)
     root = Path(folder).expanduser()
     files, skipped = list_image_files(root)
     if not files:

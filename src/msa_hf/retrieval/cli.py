@@ -2,8 +2,9 @@
 
 Each ``*_main(argv=None) -> int`` returns an exit status instead of exiting, so tests can call
 it directly. Exit codes follow :mod:`msa_hf.cli_utils`: 0 ok, 2 bad usage or input (a missing
-folder, an empty query), 1 a runtime failure (a model that does not match an index, a build
-already running), 3 ``msa-index status`` found the index stale. Errors print one
+folder, an empty query, a model that does not load or does not match the index, a folder
+that is not an index), 1 a runtime failure (a build already running, a full disk, the Hub
+unreachable), 3 ``msa-index status`` found the index stale. Errors print one
 ``prog: error: ...`` line (``MSA_HF_DEBUG=1`` gives the traceback); warnings (skipped files,
 stale hits, ...) print as ``prog: warning: ...``.
 """
@@ -12,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from msa_hf.cli_utils import EXIT_OK, EXIT_STALE, positive_int, run_command
+from msa_hf.cli_utils import EXIT_OK, EXIT_STALE, UsageError, positive_int, run_command
 
 __all__ = ["eval_main", "index_main", "search_main", "classify_main"]
 
@@ -30,7 +32,7 @@ TIE_RULE_PROTOCOL = {
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
-    """The retrieval tools' own exception types (index errors map to exit 1, image errors to 2)."""
+    """The retrieval tools' own exception types (all bad input: exit 2)."""
     from msa_hf.data.images import ImageLoadError
 
     from .encoding import ModelLoadError
@@ -69,19 +71,30 @@ def _print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], file: An
 # ---------------------------------------------------------------------------- msa-eval
 
 
-def _load_split(source: str, split: str) -> Any:
-    """A corpus split via ``msa_hf.data.load_corpus`` (any source it reads, ``save_to_disk`` folders included)."""
+def _load_split(source: str, split: str, on_bad: str = "error", allow_outside_root: bool = False) -> Any:
+    """A corpus split via ``msa_hf.data.load_corpus`` (any source it reads, ``save_to_disk`` folders included);
+    a corpus with problems prints its report and ends in one line that names this command's flags."""
     try:
-        from msa_hf.data import load_corpus
+        from msa_hf.data import CorpusValidationError, load_corpus
+        from msa_hf.data.validation import fix_hint
     except ImportError as error:
         raise ImportError(f"--corpus needs the `datasets` package: pip install 'msa_hf[data]' ({error}).") from error
-    corpus = load_corpus(source)
+    try:
+        corpus = load_corpus(source, on_bad=on_bad, allow_outside_root=allow_outside_root)
+    except CorpusValidationError as error:
+        report = error.report
+        print(report.format(max_examples=20), file=sys.stderr)
+        raise UsageError(
+            f"{len(report.bad_indices)} of {report.n_images} images in {report.source} have problems (listed "
+            f"above). {fix_hint(report, '--on-bad drop', '--allow-outside-root')}"
+        ) from None
     if split not in corpus:
         raise ValueError(f"--split {split!r} is not in corpus {source!r}; it has splits {list(corpus)}.")
     return corpus[split]
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from msa_hf.data import corpus_info
     from msa_hf.io_utils import atomic_write_json
 
     from .encoding import load_model_and_processor, model_fingerprint
@@ -89,7 +102,7 @@ def _eval(args: argparse.Namespace) -> int:
     from .metrics import format_metrics_table
     from .visualize import render_retrieval_examples
 
-    dataset = _load_split(args.corpus, args.split)
+    dataset = _load_split(args.corpus, args.split, args.on_bad, args.allow_outside_root)
     model, processor = load_model_and_processor(args.model, device=args.device, revision=args.revision)
     result = evaluate_corpus(
         model,
@@ -112,6 +125,7 @@ def _eval(args: argparse.Namespace) -> int:
         "corpus": args.corpus,
         "split": args.split,
         "max_images": args.max_images,
+        "dropped_images": corpus_info(dataset)["dropped_images"],  # entries left out by --on-bad drop
         "metrics": result.metrics,
         "ties": args.ties,
         "protocol": "docs/method.md section 7: R@K in percent over 0-based ranks < K; mr = mean of the six recalls; "
@@ -146,6 +160,18 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     _add_common(p)
     p.add_argument("--corpus", required=True, help="corpus source understood by msa_hf.data.load_corpus")
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    p.add_argument(
+        "--on-bad",
+        choices=["error", "drop"],
+        default="error",
+        help="corpus entries with problems (missing or unreadable images, bad captions): refuse the corpus "
+        "(default) or leave them out of the evaluation, saying how many",
+    )
+    p.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="accept image paths that resolve outside the corpus folder (a shared image store)",
+    )
     p.add_argument(
         "--text-batch-size",
         type=positive_int("--text-batch-size"),
@@ -201,6 +227,7 @@ def _index_build(args: argparse.Namespace) -> int:
         recursive=not args.no_recursive,
         overwrite=args.overwrite,
         relocate=args.relocate,
+        verify=args.verify,
         num_workers=args.workers,
         progress=not args.no_progress,
         group=group,
@@ -247,7 +274,7 @@ def _index_status(args: argparse.Namespace) -> int:
     from .index import ImageIndex
 
     index = ImageIndex.load(args.index)
-    report = index.stale_files(args.folder)
+    report = index.stale_files(args.folder, verify=args.verify)
     print(report.summary())
     for name in ("added", "removed", "modified", "changed_skipped"):
         for path in getattr(report, name)[:20]:
@@ -257,6 +284,9 @@ def _index_status(args: argparse.Namespace) -> int:
         print(f"update it with: msa-index build {folder} --out {index.path}")
         return EXIT_STALE
     return EXIT_OK
+
+
+_VERIFY_HELP = "hash every file and compare it with the index (default: only files whose size, mtime or ctime changed)"
 
 
 def index_main(argv: Sequence[str] | None = None) -> int:
@@ -281,6 +311,7 @@ def index_main(argv: Sequence[str] | None = None) -> int:
         "whose content is unchanged",
     )
     b.add_argument("--no-recursive", action="store_true", help="only the folder's top level")
+    b.add_argument("--verify", action="store_true", help=_VERIFY_HELP)
     b.add_argument(
         "--workers", type=int, default=0, help="data-loader worker processes that read and decode images (default 0)"
     )
@@ -292,6 +323,7 @@ def index_main(argv: Sequence[str] | None = None) -> int:
     s = sub.add_parser("status", help=f"compare an index with its image folder (exit {EXIT_STALE} if stale)")
     s.add_argument("index", metavar="INDEX", help="index folder written by `msa-index build`")
     s.add_argument("--folder", default=None, help="image folder (default: the one recorded in the index)")
+    s.add_argument("--verify", action="store_true", help=_VERIFY_HELP)
     s.set_defaults(fn=_index_status)
     return _run("msa-index", lambda a: a.fn(a), p, argv)
 

@@ -43,8 +43,9 @@ __all__ = [
 ]
 
 
-class ModelLoadError(RuntimeError):
-    """A model or processor could not be loaded from the given name or folder."""
+class ModelLoadError(ValueError):
+    """The given folder or Hub snapshot holds no loadable MSA model and processor (bad input:
+    exit code 2); a Hub that cannot be reached raises :class:`msa_hf.hub.HubError` instead."""
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -68,19 +69,17 @@ def load_model_and_processor(
     A Hub id is fetched at ``revision`` through the Hugging Face cache (offline: from it) by
     :func:`msa_hf.hub.resolve_model_source`, and the model's ``name_or_path`` is the Hub id.
     Errors from deep inside transformers are re-raised as :class:`ModelLoadError` naming the
-    folder/id and what was expected there (``config.json`` + weights + processor files).
+    folder/id and what was expected there (``config.json`` + weights + processor files);
+    :class:`msa_hf.hub.HubError` means the Hub could not be reached or refused the request.
     """
     from msa_hf import MSAModel, MSAProcessor  # registers the Auto classes as a side effect
-    from msa_hf.hub import HubError, resolve_model_source
+    from msa_hf.hub import resolve_model_source
 
     source = str(name_or_path)
     if not source:
         raise ModelLoadError("No model given: pass --model with a saved MSA folder or a Hub id.")
     dev = resolve_device(device)
-    try:
-        local = Path(resolve_model_source(source, revision))
-    except HubError as exc:
-        raise ModelLoadError(str(exc)) from exc
+    local = Path(resolve_model_source(source, revision))  # HubError (exit 1) when the Hub fails
     if not (local / "config.json").is_file():
         raise ModelLoadError(
             f"Model {source} has no config.json: expected a folder written by "
@@ -94,6 +93,8 @@ def load_model_and_processor(
         model = MSAModel.from_pretrained(local)
     except ValueError as exc:  # not an MSA folder, or a checkpoint that does not fill the model: one line
         raise ModelLoadError(str(exc)) from None
+    except MemoryError:
+        raise
     except Exception as exc:
         raise ModelLoadError(f"Could not load an MSA model from {source!r}: {type(exc).__name__}: {exc}") from exc
     finally:

@@ -25,7 +25,9 @@ Why this shape:
   weights raises :class:`IndexMismatchError` rather than returning meaningless neighbours.
 * **Changes are noticed.** :meth:`ImageIndex.stale_files` (``msa-index status``) lists new,
   removed and modified files, and files skipped as undecodable that changed since; every
-  search hit says whether its file is missing or modified since it was embedded.
+  search hit says whether its file is missing or modified since it was embedded. A file
+  whose size, mtime or inode change time (ctime) differs from the manifest's is hashed and
+  compared with its recorded SHA-256; ``verify=True`` (``--verify``) hashes every file.
 
 Search is exact: one matrix product with the normalised embeddings in torch (default), or a
 FAISS ``IndexFlatIP`` (``backend="faiss"``, extra ``index``) which returns the same
@@ -69,6 +71,7 @@ __all__ = [
     "relocate_hint",
     "same_stat",
     "sha256_file",
+    "unchanged",
 ]
 
 INDEX_FORMAT = "msa-image-index"
@@ -80,8 +83,12 @@ PLAN = "plan.json"
 LOCK = ".lock"
 
 
-class ImageIndexError(Exception):
-    """Base class of the index errors; messages say what is wrong and what to run instead."""
+class ImageIndexError(ValueError):
+    """Base class of the index errors; messages say what is wrong and what to run instead.
+
+    Each means an input the user gave (a folder, an index, a model) does not fit: exit code 2
+    in the CLIs. A build that cannot start because another one is running raises
+    :class:`msa_hf.io_utils.LockHeldError` instead (exit code 1)."""
 
 
 class IndexBuildError(ImageIndexError):
@@ -162,14 +169,35 @@ def faiss_available() -> bool:
 
 
 def file_record(root: Path, rel: Path | str) -> dict[str, Any]:
-    """``{"path", "size", "mtime_ns"}`` of ``root / rel``: the cheap identity of a file."""
+    """``{"path", "size", "mtime_ns", "ctime_ns"}`` of ``root / rel``: the cheap identity of a file.
+
+    ``ctime_ns`` (the inode change time, which no tool can set back) is what reveals an edit
+    that kept the size and the modification time, as ``cp -p`` and ``rsync -a`` do.
+    """
     st = (root / rel).stat()
-    return {"path": Path(rel).as_posix(), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"path": Path(rel).as_posix(), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
 
 
 def same_stat(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two file records have the same size and modification time."""
-    return (a.get("size"), a.get("mtime_ns")) == (b.get("size"), b.get("mtime_ns"))
+    """Whether two file records have the same size, modification time and (where both
+    recorded it: older indexes did not) inode change time."""
+    if (a.get("size"), a.get("mtime_ns")) != (b.get("size"), b.get("mtime_ns")):
+        return False
+    return a.get("ctime_ns") is None or b.get("ctime_ns") is None or a["ctime_ns"] == b["ctime_ns"]
+
+
+def unchanged(root: Path, now: dict[str, Any], then: dict[str, Any], verify: bool = False) -> bool:
+    """Whether the file ``now`` describes still has the content recorded in ``then``.
+
+    The same size, mtime and ctime mean unchanged (nothing is read); when they differ and the
+    record has a SHA-256, the content decides (a ``touch`` or ``chmod`` is not a change).
+    ``verify`` hashes every file whatever its stat says.
+    """
+    if same_stat(now, then) and not verify:
+        return True
+    if not then.get("sha256"):
+        return same_stat(now, then)
+    return now.get("size") == then.get("size") and sha256_file(root / then["path"]) == then["sha256"]
 
 
 def sha256_file(path: Path) -> str:
@@ -315,12 +343,13 @@ class ImageIndex:
             )
         self._verified.add(model)
 
-    def stale_files(self, folder: str | os.PathLike | None = None) -> StaleReport:
+    def stale_files(self, folder: str | os.PathLike | None = None, verify: bool = False) -> StaleReport:
         """Compare the manifest with the image folder as it is now.
 
-        A file counts as modified when its size or modification time changed and, where the
-        manifest has its SHA-256, its content too (a ``touch`` is not a change). Files the
-        build skipped as unreadable count when they changed since.
+        A file counts as modified when its size, modification time or inode change time
+        changed and, where the manifest has its SHA-256, its content too (a ``touch`` is not a
+        change; see :func:`unchanged`). ``verify`` compares the content of every file. Files
+        the build skipped as unreadable count when they changed since.
 
         Raises:
             FileNotFoundError: the folder is gone; the message says how to relocate the index.
@@ -337,27 +366,22 @@ class ImageIndex:
         report = StaleReport()
         report.added = sorted(p for p in now if p not in then and p not in skipped_then)
         report.removed = sorted(p for p in then if p not in now)
-        report.modified = sorted(
-            p
-            for p in then
-            if p in now
-            and not same_stat(now[p], then[p])
-            and (not then[p].get("sha256") or sha256_file(root / p) != then[p]["sha256"])
-        )
+        report.modified = sorted(p for p in then if p in now and not unchanged(root, now[p], then[p], verify))
         report.changed_skipped = sorted(
             p for p, s in skipped_then.items() if p in now and "size" in s and not same_stat(now[p], s)
         )
         return report
 
     def file_status(self, row: int) -> str | None:
-        """``None`` if row ``row``'s file is as it was embedded (size, mtime), else ``"missing"``
-        or ``"modified"``. One ``stat``: cheap enough for every search hit."""
+        """``None`` if row ``row``'s file is as it was embedded, else ``"missing"`` or
+        ``"modified"``. One ``stat`` (and a hash only when the stat changed, :func:`unchanged`):
+        cheap enough for every search hit."""
         record = self.manifest["files"][row]
         try:
             now = file_record(self.root, record["path"])
         except (FileNotFoundError, NotADirectoryError):
             return "missing"
-        return None if same_stat(now, record) else "modified"
+        return None if unchanged(self.root, now, record) else "modified"
 
     # -- search
     def search(
@@ -458,7 +482,8 @@ class ImageIndex:
         """Encode ``texts`` with ``model`` and return the top-``k`` images for each.
 
         An empty or whitespace-only query is refused (``ValueError``): it would still rank
-        every image, by nothing the user asked for.
+        every image, by nothing the user asked for. A query longer than the model's
+        ``text_max_length`` tokens is truncated with a warning.
         """
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
@@ -469,6 +494,13 @@ class ImageIndex:
                 raise ValueError(f"{where} is empty ({text!r}): type what the images should show.")
         if verify_model:
             self.check_model(model)
+        for i in processor.truncated(texts):
+            where = "The query" if len(texts) == 1 else f"Query {i + 1}"
+            warnings.warn(
+                f"{where} is longer than the {processor.text_max_length} tokens the model reads; it was truncated "
+                f"and only its start counts: {texts[i][:60]!r}...",
+                stacklevel=2,
+            )
         return self.search(encode_texts(model, processor, texts, progress=False), k=k, backend=backend)
 
     def search_images(

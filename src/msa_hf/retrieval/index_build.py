@@ -6,8 +6,8 @@
    non-image files it skips.
 2. :func:`read_existing`: what an index already at ``--out`` offers for reuse, after
    checking that it was built with the same model and folder (or ``--relocate``).
-3. :func:`plan_build`: which files keep their embedding (same path, size and mtime; or,
-   when an old index has content hashes, the same SHA-256: a moved or touched file) and
+3. :func:`plan_build`: which files keep their embedding (same path, size, mtime and ctime;
+   or, when an old index has content hashes, the same SHA-256: a moved or touched file) and
    which must be encoded; files skipped as undecodable stay skipped until they change.
 4. :func:`prepare_partial`: resume the finished chunks of an interrupted build of the same
    plan, or discard stale partial work.
@@ -217,15 +217,16 @@ def read_existing(
     return reusable
 
 
-def plan_build(scan: FolderScan, reusable: Reusable, chunk_size: int) -> BuildPlan:
-    """Step 3. Content hashes are computed here only for files whose size or mtime changed,
-    and only when the old index has hashes to match them against."""
+def plan_build(scan: FolderScan, reusable: Reusable, chunk_size: int, verify: bool = False) -> BuildPlan:
+    """Step 3. Content hashes are computed here only for files whose size, mtime or ctime
+    changed (every file with ``verify``), and only when the old index has hashes to match
+    them against."""
     plan = BuildPlan(records=[], reused={}, todo=[], still_skipped=[], chunk_size=chunk_size)
     for record in scan.records:
         path = record["path"]
         old = reusable.by_path.get(path)
         skipped = reusable.skipped.get(path)
-        if old is not None and same_stat(old[0], record):
+        if old is not None and same_stat(old[0], record) and not verify:
             record = {**record, "sha256": old[0].get("sha256")}
             plan.reused[path] = old[1]
         elif skipped is not None and same_stat(skipped, record):
@@ -360,7 +361,8 @@ def _all_skipped(scan: FolderScan, plan: BuildPlan, undecodable: list[dict[str, 
     entries = [s.to_dict() for s in scan.skipped] + list(plan.still_skipped)
     for s in undecodable:
         record = stats.get(s["path"], {})
-        entries.append({**s, "size": record.get("size"), "mtime_ns": record.get("mtime_ns")})
+        seen = {key: record.get(key) for key in ("size", "mtime_ns", "ctime_ns")}
+        entries.append({**s, **seen})
     return sorted(entries, key=lambda s: s["path"])
 
 
@@ -487,6 +489,7 @@ def _lead(
     recursive: bool,
     overwrite: bool,
     relocate: bool,
+    verify: bool,
 ) -> ImageIndex:
     """The main process: steps 1-4, then its share of 5, then 6; followers get the plan and
     the outcome by broadcast, so an error here never leaves them waiting."""
@@ -495,7 +498,7 @@ def _lead(
         identity = model_fingerprint(model)
         processor_sha = processor_fingerprint(processor)
         reusable = read_existing(settings.out, identity, settings.root, overwrite=overwrite, relocate=relocate)
-        plan = plan_build(scan, reusable, settings.chunk_size)
+        plan = plan_build(scan, reusable, settings.chunk_size, verify=verify)
         if _up_to_date(scan, reusable, plan):
             group.broadcast(("done", None))
             return ImageIndex.load(settings.out)
@@ -564,6 +567,7 @@ def build_index(
     recursive: bool = True,
     overwrite: bool = False,
     relocate: bool = False,
+    verify: bool = False,
     num_workers: int = 0,
     progress: bool = True,
     group: ProcessGroup | None = None,
@@ -576,7 +580,8 @@ def build_index(
     ``out`` built with the same weights is updated (only new or changed files are encoded);
     one built with other weights is replaced only with ``overwrite=True``. ``relocate=True``
     accepts an index of another folder (the archive moved) and keeps the embeddings of files
-    whose content is unchanged.
+    whose content is unchanged. A file counts as unchanged when its size, mtime and ctime are
+    as recorded, or else when its SHA-256 is; ``verify=True`` hashes every file instead.
 
     Under ``accelerate launch`` / ``torchrun`` (``group`` defaults to the launcher's
     processes), every process must call this; the main process returns the index, the
@@ -606,7 +611,16 @@ def build_index(
     try:
         settings.out.mkdir(parents=True, exist_ok=True)
         with exclusive_lock(settings.out / LOCK, purpose=f"msa-index build of {settings.root}"):
-            return _lead(group, model, processor, settings, recursive=recursive, overwrite=overwrite, relocate=relocate)
+            return _lead(
+                group,
+                model,
+                processor,
+                settings,
+                recursive=recursive,
+                overwrite=overwrite,
+                relocate=relocate,
+                verify=verify,
+            )
     except Exception:
         if created:
             _remove_if_empty(settings.out)

@@ -128,6 +128,29 @@ def write_corpus(
     return path
 
 
+def _check_only_synth_output(out: Path) -> None:
+    """Refuse to overwrite ``out`` unless everything in it is what an earlier run wrote (its
+    JSON and the images that JSON lists): replacing the folder would delete anything else."""
+    manifest = out / SYNTH_JSON_NAME
+    try:
+        meta = json.loads(manifest.read_text(encoding="utf-8"))
+        written = {Path(SYNTH_JSON_NAME), Path("images")} | {
+            Path(entry["filepath"]) / entry["filename"] for entry in meta["images"]
+        }
+    except (OSError, ValueError, KeyError, TypeError):
+        raise FileExistsError(
+            f"{out} is not empty and holds no rs-synth corpus ({SYNTH_JSON_NAME} is missing or unreadable); "
+            f"overwrite only replaces an earlier `msa-data synth` output: choose another folder."
+        ) from None
+    others = sorted(path.relative_to(out).as_posix() for path in out.rglob("*") if path.relative_to(out) not in written)
+    if others:
+        more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+        raise FileExistsError(
+            f"{out} holds files that `msa-data synth` did not write ({', '.join(others[:3])}{more}); overwrite "
+            f"only replaces an earlier rs-synth output, so move them away or choose another folder."
+        )
+
+
 def generate_synth_corpus(
     out_dir: str | os.PathLike,
     *,
@@ -141,7 +164,9 @@ def generate_synth_corpus(
     """Write ``rs-synth`` to ``out_dir`` as a Karpathy JSON + ``images/*.png``; return the JSON path.
 
     The corpus is generated in a temporary sibling folder and renamed into place, so an
-    interrupted run never leaves a folder that looks complete. Splits are about 80/10/10 by
+    interrupted run never leaves a folder that looks complete. ``overwrite`` replaces only an
+    earlier output: a folder holding anything its ``dataset_rs_synth.json`` does not list is
+    refused (``FileExistsError``), since replacing the folder would delete it. Splits are about 80/10/10 by
     layout group (siblings never straddle splits).
 
     Example:
@@ -153,10 +178,12 @@ def generate_synth_corpus(
     if n_images < 1:
         raise ValueError(f"n_images must be >= 1, got {n_images}.")
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(
-            f"{out} exists and is not empty; pass overwrite=True (CLI: --overwrite) or choose another folder."
-        )
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(
+                f"{out} exists and is not empty; pass overwrite=True (CLI: --overwrite) or choose another folder."
+            )
+        _check_only_synth_output(out)
     with atomic_directory(out, overwrite=overwrite) as staging:
         write_corpus(staging, n_images, seed, image_size, variants_per_layout, progress)
     return out / SYNTH_JSON_NAME
