@@ -224,8 +224,16 @@ def load_tower(model_class: type, location: str, what: str) -> nn.Module:
     A CLIP folder holds both towers, so loading one of them leaves the other's tensors unused;
     that is expected and said in one line instead of transformers' per-tensor table.
     """
-    with quiet_transformers_loading():
-        model, info = model_class.from_pretrained(location, output_loading_info=True)
+    try:
+        with quiet_transformers_loading():
+            model, info = model_class.from_pretrained(location, output_loading_info=True)
+    except pickle.UnpicklingError:  # torch's weights_only refusal, whose advice is to run the pickle's code
+        pickled = sorted(path.name for path in Path(location).glob("*.bin")) or ["its weights file"]
+        raise ValueError(
+            f"{what} {location}: {', '.join(pickled)} is a pickle holding more than tensors; refusing to unpickle "
+            "code (loading it would run that code). Re-save the tower from a trusted copy with save_pretrained, "
+            "which writes model.safetensors."
+        ) from None
     missing = sorted(info["missing_keys"])
     if missing:
         raise ValueError(
