@@ -13,6 +13,7 @@ import difflib
 import json
 import logging
 import math
+import pickle
 import shutil
 import signal
 import time
@@ -336,6 +337,14 @@ def _disk_errors(target: Path, kept: str) -> Iterator[None]:
         ) from None
 
 
+def _short_reason(error: BaseException) -> str:
+    """One line about ``error``; torch's refusal to unpickle is said plainly, without its advice to run the pickle."""
+    if isinstance(error, pickle.UnpicklingError) or "Weights only load failed" in str(error):
+        return "it is a pickle holding more than tensors, which is not loaded since that could run code"
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0][:300]}" if text else type(error).__name__
+
+
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {
         key: [t.to(device) for t in value] if isinstance(value, list) else value.to(device)
@@ -510,12 +519,13 @@ class Trainer:
             )
         elif changes:
             logger.warning("Resuming %s with changes (resume_allow_changes=true): %s.", checkpoint, "; ".join(changes))
+        self._check_random_states(checkpoint)
         try:
             self.accelerator.load_state(str(checkpoint))
         except Exception as error:  # safetensors, torch.load and load_state_dict each raise their own kind
-            reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+            reason = _short_reason(error)
             raise CheckpointError(
-                f"{checkpoint} cannot be loaded into this run ({type(error).__name__}: {reason}); resume from "
+                f"{checkpoint} cannot be loaded into this run ({reason}); resume from "
                 "another checkpoint or with the recipe it was written with."
             ) from None
         identity = self.state.identity
@@ -524,6 +534,23 @@ class Trainer:
         if self.is_main:  # evaluations after the checkpoint (a crash after them) are done again
             rewrite_jsonl(self.output_dir / "metrics.jsonl", self.state.evaluations)
         logger.info("Resumed from %s (epoch %d, step %d)", checkpoint, self.state.epoch, self.state.global_step)
+
+    def _check_random_states(self, checkpoint: Path) -> None:
+        """Refuse a checkpoint whose RNG states for this process are missing or unreadable.
+
+        Accelerate only logs such a file at INFO level and goes on with other RNG states, so the
+        resumed run would silently differ from an uninterrupted one.
+        """
+        from accelerate.utils import load
+
+        path = checkpoint / f"random_states_{self.accelerator.process_index}.pkl"
+        try:
+            load(path)
+        except Exception as error:  # missing, truncated, or a pickle of more than tensors
+            raise CheckpointError(
+                f"{path} cannot be read ({_short_reason(error)}), so the resume would not be exact; resume from "
+                "another checkpoint (resume_from_checkpoint=latest skips damaged ones)."
+            ) from None
 
     def _log_setup(self) -> None:
         if not self.is_main:
@@ -622,17 +649,22 @@ class Trainer:
         return round(self.state.global_step / self.steps_per_epoch, 4)
 
     def run_evaluation(self) -> None:
-        embeddings_bad = False
+        problem = ""
         if self.is_main:
-            result = self.evaluate("validation")
-            embeddings_bad = not all(
-                torch.isfinite(torch.as_tensor(e)).all() for e in (result.image_embeds, result.text_embeds)
-            )
-        if self._any_process(embeddings_bad):
+            try:
+                result = self.evaluate("validation")
+            except ValueError as error:  # evaluate_corpus refuses a non-finite embedding
+                if "non-finite" not in str(error):
+                    raise
+                problem = str(error)
+            if not problem and not torch.isfinite(torch.as_tensor(result.text_embeds)).all():
+                problem = "non-finite caption embeddings"
+        if self._any_process(bool(problem)):
             raise TrainingDiverged(
-                f"Validation at step {self.state.global_step} gave non-finite embeddings; nothing of this step was "
-                f"saved, and {self._last_good(before=self.state.global_step)} Lower learning_rate, set max_grad_norm, "
-                "or turn mixed_precision off."
+                f"Validation at step {self.state.global_step} failed ({problem or 'on the main process'}): the model's "
+                f"outputs are no longer finite, so nothing of this step was saved; "
+                f"{self._last_good(before=self.state.global_step)} Lower learning_rate, set max_grad_norm, or turn "
+                "mixed_precision off."
             )
         if self.is_main:
             metrics = result.metrics
