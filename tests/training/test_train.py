@@ -303,6 +303,49 @@ def test_two_processes_with_torchrun(tiny_recipe_args, tmp_path):
     assert json.loads((tmp_path / "ddp" / "test_metrics.json").read_text())["test"]["mr"] >= 0
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="torchrun with gloo")
+def test_two_processes_train_exactly_like_one_with_the_doubled_batch(tiny_recipe_args, tmp_path):
+    """End to end through the script: 2 gloo processes × batch 4 against 1 process × batch 8, 4 steps at lr 1e-2.
+
+    What makes them equal: the same global batches (the sampler shards one order), features gathered
+    with their gradients, dropout off (its masks are drawn per process) and a frozen image tower
+    (BatchNorm normalises each process's batch on its own when it trains).
+    """
+    same = (
+        "config_overrides.text_config.hidden_dropout_prob=0",
+        "config_overrides.text_config.attention_probs_dropout_prob=0",
+        "freeze_vision_stages=all",
+        "max_steps=4",
+        "learning_rate=1e-2",
+    )
+    assert run(tiny_recipe_args("one", *same, "per_device_batch_size=8")) == 0
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    result = subprocess.run(
+        [*command, str(SCRIPT), *tiny_recipe_args("two", *same, "per_device_batch_size=4")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    # Compared as functions: Adam turns rounding noise into full steps where the true gradient is zero
+    # (attention key biases: softmax ignores a constant added to a query's scores), which no output sees.
+    torch.manual_seed(0)
+    images = [torch.rand(3, 64, 64) for _ in range(4)]
+    captions = ["two planes parked beside the runway", "a river", "many cars in a parking lot", "ships in the port"]
+    outputs = []
+    for name in ("one", "two"):
+        model = AutoModel.from_pretrained(tmp_path / name / "best").eval()
+        assert json.loads((tmp_path / name / "best" / "metrics.json").read_text())["step"] == 4
+        with torch.no_grad():
+            batch = AutoProcessor.from_pretrained(tmp_path / name / "best")(images=images, text=captions)
+            outputs.append(model(**batch, output_scale_logits=True))
+    for name in ("image_embeds", "text_embeds", "scale_logits"):
+        torch.testing.assert_close(getattr(outputs[1], name), getattr(outputs[0], name), atol=1e-5, rtol=0, msg=name)
+
+
 def test_accumulation_clipping_checkpointing_and_bf16_train(tiny_recipe_args, tmp_path):
     """The optimisation options run together; steps count optimizer updates, not micro-batches."""
     options = ("gradient_accumulation_steps=2", "max_grad_norm=1.0", "gradient_checkpointing=true")
