@@ -2,6 +2,7 @@
 
 import inspect
 import math
+import os
 
 import pytest
 import torch
@@ -156,6 +157,17 @@ def test_save_load_is_bit_identical(tiny_model, tiny_config, tmp_path):
         b = loaded.eval()(**inputs, output_scale_logits=True)
     for name in ("image_embeds", "text_embeds", "scale_logits"):
         assert torch.equal(getattr(a, name), getattr(b, name)), name
+
+
+def test_saved_weights_get_the_umask_mode_not_safetensors_private_one(tiny_model, tmp_path):
+    """safetensors 0.8 creates its files 0600; a saved model is as readable as the rest of its folder."""
+    old = os.umask(0o022)
+    try:
+        tiny_model.save_pretrained(tmp_path)
+    finally:
+        os.umask(old)
+    assert oct((tmp_path / "model.safetensors").stat().st_mode & 0o777) == "0o644"
+    assert oct((tmp_path / "config.json").stat().st_mode & 0o777) == "0o644"
 
 
 def test_save_load_keeps_layerscale_gamma(tmp_path):

@@ -129,6 +129,29 @@ def test_vision_weights_file_and_text_folder(tmp_path, text_folder, suffix):
     assert model(**batch, return_loss=True).loss.isfinite()
 
 
+class _RunsCode:
+    def __reduce__(self) -> tuple:
+        return (print, ("this ran",))
+
+
+def test_a_text_folder_with_a_pickled_bin_is_refused_in_one_line(tmp_path, tiny_vocab_dir, capsys):
+    reference = timm.create_model("test_resnet")
+    save_file(reference.state_dict(), tmp_path / "resnet.safetensors")
+    text = tmp_path / "text"
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(**TINY_BERT))
+    bert.config.save_pretrained(text)
+    BertTokenizer.from_pretrained(tiny_vocab_dir).save_pretrained(text)
+    torch.save({**bert.state_dict(), "extra": _RunsCode()}, text / "pytorch_model.bin")
+    with pytest.raises(ValueError) as error:
+        MSAModel.from_backbones(
+            str(tmp_path / "resnet.safetensors"), str(text), vision_backbone="test_resnet", mscmat_num_heads=4
+        )
+    message = str(error.value)
+    assert "pytorch_model.bin" in message and "refusing to unpickle" in message and "\n" not in message
+    assert "weights_only" not in message and "this ran" not in capsys.readouterr().out
+
+
 def test_timm_hub_style_folder(tmp_path, text_folder):
     torch.manual_seed(2)
     reference = timm.create_model("test_resnet")

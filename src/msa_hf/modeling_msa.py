@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import timm
@@ -578,6 +580,20 @@ class MSAPreTrainedModel(PreTrainedModel):
                 cls.__name__, pretrained_model_name_or_path, info, allow_missing_heads, ignore_mismatched, want_info
             )
         return (model, info) if want_info else model
+
+    def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> Any:
+        """``save_pretrained``, with weight files as readable as any other file the user writes.
+
+        safetensors 0.8 creates its files ``0600`` (private), unlike every other file of the
+        folder; they get the mode the umask gives (usually ``0644``), so a shared model stays
+        loadable by colleagues.
+        """
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        umask = os.umask(0)
+        os.umask(umask)
+        for path in Path(save_directory).glob("*.safetensors"):
+            os.chmod(path, 0o666 & ~umask)
+        return result
 
 
 class MSAModel(MSAPreTrainedModel):

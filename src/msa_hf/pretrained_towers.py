@@ -218,14 +218,33 @@ def _count_by_prefix(keys: Any) -> str:
     return ", ".join(f"{prefix}.* ({count})" for prefix, count in sorted(counts.items()))
 
 
+def _unpickling_refused(error: BaseException | None) -> bool:
+    """Whether ``error`` is, or was raised while handling, torch's refusal to unpickle more than tensors."""
+    while error is not None:
+        if isinstance(error, pickle.UnpicklingError):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def load_tower(model_class: type, location: str, what: str) -> nn.Module:
     """Load one transformers tower, refusing missing tensors and reporting once what was used and left.
 
     A CLIP folder holds both towers, so loading one of them leaves the other's tensors unused;
     that is expected and said in one line instead of transformers' per-tensor table.
     """
-    with quiet_transformers_loading():
-        model, info = model_class.from_pretrained(location, output_loading_info=True)
+    try:
+        with quiet_transformers_loading():
+            model, info = model_class.from_pretrained(location, output_loading_info=True)
+    except (pickle.UnpicklingError, OSError) as error:  # torch's weights_only refusal (4.57 wraps it in OSError)
+        if not _unpickling_refused(error):
+            raise
+        pickled = sorted(path.name for path in Path(location).glob("*.bin")) or ["its weights file"]
+        raise ValueError(
+            f"{what} {location}: {', '.join(pickled)} is a pickle holding more than tensors; refusing to unpickle "
+            "code (loading it would run that code). Re-save the tower from a trusted copy with save_pretrained, "
+            "which writes model.safetensors."
+        ) from None
     missing = sorted(info["missing_keys"])
     if missing:
         raise ValueError(

@@ -2,24 +2,35 @@
 
 A checkpoint is ``checkpoints/step-000123/``: everything ``accelerator.save_state`` writes (model,
 optimizer, scheduler, gradient scaler, every process's RNG states) plus ``trainer_state.json``
-(epoch, position in the epoch, best score, history). All processes write into one staging
-folder that replaces the final name in a single rename, so a killed save never leaves a
-checkpoint that looks complete.
+(epoch, position in the epoch, best score, history, and the run's identity: what must match for
+a resume to be exact). All processes write into one staging folder; the main process then
+writes ``checkpoint_complete.json`` (every file's size and SHA-256) and renames the folder into
+place, so a killed save never leaves a checkpoint that looks complete, and a file damaged or
+removed later is found before resuming (:func:`checkpoint_problem`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import logging
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 
-from msa_hf.io_utils import atomic_directory
+from msa_hf.cli_utils import UsageError
+from msa_hf.io_utils import atomic_directory, atomic_write_json
 
+logger = logging.getLogger(__name__)
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)$")
 TRAINER_STATE_NAME = "trainer_state.json"
+COMPLETE_NAME = "checkpoint_complete.json"
+
+
+class CheckpointError(UsageError):
+    """A checkpoint is damaged, incomplete, or from a run that differs from the recipe (exit 2)."""
 
 
 @dataclasses.dataclass
@@ -34,6 +45,7 @@ class TrainerState:
     best_epoch: float | None = None
     evaluations: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     losses: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    identity: dict[str, Any] = dataclasses.field(default_factory=dict)  # what a resume must match
 
     def save(self, folder: Path) -> None:
         (folder / TRAINER_STATE_NAME).write_text(json.dumps(dataclasses.asdict(self), indent=1) + "\n")
@@ -43,7 +55,51 @@ class TrainerState:
         path = folder / TRAINER_STATE_NAME
         if not path.is_file():
             raise FileNotFoundError(f"{folder} is not a training checkpoint: it has no {TRAINER_STATE_NAME}.")
-        return cls(**json.loads(path.read_text()))
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (ValueError, TypeError) as error:
+            raise CheckpointError(f"{path} is damaged ({error}); resume from an earlier checkpoint.") from None
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
+def write_completion_marker(folder: Path) -> None:
+    """Record every file of a finished save (size and SHA-256) in ``COMPLETE_NAME``, written last."""
+    files = {
+        path.relative_to(folder).as_posix(): {"size": path.stat().st_size, "sha256": _sha256(path)}
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+    atomic_write_json(folder / COMPLETE_NAME, {"files": files})
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why ``folder`` is not a whole checkpoint (a file missing, truncated or changed), or None.
+
+    A checkpoint written before completion markers existed has none; it is accepted with a
+    warning, as its files cannot be checked.
+    """
+    try:
+        listed = json.loads((folder / COMPLETE_NAME).read_text())["files"]
+    except FileNotFoundError:
+        if (folder / TRAINER_STATE_NAME).is_file():
+            logger.warning("%s has no %s (an older save); its files cannot be verified.", folder, COMPLETE_NAME)
+            return None
+        return f"it has no {COMPLETE_NAME} or {TRAINER_STATE_NAME}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"its {COMPLETE_NAME} is unreadable"
+    for name, entry in listed.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != entry["size"]:
+            return f"{name} has {path.stat().st_size} bytes, {entry['size']} were written"
+        if _sha256(path) != entry["sha256"]:
+            return f"{name} differs from what was written (SHA-256)"
+    return None
 
 
 def checkpoint_name(step: int) -> str:
@@ -59,23 +115,45 @@ def list_checkpoints(folder: Path) -> list[Path]:
 
 
 def resolve_checkpoint(requested: str, checkpoints_dir: Path) -> Path:
-    """``latest`` or a path, checked to be a finished checkpoint."""
+    """``latest`` (the newest whole checkpoint: damaged newer ones are skipped, with a warning) or a path, checked."""
     if requested == "latest":
         found = list_checkpoints(checkpoints_dir)
-        if not found:
-            raise FileNotFoundError(
-                f"resume_from_checkpoint=latest, but {checkpoints_dir} holds no checkpoint (a run stopped before its "
-                "first save leaves none); start afresh without resume_from_checkpoint, with "
-                "overwrite_output_dir=true to replace what the stopped run left."
+        for candidate in reversed(found):
+            problem = checkpoint_problem(candidate)
+            if problem is None:
+                return candidate
+            logger.warning("Skipping checkpoint %s: %s.", candidate, problem)
+        if found:
+            raise CheckpointError(
+                f"resume_from_checkpoint=latest, but every checkpoint in {checkpoints_dir} is damaged (see the "
+                "warnings above); start over with overwrite_output_dir=true."
             )
-        return found[-1]
+        raise FileNotFoundError(
+            f"resume_from_checkpoint=latest, but {checkpoints_dir} holds no checkpoint (the run stopped before its "
+            "first save); start over with overwrite_output_dir=true and without resume_from_checkpoint."
+        )
     path = Path(requested).expanduser()
-    if not (path / TRAINER_STATE_NAME).is_file():
+    if not (path / TRAINER_STATE_NAME).is_file() and not (path / COMPLETE_NAME).is_file():
         raise FileNotFoundError(
             f"resume_from_checkpoint={requested!r} is not a checkpoint folder (no {TRAINER_STATE_NAME}); "
             f"use 'latest' or one of {[p.name for p in list_checkpoints(checkpoints_dir)]}."
         )
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise CheckpointError(f"Checkpoint {path} is damaged: {problem}. Resume from an earlier one or use 'latest'.")
     return path
+
+
+def identity_changes(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """``key: saved -> current`` for each key (dotted inside mappings) whose value differs."""
+    changes = []
+    for key in sorted(set(saved) | set(current)):
+        before, after = saved.get(key), current.get(key)
+        if isinstance(before, dict) and isinstance(after, dict):
+            changes.extend(identity_changes(before, after, f"{prefix}{key}."))
+        elif before != after:
+            changes.append(f"{prefix}{key}: {before!r} -> {after!r}")
+    return changes
 
 
 def save_checkpoint(accelerator: Any, checkpoints_dir: Path, state: TrainerState, keep_last: int) -> Path:
@@ -89,6 +167,7 @@ def save_checkpoint(accelerator: Any, checkpoints_dir: Path, state: TrainerState
             accelerator.save_state(str(staging))
             state.save(staging)
             accelerator.wait_for_everyone()
+            write_completion_marker(staging)
         for old in list_checkpoints(checkpoints_dir)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
     else:
@@ -101,10 +180,15 @@ def save_checkpoint(accelerator: Any, checkpoints_dir: Path, state: TrainerState
 
 
 __all__ = [
+    "COMPLETE_NAME",
     "TRAINER_STATE_NAME",
+    "CheckpointError",
     "TrainerState",
     "checkpoint_name",
+    "checkpoint_problem",
+    "identity_changes",
     "list_checkpoints",
     "resolve_checkpoint",
     "save_checkpoint",
+    "write_completion_marker",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,6 +73,40 @@ def load_training_corpus(recipe: Recipe, cache_dir: Path, progress: bool) -> tup
         raise CorpusValidationError(
             error.report, drop="corpus_kwargs.on_bad=drop", allow_outside_root="corpus_kwargs.allow_outside_root=true"
         ) from None
+
+
+def _content_digest(image: dict[str, Any]) -> str:
+    """An image's inline bytes, or its file's size and first and last 64 KiB: cheap, and blind to where it lies."""
+    if image.get("bytes") is not None:
+        return hashlib.sha256(image["bytes"]).hexdigest()
+    digest = hashlib.sha256()
+    with open(image["path"], "rb") as stream:
+        size = os.fstat(stream.fileno()).st_size
+        digest.update(str(size).encode() + stream.read(1 << 16))
+        if size > 1 << 17:
+            stream.seek(-(1 << 16), os.SEEK_END)
+        digest.update(stream.read(1 << 16))
+    return digest.hexdigest()
+
+
+def corpus_fingerprint(corpus: Any) -> str:
+    """SHA-256 over every split's captions and image contents: what a resume checks to be unchanged.
+
+    Paths are left out, so a corpus moved or regenerated elsewhere (``cache_dir``) keeps its fingerprint.
+    """
+    import datasets
+
+    digest = hashlib.sha256()
+    for name in sorted(corpus):
+        split = corpus[name]
+        images = split.cast_column("image", datasets.Image(decode=False))["image"]
+        record = {
+            "split": name,
+            "images": [_content_digest(image) for image in images],
+            "captions": [list(c) for c in split["captions"]],
+        }
+        digest.update(json.dumps(record, sort_keys=True).encode())
+    return digest.hexdigest()
 
 
 def normalise_caption(text: str) -> str:
@@ -223,6 +258,7 @@ __all__ = [
     "TrainingPairs",
     "apply_variant",
     "check_corpus",
+    "corpus_fingerprint",
     "default_cache_dir",
     "image_batches",
     "load_training_corpus",

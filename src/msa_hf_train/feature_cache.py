@@ -16,16 +16,16 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+from msa_hf.io_utils import atomic_save_safetensors
 from msa_hf.retrieval.encoding import model_fingerprint
 
 from .data import apply_variant, image_batches
@@ -196,15 +196,7 @@ def load_or_compute_scale_features(
     tensors = {f"scale_{k}": t.contiguous() for k, t in enumerate(features.scales)}
     if features.stage_map is not None:
         tensors[STAGE_MAP] = features.stage_map.contiguous()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file(tensors, staging, metadata={"key": key})
-        os.replace(staging, path)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
+    atomic_save_safetensors(path, tensors, metadata={"key": key})  # the umask's mode, not mkstemp's 0600
     logger.info("Image-tower features of %d images × %d variants cached in %s", len(split), len(variants), path)
     return features
 

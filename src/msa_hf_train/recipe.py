@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -72,6 +73,7 @@ class Recipe:
     eval_batch_size: int = 64
     num_workers: int = 2
     resume_from_checkpoint: str | None = None
+    resume_allow_changes: bool = False
     overwrite_output_dir: bool = False
     report_to: str | list[str] = "tensorboard"
     log_every: int = 10
@@ -108,10 +110,15 @@ def _accepts(annotation: Any, value: Any) -> bool:
 
 
 def _coerce(annotation: Any, value: Any) -> Any:
-    """YAML 1.1 reads ``2e-4`` (no dot) as a string; where a float is expected, read it as one."""
+    """YAML 1.1 reads ``2e-4`` (no dot) as a string and ``no`` as ``false``; read them as the key expects.
+
+    ``mixed_precision=no`` is Accelerate's own spelling, so a ``false`` where ``'no'`` is a choice means ``'no'``.
+    """
     options = (
         typing.get_args(annotation) if typing.get_origin(annotation) in (Union, types.UnionType) else (annotation,)
     )
+    if value is False and typing.get_origin(annotation) is Literal and "no" in typing.get_args(annotation):
+        return "no"
     if float in options and isinstance(value, str):
         try:
             return float(value)
@@ -137,6 +144,45 @@ def _unknown_key(key: str, where: str) -> RecipeError:
     close = difflib.get_close_matches(key, KEYS, n=3, cutoff=0.6)
     hint = f" Did you mean {', '.join(close)}?" if close else f" Known keys: {', '.join(KEYS)}."
     return RecipeError(f"Unknown recipe key {key!r} in {where}.{hint}")
+
+
+def merge_config_overrides(
+    base: dict[str, Any], overrides: dict[str, Any], where: str = "config_overrides"
+) -> dict[str, Any]:
+    """``base`` (a config as a dict) with ``overrides`` merged in, nested dicts key by key; unknown keys refused.
+
+    A typo such as ``same_text_positve`` would otherwise be stored beside the real key and change
+    nothing. A nested mapping (``text_config: {hidden_dropout_prob: 0}``) changes only the keys it
+    names; one with another ``model_type`` replaces the sub-config.
+
+    Example:
+
+    ```python
+    >>> merge_config_overrides({"a": 1, "sub": {"model_type": "bert", "p": 0.1}}, {"sub": {"p": 0.0}})
+    {'a': 1, 'sub': {'model_type': 'bert', 'p': 0.0}}
+    >>> merge_config_overrides({"same_text_positives": False}, {"same_text_positve": True})
+    Traceback (most recent call last):
+    ...
+    msa_hf_train.recipe.RecipeError: Unknown config_overrides key 'same_text_positve'. Did you mean same_text_positives?
+    ```
+    """
+    merged = dict(base)
+    for key, value in overrides.items():
+        if key not in base:
+            close = difflib.get_close_matches(str(key), [str(k) for k in base], n=3, cutoff=0.6)
+            hint = (
+                f" Did you mean {', '.join(close)}?" if close else f" Known keys: {', '.join(sorted(map(str, base)))}."
+            )
+            raise RecipeError(f"Unknown {where} key {key!r}.{hint}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RecipeError(f"{where}.{key} must be a finite number, got {value!r}.")
+        current = base[key]
+        nested = isinstance(value, dict) and isinstance(current, dict)
+        if nested and value.get("model_type", current.get("model_type")) == current.get("model_type"):
+            merged[key] = merge_config_overrides(current, value, f"{where}.{key}")
+        else:
+            merged[key] = value
+    return merged
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -214,22 +260,70 @@ def build_recipe(
     return recipe
 
 
+# The valid range of every numeric key (docs/training.md lists the same): (low, low inclusive, high, high inclusive).
+RANGES: dict[str, tuple[float, bool, float, bool]] = {
+    "seed": (0, True, 2**32 - 1, True),
+    "num_epochs": (1, True, math.inf, False),
+    "max_steps": (0, True, math.inf, False),
+    "per_device_batch_size": (1, True, math.inf, False),
+    "gradient_accumulation_steps": (1, True, math.inf, False),
+    "learning_rate": (0, False, math.inf, False),
+    "vision_lr": (0, True, math.inf, False),
+    "text_lr": (0, True, math.inf, False),
+    "weight_decay": (0, True, math.inf, False),
+    "adam_beta1": (0, True, 1, False),
+    "adam_beta2": (0, True, 1, False),
+    "adam_epsilon": (0, False, math.inf, False),
+    "warmup_steps": (0, True, math.inf, False),
+    "max_grad_norm": (0, False, math.inf, False),
+    "keep_last": (1, True, math.inf, False),
+    "eval_batch_size": (1, True, math.inf, False),
+    "num_workers": (0, True, math.inf, False),
+    "log_every": (1, True, math.inf, False),
+    "eval_every": (1, True, math.inf, False),
+    "save_every": (1, True, math.inf, False),
+    "freeze_vision_stages": (0, True, math.inf, False),
+    "freeze_text_layers": (0, True, math.inf, False),
+}
+
+
+def describe_range(key: str) -> str:
+    """``RANGES[key]`` as an interval, e.g. ``(0, inf)`` or ``[0, 1)``."""
+    low, low_in, high, high_in = RANGES[key]
+
+    def number(x: float) -> str:
+        return str(int(x)) if math.isfinite(x) and float(x).is_integer() else f"{x:g}"
+
+    return f"{'[' if low_in else '('}{number(low)}, {number(high)}{']' if high_in else ')'}"
+
+
+def _in_range(key: str, value: float) -> bool:
+    low, low_in, high, high_in = RANGES[key]
+    above = value >= low if low_in else value > low
+    below = value <= high if high_in else value < high
+    return math.isfinite(value) and above and below
+
+
+def _numeric_choices(key: str) -> str:
+    """``a finite number in [0, 1)``, plus the key's other choices (``'epoch'``, ``null``)."""
+    options = typing.get_args(_HINTS[key]) or (_HINTS[key],)
+    others = [
+        repr(word) for option in options if typing.get_origin(option) is Literal for word in typing.get_args(option)
+    ]
+    if type(None) in options:
+        others.append("null")
+    kind = "a whole number" if int in options else "a finite number"
+    return " or ".join([f"{kind} in {describe_range(key)}", *others])
+
+
 def _check_values(recipe: Recipe) -> None:
-    positive = ("num_epochs", "per_device_batch_size", "gradient_accumulation_steps", "keep_last", "eval_batch_size")
-    for key in positive:
-        if getattr(recipe, key) < 1:
-            raise RecipeError(f"Recipe key {key!r} must be >= 1, got {getattr(recipe, key)}.")
-    for key in ("max_steps", "warmup_steps", "num_workers"):
-        if getattr(recipe, key) < 0:
-            raise RecipeError(f"Recipe key {key!r} must be >= 0, got {getattr(recipe, key)}.")
-    for key in ("eval_every", "save_every", "log_every"):
+    """Every number finite and in its range: a negative ``max_grad_norm`` or weight decay would train backwards."""
+    for key in RANGES:
         value = getattr(recipe, key)
-        if value != "epoch" and value < 1:
-            raise RecipeError(f"Recipe key {key!r} must be 'epoch' or a number of steps >= 1, got {value!r}.")
-    for key in ("learning_rate", "vision_lr", "text_lr"):
-        value = getattr(recipe, key)
-        if value is not None and value < 0:
-            raise RecipeError(f"Recipe key {key!r} must be >= 0, got {value}.")
+        if value is None or isinstance(value, str):  # null, 'epoch' or 'all': checked by type above
+            continue
+        if not _in_range(key, value):
+            raise RecipeError(f"Recipe key {key!r} must be {_numeric_choices(key)}, got {value!r}.")
     if recipe.mixed_precision == "fp16":
         import torch
 
@@ -249,4 +343,14 @@ def _check_values(recipe: Recipe) -> None:
         )
 
 
-__all__ = ["KEYS", "Recipe", "RecipeError", "build_recipe", "load_recipe", "parse_override"]
+__all__ = [
+    "KEYS",
+    "RANGES",
+    "Recipe",
+    "RecipeError",
+    "build_recipe",
+    "describe_range",
+    "load_recipe",
+    "merge_config_overrides",
+    "parse_override",
+]

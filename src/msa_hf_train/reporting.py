@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from msa_hf.io_utils import atomic_write_text
 
 LOSS_TERMS = ("loss", "loss_triplet", "loss_mscma", "loss_csmmc", "loss_contrastive")
 RECALLS = ("i2t_r1", "t2i_r1", "mr")
 
 
-def write_json(path: Path, payload: Any) -> None:
-    """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
-    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w") as stream:
-        json.dump(payload, stream, indent=2)
-        stream.write("\n")
-    os.replace(staging, path)
+def rewrite_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
+    """Replace ``path`` with ``records``, one per line (a resume drops the lines written after its checkpoint)."""
+    atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in records))
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -75,4 +72,4 @@ def format_duration(seconds: float) -> str:
     return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
 
 
-__all__ = ["LOSS_TERMS", "append_jsonl", "format_duration", "plot_training", "write_json"]
+__all__ = ["LOSS_TERMS", "append_jsonl", "format_duration", "plot_training", "rewrite_jsonl"]

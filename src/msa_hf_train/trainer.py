@@ -10,20 +10,26 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import json
 import logging
 import math
+import pickle
 import shutil
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
+from transformers import BertTokenizer
 
 from msa_hf import PRESETS, MSAConfig, MSAModel, MSAProcessor, param_groups
 from msa_hf.hub import resolve_model_source
-from msa_hf.io_utils import atomic_directory
+from msa_hf.io_utils import atomic_directory, atomic_write_json
 from msa_hf.model_card import Evaluation, base_model_ids, build_model_card, tower_hub_id, write_card
 from msa_hf.pretrained_towers import INSTALL_HINT, load_tokenizer, offline_preset_available
 from msa_hf.retrieval import (
@@ -33,19 +39,28 @@ from msa_hf.retrieval import (
 )
 from msa_hf.retrieval.distributed import processes_use_cpu
 
-from .checkpointing import TrainerState, list_checkpoints, resolve_checkpoint, save_checkpoint
+from .checkpointing import (
+    CheckpointError,
+    TrainerState,
+    checkpoint_name,
+    identity_changes,
+    list_checkpoints,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from .data import (
     AUGMENTATIONS,
     EpochBatchSampler,
     TrainingCollator,
     TrainingPairs,
     check_corpus,
+    corpus_fingerprint,
     default_cache_dir,
     load_training_corpus,
 )
 from .feature_cache import load_or_compute_scale_features
-from .recipe import Recipe, RecipeError
-from .reporting import LOSS_TERMS, append_jsonl, format_duration, plot_training, write_json
+from .recipe import Recipe, RecipeError, merge_config_overrides
+from .reporting import LOSS_TERMS, append_jsonl, format_duration, plot_training, rewrite_jsonl
 
 logger = logging.getLogger("msa_hf_train")
 HUB_FALLBACK_PRESET = "msa-resnet50-bert-base"
@@ -53,6 +68,28 @@ FINISHED_MARKER = "test_metrics.json"
 # What a run writes into output_dir (and overwrite_output_dir=true removes).
 RUN_OUTPUTS = ("best", "checkpoints", "plots", "logs", "metrics.jsonl", FINISHED_MARKER)
 SELECTION_METRIC = "mr"
+# Recipe keys that change where and how a run reports, not what it trains: a resume may change them.
+NOT_COMPARED = frozenset(
+    {
+        "output_dir",
+        "cache_dir",
+        "resume_from_checkpoint",
+        "resume_allow_changes",
+        "overwrite_output_dir",
+        "report_to",
+        "log_every",
+        "progress",
+        "push_to_hub",
+        "hub_repo_id",
+        "num_workers",
+        "keep_last",
+        "eval_batch_size",
+        "eval_every",
+        "save_every",
+    }
+)
+# Random-tower presets whose small vocabulary ships here: 5 specials, 2 marks, a-z and ##a-z, 69 rs-synth words.
+PRESET_TOKENIZERS = {"msa-tiny": Path(__file__).resolve().parent / "tokenizers" / "msa-tiny"}
 
 
 class TrainingDiverged(RuntimeError):
@@ -91,11 +128,13 @@ def check_recipe(recipe: Recipe) -> None:
         close = difflib.get_close_matches(recipe.model, known, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}?" if close else f"presets: {known}."
         raise RecipeError(f"model {recipe.model!r} is neither a saved model folder, a preset nor a Hub id; {hint}")
-    if recipe.model in PRESETS and not PRESETS[recipe.model].pretrained and recipe.tokenizer is None:
+    random_towers = recipe.model in PRESETS and not PRESETS[recipe.model].pretrained
+    if random_towers and recipe.tokenizer is None and recipe.model not in PRESET_TOKENIZERS:
         raise RecipeError(
             f"model {recipe.model!r} is a randomly initialised architecture; it needs `tokenizer` (a tokenizer "
             "folder or Hub id whose vocabulary fits its text tower)."
         )
+    check_config_overrides(recipe)
     reporters = [recipe.report_to] if isinstance(recipe.report_to, str) else list(recipe.report_to)
     from accelerate.utils import is_tensorboard_available, is_wandb_available
 
@@ -153,12 +192,41 @@ class BuiltModel:
     text_tower: str
 
 
+def _split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Top-level ``config_overrides`` (passed as keyword arguments) and nested ones (merged key by key)."""
+    nested = {key: value for key, value in overrides.items() if isinstance(value, dict)}
+    return {key: value for key, value in overrides.items() if key not in nested}, nested
+
+
+def _with_nested(config: MSAConfig, nested: dict[str, Any]) -> MSAConfig:
+    """``config`` with nested overrides such as ``text_config: {hidden_dropout_prob: 0}`` merged in."""
+    return MSAConfig.from_dict(merge_config_overrides(config.to_dict(), nested)) if nested else config
+
+
+def check_config_overrides(recipe: Recipe) -> None:
+    """Refuse unknown ``config_overrides`` keys (nested ones too) before any heavy work, where the config is local."""
+    if not recipe.config_overrides:
+        return
+    if recipe.model in PRESETS and not Path(recipe.model).expanduser().is_dir():
+        base = MSAConfig.from_preset(recipe.model)
+    elif (Path(recipe.model).expanduser() / "config.json").is_file():
+        base = MSAConfig.from_pretrained(Path(recipe.model).expanduser())
+    else:  # a Hub id: checked by build_model once downloaded
+        return
+    merge_config_overrides(base.to_dict(), recipe.config_overrides)
+
+
 def build_model(recipe: Recipe) -> BuiltModel:
     """The model and processor a recipe names: a saved folder, a pretrained-tower preset or an architecture."""
-    overrides = dict(recipe.config_overrides)
+    top, nested = _split_overrides(recipe.config_overrides)
     if Path(recipe.model).expanduser().is_dir() or recipe.model not in PRESETS:
         folder = resolve_model_source(recipe.model, recipe.revision)  # a saved folder, or a Hub snapshot
-        model = MSAModel.from_pretrained(folder, **overrides)
+        if recipe.config_overrides:
+            config = MSAConfig.from_pretrained(folder)
+            config = MSAConfig.from_dict(merge_config_overrides(config.to_dict(), recipe.config_overrides))
+            model = MSAModel.from_pretrained(folder, config=config)
+        else:
+            model = MSAModel.from_pretrained(folder)
         processor = MSAProcessor.from_pretrained(folder)
         return BuiltModel(model, processor, model.config.vision_backbone, model.config.text_config.model_type)
     if PRESETS[recipe.model].pretrained:
@@ -172,11 +240,25 @@ def build_model(recipe: Recipe) -> BuiltModel:
                 HUB_FALLBACK_PRESET,
             )
             preset = HUB_FALLBACK_PRESET
-        model, processor = MSAModel.from_preset(preset, **overrides)
+        model, processor = MSAModel.from_preset(preset, **top)
+        if nested:  # settings the towers were built with (dropout): rebuild them so, then copy the weights
+            rebuilt = MSAModel(_with_nested(model.config, nested))
+            try:
+                rebuilt.load_state_dict(model.state_dict())
+            except RuntimeError:
+                raise RecipeError(
+                    f"config_overrides {nested} change the shape of {preset}'s pretrained towers; only settings "
+                    "such as dropout can be overridden there."
+                ) from None
+            model = rebuilt.eval()
         return BuiltModel(model, processor, PRESETS[preset].vision, PRESETS[preset].text)
-    config = MSAConfig.from_preset(recipe.model, **overrides)
+    config = _with_nested(MSAConfig.from_preset(recipe.model, **top), nested)
     model = MSAModel(config)
-    processor = MSAProcessor.from_config(config, load_tokenizer(recipe.tokenizer))
+    if recipe.tokenizer is not None:
+        tokenizer = load_tokenizer(recipe.tokenizer)
+    else:  # the WordPiece vocabulary shipped for the preset
+        tokenizer = BertTokenizer.from_pretrained(PRESET_TOKENIZERS[recipe.model])
+    processor = MSAProcessor.from_config(config, tokenizer)
     return BuiltModel(model, processor, f"{config.vision_backbone} (random)", f"{recipe.model} text tower (random)")
 
 
@@ -233,6 +315,44 @@ class _SignalFlag:
             signal.signal(sig, handler)
 
 
+def _portable(config: dict[str, Any]) -> dict[str, Any]:
+    """A config dict without where it was loaded from or which transformers wrote it (nested configs too)."""
+    return {
+        key: _portable(value) if isinstance(value, dict) else value
+        for key, value in config.items()
+        if key not in ("_name_or_path", "transformers_version")
+    }
+
+
+def _finite_batch(batch: dict[str, Any]) -> bool:
+    """Whether every floating-point input of a batch is finite (else the data, not the weights, made a loss NaN)."""
+    tensors = [t for value in batch.values() for t in (value if isinstance(value, list) else [value])]
+    return all(torch.isfinite(t).all() for t in tensors if isinstance(t, torch.Tensor) and t.is_floating_point())
+
+
+@contextlib.contextmanager
+def _disk_errors(target: Path, kept: str) -> Iterator[None]:
+    """Turn a failed write (a full disk: OSError, or safetensors' own error) into one line saying what is safe."""
+    try:
+        yield
+    except (OSError, SafetensorError) as error:
+        if isinstance(error, (FileExistsError, IsADirectoryError, NotADirectoryError)):
+            raise  # a path in the way: bad input, with its own message
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise OSError(
+            f"Could not write {target} ({reason}). Nothing was lost: the unfinished copy was removed and {kept} "
+            "are whole. Free space, then resume with resume_from_checkpoint=latest."
+        ) from None
+
+
+def _short_reason(error: BaseException) -> str:
+    """One line about ``error``; torch's refusal to unpickle is said plainly, without its advice to run the pickle."""
+    if isinstance(error, pickle.UnpicklingError) or "Weights only load failed" in str(error):
+        return "it is a pickle holding more than tensors, which is not loaded since that could run code"
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0][:300]}" if text else type(error).__name__
+
+
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {
         key: [t.to(device) for t in value] if isinstance(value, list) else value.to(device)
@@ -260,7 +380,14 @@ class Trainer:
         self.recipe = recipe
         self.command = command
         self.output_dir = prepare_output_dir(recipe)
+        self.creates_output_dir = not self.output_dir.exists()
         self.started = time.monotonic()
+
+    def remove_empty_output_dir(self) -> None:
+        """After a refusal or failure in setup, remove the ``output_dir`` this run created if it is still empty."""
+        written = self.output_dir.is_dir() and any(p.is_file() or p.is_symlink() for p in self.output_dir.rglob("*"))
+        if self.creates_output_dir and self.output_dir.is_dir() and not written:
+            shutil.rmtree(self.output_dir)
 
     # --- setup
     def setup(self) -> None:
@@ -366,16 +493,72 @@ class Trainer:
             num_warmup_steps=recipe.warmup_steps * accelerator.num_processes,
             num_training_steps=self.total_steps * accelerator.num_processes,
         )
+        identity = self.run_identity()
         self.model, self.optimizer, self.scheduler = accelerator.prepare(self.model, optimizer, scheduler)
-        self.state = TrainerState()
+        self.state = TrainerState(identity=identity)
         if recipe.resume_from_checkpoint is not None:
-            checkpoint = resolve_checkpoint(recipe.resume_from_checkpoint, self.output_dir / "checkpoints")
-            accelerator.load_state(str(checkpoint))
-            self.state = TrainerState.load(checkpoint)
-            logger.info("Resumed from %s (epoch %d, step %d)", checkpoint, self.state.epoch, self.state.global_step)
+            self.resume(resolve_checkpoint(recipe.resume_from_checkpoint, self.output_dir / "checkpoints"))
         if reporters:
             accelerator.init_trackers("msa_hf", config=_flat_config(recipe))
         self._log_setup()
+
+    def run_identity(self) -> dict[str, Any]:
+        """What a checkpoint records and a resume must match: every recipe key that shapes the trained
+        weights, the number of processes, the corpus fingerprint and the model's resolved config."""
+        recipe = {key: value for key, value in dataclasses.asdict(self.recipe).items() if key not in NOT_COMPARED}
+        identity = {
+            **recipe,
+            "num_processes": self.accelerator.num_processes,
+            "corpus_fingerprint": corpus_fingerprint(self.corpus),
+            "config": _portable(self.model.config.to_dict()),
+        }
+        return json.loads(json.dumps(identity, default=str))  # as the checkpoint will read back (tuples as lists)
+
+    def resume(self, checkpoint: Path) -> None:
+        """Load ``checkpoint`` after checking it comes from this recipe; every failure is one line naming the file."""
+        saved = TrainerState.load(checkpoint)
+        changes = identity_changes(saved.identity, self.state.identity) if saved.identity else []
+        if not saved.identity:
+            logger.warning("%s records no recipe (an older save); the resume cannot check it matches.", checkpoint)
+        elif changes and not self.recipe.resume_allow_changes:
+            raise CheckpointError(
+                f"{checkpoint} was written by a different run setup ({'; '.join(changes)}), so resuming would not be "
+                "exact. Resume with the recipe it was written with, or set resume_allow_changes=true to continue anyway."
+            )
+        elif changes:
+            logger.warning("Resuming %s with changes (resume_allow_changes=true): %s.", checkpoint, "; ".join(changes))
+        self._check_random_states(checkpoint)
+        try:
+            self.accelerator.load_state(str(checkpoint))
+        except Exception as error:  # safetensors, torch.load and load_state_dict each raise their own kind
+            reason = _short_reason(error)
+            raise CheckpointError(
+                f"{checkpoint} cannot be loaded into this run ({reason}); resume from "
+                "another checkpoint or with the recipe it was written with."
+            ) from None
+        identity = self.state.identity
+        self.state = saved
+        self.state.identity = identity
+        if self.is_main:  # evaluations after the checkpoint (a crash after them) are done again
+            rewrite_jsonl(self.output_dir / "metrics.jsonl", self.state.evaluations)
+        logger.info("Resumed from %s (epoch %d, step %d)", checkpoint, self.state.epoch, self.state.global_step)
+
+    def _check_random_states(self, checkpoint: Path) -> None:
+        """Refuse a checkpoint whose RNG states for this process are missing or unreadable.
+
+        Accelerate only logs such a file at INFO level and goes on with other RNG states, so the
+        resumed run would silently differ from an uninterrupted one.
+        """
+        from accelerate.utils import load
+
+        path = checkpoint / f"random_states_{self.accelerator.process_index}.pkl"
+        try:
+            load(path)
+        except Exception as error:  # missing, truncated, or a pickle of more than tensors
+            raise CheckpointError(
+                f"{path} cannot be read ({_short_reason(error)}), so the resume would not be exact; resume from "
+                "another checkpoint (resume_from_checkpoint=latest skips damaged ones)."
+            ) from None
 
     def _log_setup(self) -> None:
         if not self.is_main:
@@ -454,11 +637,11 @@ class Trainer:
 
     def save_best(self, metrics: dict[str, float]) -> None:
         best_dir = self.output_dir / "best"
-        with atomic_directory(best_dir) as staging:
+        with _disk_errors(best_dir, "the previous best/ and the checkpoints"), atomic_directory(best_dir) as staging:
             self._unwrapped().save_pretrained(staging)
             self.processor.save_pretrained(staging)
             (staging / "recipe.yaml").write_text(self.recipe.to_yaml())
-            write_json(
+            atomic_write_json(
                 staging / "metrics.json",
                 {
                     "validation": metrics,
@@ -474,8 +657,24 @@ class Trainer:
         return round(self.state.global_step / self.steps_per_epoch, 4)
 
     def run_evaluation(self) -> None:
+        problem = ""
         if self.is_main:
-            result = self.evaluate("validation")
+            try:
+                result = self.evaluate("validation")
+            except ValueError as error:  # evaluate_corpus refuses a non-finite embedding
+                if "non-finite" not in str(error):
+                    raise
+                problem = str(error)
+            if not problem and not torch.isfinite(torch.as_tensor(result.text_embeds)).all():
+                problem = "non-finite caption embeddings"
+        if self._any_process(bool(problem)):
+            raise TrainingDiverged(
+                f"Validation at step {self.state.global_step} failed ({problem or 'on the main process'}): the model's "
+                f"outputs are no longer finite, so nothing of this step was saved; "
+                f"{self._last_good(before=self.state.global_step)} Lower learning_rate, set max_grad_norm, or turn "
+                "mixed_precision off."
+            )
+        if self.is_main:
             metrics = result.metrics
             by_rule = result.metrics_by_tie_rule()
             record = {
@@ -506,7 +705,36 @@ class Trainer:
         self.accelerator.wait_for_everyone()
 
     def save(self) -> Path:
-        return save_checkpoint(self.accelerator, self.output_dir / "checkpoints", self.state, self.recipe.keep_last)
+        """A checkpoint of the current step; weights that are not finite are never saved."""
+        model = self._unwrapped()
+        weights_bad = any(not torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point())
+        if self._any_process(weights_bad):
+            raise TrainingDiverged(
+                f"The weights became non-finite at step {self.state.global_step} (epoch {self.state.epoch}) and were "
+                f"not saved; {self._last_good(before=self.state.global_step)} Lower learning_rate, set "
+                "max_grad_norm, or turn mixed_precision off."
+            )
+        checkpoints = self.output_dir / "checkpoints"
+        with _disk_errors(checkpoints / checkpoint_name(self.state.global_step), "the previous checkpoints"):
+            return save_checkpoint(self.accelerator, checkpoints, self.state, self.recipe.keep_last)
+
+    def _last_good(self, before: int) -> str:
+        """The sentence naming the newest checkpoint before step ``before`` with finite weights and validation."""
+        bad_steps = {e["step"] for e in self.state.evaluations if not all(map(math.isfinite, e["metrics"].values()))}
+        for checkpoint in reversed(list_checkpoints(self.output_dir / "checkpoints")):
+            step = int(checkpoint.name.removeprefix("step-"))
+            if step >= before or step in bad_steps:
+                continue
+            try:
+                weights = load_file(checkpoint / "model.safetensors")
+            except (OSError, SafetensorError):
+                continue
+            if all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point()):
+                return (
+                    f"the last good checkpoint is {checkpoint} (resume_from_checkpoint={checkpoint}, with "
+                    "resume_allow_changes=true to change the recipe)."
+                )
+        return "no checkpoint before it has finite weights (start over with overwrite_output_dir=true)."
 
     # --- training
     def _any_process(self, flag: bool) -> bool:
@@ -522,11 +750,12 @@ class Trainer:
             out = self.model(**_to_device(batch, accelerator.device), return_loss=True)
             terms = {name: float(value.detach()) for name in LOSS_TERMS if (value := getattr(out, name)) is not None}
             if self._any_process(not math.isfinite(terms["loss"])):
+                # On finite inputs the weights gave the non-finite loss, so a checkpoint of them is not good.
+                weights_to_blame = not self._any_process(not _finite_batch(batch))
                 raise TrainingDiverged(
                     f"The loss became non-finite at step {self.state.global_step + 1} (epoch {self.state.epoch}): "
-                    f"{terms}. Nothing was updated; the last good checkpoint is "
-                    f"{(list_checkpoints(self.output_dir / 'checkpoints') or ['(none)'])[-1]}. Lower learning_rate, "
-                    "set max_grad_norm, or turn mixed_precision off."
+                    f"{terms}. Nothing was updated; {self._last_good(before=self.state.global_step + 1 - weights_to_blame)}"
+                    " Lower learning_rate, set max_grad_norm, or turn mixed_precision off."
                 )
             accelerator.backward(out.loss)
             if accelerator.sync_gradients and self.recipe.max_grad_norm:
@@ -607,7 +836,7 @@ class Trainer:
                 self.output_dir / "plots" / "test_retrieval_examples.png",
                 seed=self.recipe.seed,
             )
-            write_json(
+            atomic_write_json(
                 self.output_dir / FINISHED_MARKER,
                 {
                     "test": test_metrics,
@@ -680,7 +909,11 @@ def train(recipe: Recipe, command: str = "python training/train.py") -> Training
     """Train, select on validation, test the selection once, and report; see ``training/train.py``."""
     check_recipe(recipe)
     trainer = Trainer(recipe, command)
-    trainer.setup()
+    try:
+        trainer.setup()
+    except Exception:
+        trainer.remove_empty_output_dir()
+        raise
     trainer.fit()
     result = trainer.test()
     if trainer.is_main:

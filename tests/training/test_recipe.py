@@ -3,10 +3,20 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from msa_hf import PRESETS, MSAConfig, MSAModel
-from msa_hf_train.recipe import KEYS, Recipe, RecipeError, build_recipe, load_recipe
-from msa_hf_train.trainer import apply_freezing, cacheable_vision_stages
+from msa_hf_train.recipe import (
+    KEYS,
+    RANGES,
+    Recipe,
+    RecipeError,
+    build_recipe,
+    describe_range,
+    load_recipe,
+    merge_config_overrides,
+)
+from msa_hf_train.trainer import apply_freezing, build_model, cacheable_vision_stages, check_recipe
 
 
 def test_the_issue_keys_exist():
@@ -62,8 +72,8 @@ def test_overrides_are_typed_as_yaml_and_nested_by_dots(tmp_path):
         ({"lerning_rate": 1}, [], "Unknown recipe key 'lerning_rate' in the recipe. Did you mean learning_rate?"),
         ({}, ["mixed_precision=fp8"], "must be 'no' or 'bf16' or 'fp16', got 'fp8'"),
         ({}, ["seed"], "is not key=value"),
-        ({}, ["num_epochs=0"], "'num_epochs' must be >= 1"),
-        ({}, ["eval_every=0"], "'eval_every' must be 'epoch' or a number of steps >= 1"),
+        ({}, ["num_epochs=0"], "'num_epochs' must be a whole number in [1, inf), got 0"),
+        ({}, ["eval_every=0"], "'eval_every' must be a whole number in [1, inf) or 'epoch', got 0"),
         ({}, ["push_to_hub=true"], "needs hub_repo_id"),
         ({"num_epochs": 2}, ["num_epochs.x=1"], "'num_epochs' is not a mapping"),
         ({}, ["freeze_vision_stages=some"], "'freeze_vision_stages' must be int or 'all' or null"),
@@ -116,3 +126,75 @@ def test_the_ucm_recipe_reads_the_shared_corpus_by_a_relative_path():
     assert recipe.corpus == "../shared/data/ucm-captions/dataset_ucm.json"
     assert recipe.model == "msa-effnetlite2-minilm" and recipe.config_overrides["same_text_positives"]
     assert recipe.freeze_vision_stages == 3 and recipe.vision_lr > 0  # the last image stage trains
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("max_grad_norm=-1", "'max_grad_norm' must be a finite number in (0, inf) or null, got -1"),
+        ("weight_decay=-5", "'weight_decay' must be a finite number in [0, inf), got -5"),
+        ("learning_rate=.nan", "'learning_rate' must be a finite number in (0, inf), got nan"),
+        ("learning_rate=.inf", "'learning_rate' must be a finite number in (0, inf), got inf"),
+        ("text_lr=-1e-5", "'text_lr' must be a finite number in [0, inf) or null"),
+        ("adam_beta2=1", "'adam_beta2' must be a finite number in [0, 1), got 1"),
+        ("adam_epsilon=0", "'adam_epsilon' must be a finite number in (0, inf), got 0"),
+        ("seed=-1", "'seed' must be a whole number in [0, 4294967295], got -1"),
+        ("freeze_vision_stages=-2", "'freeze_vision_stages' must be a whole number in [0, inf) or 'all' or null"),
+    ],
+)
+def test_numbers_that_would_train_backwards_or_not_at_all_are_refused(override, message):
+    with pytest.raises(RecipeError) as error:
+        build_recipe({}, [override])
+    assert message in str(error.value)
+
+
+def test_docs_list_the_valid_range_of_every_numeric_key():
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "training.md").read_text()
+    for key in RANGES:
+        row = next((line for line in docs.splitlines() if line.startswith(f"| `{key}`")), "")
+        assert describe_range(key) in row, key
+
+
+def test_mixed_precision_no_is_accelerates_spelling_not_yaml_false():
+    assert build_recipe({}, ["mixed_precision=no"]).mixed_precision == "no"
+    assert build_recipe({"mixed_precision": False}).mixed_precision == "no"
+
+
+def test_config_overrides_merge_nested_keys_and_refuse_unknown_ones():
+    base = MSAConfig.from_preset("msa-tiny").to_dict()
+    merged = merge_config_overrides(base, {"same_text_positives": True, "text_config": {"hidden_dropout_prob": 0.0}})
+    assert merged["same_text_positives"] and merged["text_config"]["hidden_dropout_prob"] == 0.0
+    assert merged["text_config"]["hidden_size"] == base["text_config"]["hidden_size"]  # the rest is kept
+    with pytest.raises(RecipeError, match=r"Unknown config_overrides key 'same_text_positve'\. Did you mean same_text"):
+        merge_config_overrides(base, {"same_text_positve": False})
+    with pytest.raises(
+        RecipeError, match=r"config_overrides.text_config key 'hiden_dropout_prob'.*hidden_dropout_prob"
+    ):
+        merge_config_overrides(base, {"text_config": {"hiden_dropout_prob": 0.0}})
+    with pytest.raises(RecipeError, match=r"config_overrides.mscma_weight must be a finite number, got nan"):
+        merge_config_overrides(base, {"mscma_weight": float("nan")})
+
+
+def test_nested_config_overrides_really_change_the_built_model():
+    recipe = build_recipe(
+        {"model": "msa-tiny"},
+        [
+            "config_overrides.text_config.hidden_dropout_prob=0",
+            "config_overrides.text_config.attention_probs_dropout_prob=0",
+        ],
+    )
+    check_recipe(recipe)
+    model = build_model(recipe).model
+    dropouts = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert dropouts and set(dropouts) == {0.0}
+    assert model.config.text_config.hidden_size == 32  # the preset's other settings stay
+
+
+def test_msa_tiny_ships_a_tokenizer_that_fits_its_vocabulary():
+    recipe = build_recipe({"model": "msa-tiny"})
+    check_recipe(recipe)  # no `tokenizer` needed
+    built = build_model(recipe)
+    tokenizer = built.processor.tokenizer
+    assert len(tokenizer) <= built.model.config.text_config.vocab_size
+    ids = tokenizer("Two planes are parked beside the runway, near an xylophone.")["input_ids"]
+    assert tokenizer.unk_token_id not in ids  # letters as word pieces: any lowercase word is spelled out

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoProcessor
 
-import msa_hf  # noqa: F401  (registers the Auto classes)
+from msa_hf import MSAModel  # also registers the Auto classes
 from msa_hf_train import cli
 from msa_hf_train.trainer import Trainer
 
@@ -176,6 +176,66 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tiny_reci
     assert all(torch.isfinite(t).all() for t in load_file(checkpoints[-1] / "model.safetensors").values())
 
 
+def _spoil_weights_after_step(monkeypatch, step: int, spoil) -> None:
+    """Apply ``spoil`` to every weight right after optimizer step ``step`` (as a runaway update would)."""
+    train_step = Trainer.train_step
+
+    def spoiling(self, batch):
+        terms = train_step(self, batch)
+        if self.state.global_step == step - 1:
+            with torch.no_grad():
+                for parameter in self._unwrapped().parameters():
+                    parameter.copy_(spoil(parameter))
+        return terms
+
+    monkeypatch.setattr(Trainer, "train_step", spoiling)
+
+
+def test_non_finite_weights_are_never_saved(tiny_recipe_args, tmp_path, monkeypatch, capsys):
+    _spoil_weights_after_step(monkeypatch, 3, lambda p: p * float("nan"))
+    assert run(tiny_recipe_args("nan-weights", "save_every=1")) == 1
+    err = capsys.readouterr().err
+    checkpoints = tmp_path / "nan-weights" / "checkpoints"
+    assert "weights became non-finite at step 3" in err and "not saved" in err
+    assert f"the last good checkpoint is {checkpoints / 'step-000002'}" in err
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step-000001", "step-000002"]
+
+
+def test_the_weights_that_gave_a_non_finite_loss_are_not_called_good(tiny_recipe_args, tmp_path, monkeypatch, capsys):
+    _spoil_weights_after_step(monkeypatch, 3, lambda p: p * 1e30)  # finite, but every output overflows
+    assert run(tiny_recipe_args("huge-weights", "save_every=1", "eval_every=100")) == 1
+    err = capsys.readouterr().err
+    checkpoints = tmp_path / "huge-weights" / "checkpoints"
+    assert "loss became non-finite at step 4" in err and (checkpoints / "step-000003").is_dir()
+    assert f"the last good checkpoint is {checkpoints / 'step-000002'}" in err
+
+
+def test_a_full_disk_while_saving_best_is_one_line_and_loses_nothing(tiny_recipe_args, tmp_path, monkeypatch, capsys):
+    from safetensors import SafetensorError
+
+    save_pretrained = MSAModel.save_pretrained
+    calls = []
+
+    def full_disk(self, folder, *args, **kwargs):
+        calls.append(folder)
+        if len(calls) == 1:
+            return save_pretrained(self, folder, *args, **kwargs)
+        (Path(folder) / "model.safetensors").write_bytes(b"\0" * 100)  # what fitted before the disk filled
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(MSAModel, "save_pretrained", full_disk)
+    assert run(tiny_recipe_args("full", "eval_every=1")) == 1
+    err = capsys.readouterr().err
+    out = tmp_path / "full"
+    errors = [line for line in err.splitlines() if line.startswith("train.py:")]
+    assert len(errors) == 1 and "Traceback" not in err
+    assert errors[0].startswith(f"train.py: error: Could not write {out / 'best'} (Error while serializing")
+    assert "No space left on device" in errors[0] and "Nothing was lost" in errors[0]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # the staging copy is gone
+    assert json.loads((out / "best" / "metrics.json").read_text())["step"] == 1  # the previous best/ is whole
+    assert AutoModel.from_pretrained(out / "best") is not None
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -186,6 +246,15 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tiny_reci
         (["lr_scheduler=cosin"], "did you mean cosine"),
         (["corpus_kwargs={n_images: 24, imagesize: 64}"], "corpus_kwargs ['imagesize'] are not options"),
         (["report_to=mlflow"], "report_to 'mlflow' is not supported"),
+        (["config_overrides.same_text_positve=false"], "Unknown config_overrides key 'same_text_positve'"),
+        (
+            ["config_overrides.text_config.hiden_dropout_prob=0"],
+            "config_overrides.text_config key 'hiden_dropout_prob'",
+        ),
+        (["max_grad_norm=-1"], "'max_grad_norm' must be a finite number in (0, inf) or null, got -1"),
+        (["weight_decay=-5"], "'weight_decay' must be a finite number in [0, inf), got -5"),
+        (["learning_rate=.nan"], "'learning_rate' must be a finite number in (0, inf), got nan"),
+        (["learning_rate=.inf"], "'learning_rate' must be a finite number in (0, inf), got inf"),
     ],
 )
 def test_bad_recipes_fail_before_any_work_with_exit_code_2(tiny_recipe_args, tmp_path, capsys, overrides, message):
@@ -193,6 +262,27 @@ def test_bad_recipes_fail_before_any_work_with_exit_code_2(tiny_recipe_args, tmp
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_refusal_during_setup_leaves_no_empty_output_dir(tiny_recipe_args, tmp_path, capsys):
+    assert run(tiny_recipe_args("refused", "per_device_batch_size=1000")) == 2
+    assert "fewer than one global batch" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()
+
+
+def test_outputs_are_written_with_the_umask_mode(tiny_recipe_args, tmp_path):
+    """Not mkstemp's or safetensors' private 0600: a finished run is shared as any other folder is."""
+    old = os.umask(0o022)
+    try:
+        assert run(tiny_recipe_args("modes", "num_epochs=1", "freeze_vision_stages=all")) == 0
+    finally:
+        os.umask(old)
+    out = tmp_path / "modes"
+    cache_entries = list((tmp_path / "msa-train-cache" / "vision-features").glob("*.safetensors"))
+    files = [out / "test_metrics.json", out / "best" / "model.safetensors", out / "metrics.jsonl", *cache_entries]
+    assert cache_entries and {path.name: oct(path.stat().st_mode & 0o777) for path in files} == {
+        path.name: "0o644" for path in files
+    }
 
 
 def test_a_finished_run_is_not_overwritten_without_permission(tiny_recipe_args, tmp_path, capsys):
@@ -252,6 +342,49 @@ def test_two_processes_with_torchrun(tiny_recipe_args, tmp_path):
     assert "of 4 × 2 process(es)" in result.stderr
     assert (tmp_path / "ddp" / "best" / "model.safetensors").is_file()
     assert json.loads((tmp_path / "ddp" / "test_metrics.json").read_text())["test"]["mr"] >= 0
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="torchrun with gloo")
+def test_two_processes_train_exactly_like_one_with_the_doubled_batch(tiny_recipe_args, tmp_path):
+    """End to end through the script: 2 gloo processes × batch 4 against 1 process × batch 8, 4 steps at lr 1e-2.
+
+    What makes them equal: the same global batches (the sampler shards one order), features gathered
+    with their gradients, dropout off (its masks are drawn per process) and a frozen image tower
+    (BatchNorm normalises each process's batch on its own when it trains).
+    """
+    same = (
+        "config_overrides.text_config.hidden_dropout_prob=0",
+        "config_overrides.text_config.attention_probs_dropout_prob=0",
+        "freeze_vision_stages=all",
+        "max_steps=4",
+        "learning_rate=1e-2",
+    )
+    assert run(tiny_recipe_args("one", *same, "per_device_batch_size=8")) == 0
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    result = subprocess.run(
+        [*command, str(SCRIPT), *tiny_recipe_args("two", *same, "per_device_batch_size=4")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    # Compared as functions: Adam turns rounding noise into full steps where the true gradient is zero
+    # (attention key biases: softmax ignores a constant added to a query's scores), which no output sees.
+    torch.manual_seed(0)
+    images = [torch.rand(3, 64, 64) for _ in range(4)]
+    captions = ["two planes parked beside the runway", "a river", "many cars in a parking lot", "ships in the port"]
+    outputs = []
+    for name in ("one", "two"):
+        model = AutoModel.from_pretrained(tmp_path / name / "best").eval()
+        assert json.loads((tmp_path / name / "best" / "metrics.json").read_text())["step"] == 4
+        with torch.no_grad():
+            batch = AutoProcessor.from_pretrained(tmp_path / name / "best")(images=images, text=captions)
+            outputs.append(model(**batch, output_scale_logits=True))
+    for name in ("image_embeds", "text_embeds", "scale_logits"):
+        torch.testing.assert_close(getattr(outputs[1], name), getattr(outputs[0], name), atol=1e-5, rtol=0, msg=name)
 
 
 def test_accumulation_clipping_checkpointing_and_bf16_train(tiny_recipe_args, tmp_path):
