@@ -262,6 +262,17 @@ def _one_line(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def offline_setting() -> str:
+    """The variable that put huggingface_hub offline, as ``NAME=value``, so a message names what the user set.
+
+    huggingface_hub reads ``HF_HUB_OFFLINE`` and, failing that, ``TRANSFORMERS_OFFLINE``.
+    """
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(name):
+            return f"{name}={os.environ[name]}"
+    return "HF_HUB_OFFLINE=1"
+
+
 def describe_hub_error(error: BaseException, action: str) -> str:
     """One line saying which kind of Hub failure ``error`` is (network, token, 4xx, 5xx) and why."""
     if isinstance(error, HubError):
@@ -271,7 +282,7 @@ def describe_hub_error(error: BaseException, action: str) -> str:
     status = getattr(response, "status_code", None)
     server = _one_line(getattr(error, "server_message", None) or "") or _one_line(str(error).split("\n")[0])
     if isinstance(error, OfflineModeIsEnabled):
-        return f"cannot {action}: HF_HUB_OFFLINE=1 is set and this needs the network; unset it to go online."
+        return f"cannot {action}: {offline_setting()} is set and this needs the network; unset it to go online."
     if status in (401, 403):
         return (
             f"the Hub refused to {action} (HTTP {status}, bad or missing token: {server}); log in with "
@@ -413,7 +424,7 @@ def resolve_model_source(name_or_path: str | os.PathLike, revision: str | None =
     except LocalEntryNotFoundError as error:  # not cached, and offline or unreachable
         if constants.HF_HUB_OFFLINE:
             raise HubError(
-                f"{at} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE=1 "
+                f"{at} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and {offline_setting()} "
                 f"forbids downloading it: run once online, or pass a local folder{not_local}."
             ) from error
         reason = describe_hub_error(error.__cause__ or error.__context__ or error, f"download {at}")
@@ -501,6 +512,7 @@ __all__ = [
     "is_hub_id",
     "main",
     "missing_pieces",
+    "offline_setting",
     "push_to_hub",
     "resolve_model_source",
     "validate_hub_id",
