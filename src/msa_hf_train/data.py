@@ -20,6 +20,7 @@ import torch
 
 from msa_hf.data import ensure_synth_corpus, evaluation_view, load_corpus, training_view
 from msa_hf.data.views import decode_image
+from msa_hf.model_card import dataset_display_name
 
 from .recipe import Recipe, RecipeError
 
@@ -66,7 +67,7 @@ def load_training_corpus(recipe: Recipe, cache_dir: Path, progress: bool) -> tup
         folder_name = "-".join(f"{key}{value}" for key, value in sorted(options.items()))
         corpus_json = ensure_synth_corpus(cache_dir / "rs-synth" / folder_name, progress=progress, **options)
         return load_corpus(corpus_json), SYNTH_CORPUS
-    return load_corpus(recipe.corpus, **recipe.corpus_kwargs), Path(recipe.corpus).stem or recipe.corpus
+    return load_corpus(recipe.corpus, **recipe.corpus_kwargs), dataset_display_name(recipe.corpus)
 
 
 def normalise_caption(text: str) -> str:

@@ -58,6 +58,7 @@ def test_the_script_trains_selects_on_validation_and_writes_a_loadable_model(tin
     assert "model: msa-tiny" in (out / "best" / "recipe.yaml").read_text()
     card = (out / "best" / "README.md").read_text()
     assert "model-index" in card and f"{test_metrics['mr']:.2f}" in card
+    assert "\n# msa-test-resnet-bert-rs-synth\n" in card  # towers + corpus, not the output folder's name
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
