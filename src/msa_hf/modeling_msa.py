@@ -51,10 +51,28 @@ logger = logging.getLogger(__name__)
 # get_text_features (the embedding in `pooler_output`); transformers 4 returns the tensor.
 # MSAModel does what CLIP does on each major; `embed_images` / `embed_texts` return the tensor
 # on both.
-FEATURES_RETURN_MODEL_OUTPUT = int(transformers.__version__.split(".")[0]) >= 5
+TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
+FEATURES_RETURN_MODEL_OUTPUT = TRANSFORMERS_MAJOR >= 5
 # Tensors of older checkpoints that MSA no longer has: a transformers vision tower's final norm
 # (unused when the scales are intermediate hidden states, see `_drop_unused_final_norm`).
 UNUSED_CHECKPOINT_KEYS = [r"^vision_model\.backbone\.(vision_model\.)?(post_layernorm|layernorm)\."]
+# transformers 5 flattened CLIP's towers (no inner `vision_model` / `text_model`) and renamed ViT's
+# layers; it reads folders saved under 4.x, and these regexes let 4.x read folders saved under 5.x.
+# Each names keys of one tower only (CLIP's singular `..._embedding.` and `layers`, not BERT's or ViT's).
+KEYS_FROM_TRANSFORMERS_5 = {
+    r"^vision_model\.backbone\.(embeddings\.(class_embedding|patch_embedding\.|position_embedding\.)"
+    r"|pre_layrnorm\.|encoder\.layers\.|post_layernorm\.)": r"vision_model.backbone.vision_model.\1",
+    r"^text_model\.(embeddings\.(token_embedding|position_embedding)\.|encoder\.layers\.|final_layer_norm\.)": (
+        r"text_model.text_model.\1"
+    ),
+    r"^vision_model\.backbone\.layers\.(\d+)\.attention\.q_proj\.": r"vision_model.backbone.encoder.layer.\1.attention.attention.query.",
+    r"^vision_model\.backbone\.layers\.(\d+)\.attention\.k_proj\.": r"vision_model.backbone.encoder.layer.\1.attention.attention.key.",
+    r"^vision_model\.backbone\.layers\.(\d+)\.attention\.v_proj\.": r"vision_model.backbone.encoder.layer.\1.attention.attention.value.",
+    r"^vision_model\.backbone\.layers\.(\d+)\.attention\.o_proj\.": r"vision_model.backbone.encoder.layer.\1.attention.output.dense.",
+    r"^vision_model\.backbone\.layers\.(\d+)\.mlp\.fc1\.": r"vision_model.backbone.encoder.layer.\1.intermediate.dense.",
+    r"^vision_model\.backbone\.layers\.(\d+)\.mlp\.fc2\.": r"vision_model.backbone.encoder.layer.\1.output.dense.",
+    r"^vision_model\.backbone\.layers\.(\d+)\.(layernorm_before|layernorm_after)\.": r"vision_model.backbone.encoder.layer.\1.\2.",
+}
 # Cosines times this are the zero-shot classification logits (msa-classify's default scale, CLIP's value).
 ZERO_SHOT_LOGIT_SCALE = 100.0
 # The model classes a saved folder names for transformers' Auto classes (Hub remote code): the
@@ -609,6 +627,8 @@ class MSAPreTrainedModel(PreTrainedModel):
                 re-initialises mismatched tensors instead of refusing them.
         """
         want_info = bool(kwargs.pop("output_loading_info", False))
+        if TRANSFORMERS_MAJOR < 5:  # transformers 4: also read CLIP / ViT towers saved under 5
+            kwargs["key_mapping"] = {**(kwargs.get("key_mapping") or {}), **KEYS_FROM_TRANSFORMERS_5}
         ignore_mismatched = bool(kwargs.get("ignore_mismatched_sizes", False))
         kwargs["ignore_mismatched_sizes"] = True  # report mismatches here, once, instead of transformers' table
         with quiet_transformers_loading():
@@ -1118,6 +1138,7 @@ class MSAForZeroShotImageClassification(MSAModel):
 
 
 __all__ = [
+    "KEYS_FROM_TRANSFORMERS_5",
     "MODEL_AUTO_MAP",
     "ZERO_SHOT_LOGIT_SCALE",
     "MSAModel",
