@@ -322,7 +322,7 @@ def test_offline_message_names_the_variable_that_is_set(push_dir):
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
     assert proc.returncode == EXIT_FAILURE, proc.stderr
     assert "TRANSFORMERS_OFFLINE=1 is set and this needs the network" in proc.stderr

@@ -21,7 +21,17 @@ REPO = Path(__file__).resolve().parents[1]
 SRC = Path(msa_hf.__file__).resolve().parents[1]
 SCRIPTS = (REPO / "pyproject.toml").read_text().split("[project.scripts]")[1].split("\n[")[0]
 COMMANDS = dict(re.findall(r'^(msa-[\w-]+) = "([\w.:]+)"$', SCRIPTS, flags=re.M))  # pyproject's console scripts
-HEAVY = ["torch", "torchvision", "torch._dynamo", "transformers", "datasets", "gradio", "faiss", "timm"]
+HEAVY = [
+    "torch",
+    "torchvision",
+    "torch._dynamo",
+    "transformers",
+    "datasets",
+    "gradio",
+    "faiss",
+    "timm",
+    "huggingface_hub",
+]
 
 
 def python(code: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:

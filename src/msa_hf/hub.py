@@ -29,11 +29,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from huggingface_hub import HfApi, ModelCard, constants, snapshot_download
-from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, OfflineModeIsEnabled
-from huggingface_hub.utils import validate_repo_id
-
 from .cli_utils import EXIT_OK, UsageError, run_command
+
+# huggingface_hub is imported inside the functions that use it: `msa-push --help` answers at once.
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +164,8 @@ def missing_pieces(folder: str | os.PathLike) -> list[str]:
     remote-code file the ``auto_map`` entries name and the files they import, and a model card
     (``README.md`` with metadata).
     """
+    from huggingface_hub import ModelCard
+
     folder = Path(folder)
     missing: list[str] = []
     auto_maps: list[dict] = []
@@ -275,6 +275,9 @@ def offline_setting() -> str:
 
 def describe_hub_error(error: BaseException, action: str) -> str:
     """One line saying which kind of Hub failure ``error`` is (network, token, 4xx, 5xx) and why."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
     if isinstance(error, HubError):
         return str(error)
     endpoint = constants.ENDPOINT
@@ -307,6 +310,9 @@ def describe_hub_error(error: BaseException, action: str) -> str:
 
 def validate_hub_id(repo_id: str, argument: str = "repo_id") -> str:
     """``repo_id`` if it is a valid Hub model id (``user/name`` or ``name``), else a :class:`UsageError`."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
     try:
         validate_repo_id(repo_id)
     except HFValidationError as error:
@@ -343,6 +349,8 @@ def push_to_hub(
     [FolderFile(path='README.md', size=4120), FolderFile(path='config.json', size=1869), ...]
     ```
     """
+    from huggingface_hub import HfApi, constants
+
     validate_hub_id(repo_id, "repo_id")
     files = check_folder(folder)
     branch = revision or "main"
@@ -379,6 +387,9 @@ def is_hub_id(name: str) -> bool:
     (True, False, False)
     ```
     """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
     if not name or name.startswith((".", "/", "~")) or "\\" in name:
         return False
     try:
@@ -407,6 +418,9 @@ def resolve_model_source(name_or_path: str | os.PathLike, revision: str | None =
     '/home/me/.cache/huggingface/hub/models--user--msa-rsicd/snapshots/4f1c…'
     ```
     """
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
     name = str(name_or_path)
     local = Path(name).expanduser()
     if local.exists():
