@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"case": name, "median_s": median, "ratio_to_torch": median / torch_s, "peak_mib": peaks[name]})
     helps = [r for r in rows if r["case"].endswith("--help")]
     report = {
-        "command": "python benchmarks/startup.py" + (f" --out {args.out}" if args.out else ""),
+        "command": " ".join(["python", "benchmarks/startup.py", *(sys.argv[1:] if argv is None else argv)]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {platform.system()}, {os.cpu_count()} CPUs",
         "python": platform.python_version(),
