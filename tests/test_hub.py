@@ -313,6 +313,22 @@ def test_offline_mode_refuses_to_push_in_one_line(push_dir, hub_mode, capsys):
     assert "HF_HUB_OFFLINE=1 is set and this needs the network" in err
 
 
+def test_offline_message_names_the_variable_that_is_set(push_dir):
+    """Only TRANSFORMERS_OFFLINE=1 set (huggingface_hub honours it too): the message names it, not HF_HUB_OFFLINE."""
+    env = {k: v for k, v in os.environ.items() if k not in {"HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "MSA_HF_DEBUG"}}
+    env.update(TRANSFORMERS_OFFLINE="1", HF_TOKEN="hf_fake", PYTHONPATH=str(SRC))
+    proc = subprocess.run(
+        [sys.executable, "-m", "msa_hf.hub", str(push_dir), "--repo-id", "user/name"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == EXIT_FAILURE, proc.stderr
+    assert "TRANSFORMERS_OFFLINE=1 is set and this needs the network" in proc.stderr
+    assert "HF_HUB_OFFLINE" not in proc.stderr
+
+
 def test_bad_repo_id_is_a_usage_error(push_dir, capsys):
     rc, _out, err = run(main, [push_dir, "--repo-id", "not a/valid/id"], capsys)
     assert rc == EXIT_USAGE and "--repo-id 'not a/valid/id' is not a Hub id" in err

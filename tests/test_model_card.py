@@ -124,7 +124,7 @@ def test_card_from_folder_reads_recipe_and_metrics(tiny_model_dir, tmp_path):
         json.dumps({"dataset": "rs-synth", "split": "test", "metrics": EVALUATIONS[1].metrics})
     )
     card = card_from_folder(folder, repo_id="user/msa-best")
-    assert card.data.model_name == "msa-best" and card.data.datasets == ["rs-synth"]
+    assert card.data.model_name == "user/msa-best" and card.data.datasets == ["rs-synth"]
     assert card.data.base_model == ["timm/tf_efficientnet_lite0.in1k", "sentence-transformers/all-MiniLM-L6-v2"]
     splits = {(r.dataset_split, r.metric_type): r.metric_value for r in card.data.eval_results}
     assert splits[("validation", "mr")] == round(EVALUATIONS[0].metrics["mr"], 2)
@@ -139,6 +139,8 @@ def test_flat_metrics_files_are_validation_and_test_of_the_recipe_corpus(tiny_mo
     (folder / "metrics.json").write_text(json.dumps(EVALUATIONS[0].metrics))
     (folder / "test_metrics.json").write_text(json.dumps(EVALUATIONS[1].metrics))
     card = card_from_folder(folder)
+    assert card.data.model_name == "msa-test-resnet-bert-ucm-captions"  # towers + corpus, not the folder ("best")
+    assert card.data.datasets == ["ucm-captions"]
     assert {(r.dataset_name, r.dataset_split) for r in card.data.eval_results} == {
         ("ucm-captions", "validation"),
         ("ucm-captions", "test"),

@@ -2,44 +2,52 @@
 
 Importing the package registers MSA with transformers' Auto classes, so
 ``AutoModel.from_pretrained(folder)`` and ``AutoProcessor.from_pretrained(folder)`` work on
-any saved MSA folder without ``trust_remote_code``.
+any saved MSA folder without ``trust_remote_code``. The import itself is light (no torch): the
+names below load on first use, and the registration runs once transformers' Auto classes are
+imported (:mod:`msa_hf.auto_registration`), so commands answer ``--help`` at once.
 """
 
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcessor
+from __future__ import annotations
 
-from .configuration_msa import PRESETS, MSAConfig, Preset
-from .loading_msa import CheckpointMismatchError
-from .losses import csmmc_loss, mscma_loss, triplet_loss
-from .modeling_msa import MSCMAT, MSAModel, MSAOutput, MSAPreTrainedModel
-from .optimization import param_groups
-from .processing_msa import MSAImageProcessor, MSAProcessor, to_float_rgb
+import importlib
+from typing import Any
+
+from . import auto_registration
 
 __version__ = "0.1.0"
 
-AutoConfig.register(MSAConfig.model_type, MSAConfig, exist_ok=True)
-AutoModel.register(MSAConfig, MSAModel, exist_ok=True)
-AutoImageProcessor.register(MSAConfig, slow_image_processor_class=MSAImageProcessor, exist_ok=True)
-AutoProcessor.register(MSAConfig, MSAProcessor, exist_ok=True)
-# A saved folder names its classes in `auto_map`, so it can also be shared as Hub remote code.
-MSAConfig.register_for_auto_class()
-MSAModel.register_for_auto_class("AutoModel")
-MSAImageProcessor.register_for_auto_class("AutoImageProcessor")
-MSAProcessor.register_for_auto_class("AutoProcessor")
+_LAZY = {
+    "MSAConfig": ".configuration_msa",
+    "PRESETS": ".configuration_msa",
+    "Preset": ".configuration_msa",
+    "CheckpointMismatchError": ".loading_msa",
+    "MSAModel": ".modeling_msa",
+    "MSAForZeroShotImageClassification": ".modeling_msa",
+    "MSAPreTrainedModel": ".modeling_msa",
+    "MSAOutput": ".modeling_msa",
+    "MSCMAT": ".modeling_msa",
+    "MSAImageProcessor": ".processing_msa",
+    "MSAProcessor": ".processing_msa",
+    "to_float_rgb": ".processing_msa",
+    "param_groups": ".optimization",
+    "triplet_loss": ".losses",
+    "mscma_loss": ".losses",
+    "csmmc_loss": ".losses",
+}
 
-__all__ = [
-    "MSAConfig",
-    "PRESETS",
-    "Preset",
-    "CheckpointMismatchError",
-    "MSAModel",
-    "MSAPreTrainedModel",
-    "MSAOutput",
-    "MSCMAT",
-    "MSAImageProcessor",
-    "MSAProcessor",
-    "to_float_rgb",
-    "param_groups",
-    "triplet_loss",
-    "mscma_loss",
-    "csmmc_loss",
-]
+__all__ = list(_LAZY)
+
+auto_registration.install()
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*__all__, "__version__", "auto_registration"])

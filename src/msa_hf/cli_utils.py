@@ -105,12 +105,15 @@ def run_command(
     body: Callable[[argparse.Namespace], int],
     parser: argparse.ArgumentParser,
     argv: Sequence[str] | None = None,
-    expected: tuple[type[BaseException], ...] = (),
+    expected: tuple[type[BaseException], ...] | Callable[[], tuple[type[BaseException], ...]] = (),
 ) -> int:
     """Parse ``argv`` and run ``body``, turning expected exceptions into one line and an exit code.
 
     ``expected`` adds exception types of the command's own (e.g. an index error) to the
     built-in input and runtime errors; they map to ``1`` unless they subclass an input error.
+    Give a function returning them when importing them is slow: it runs after the arguments
+    are parsed, so ``--help`` and usage errors answer before the command's heavy imports. Ctrl-C
+    at any point after parsing (in those imports too) prints one line and exits ``130``.
 
     Example:
 
@@ -130,15 +133,17 @@ def run_command(
         return int(exc.code or 0)
     with cli_warnings(prog):
         try:
-            return int(body(args))
+            handled = (*INPUT_ERRORS, *RUNTIME_ERRORS, *(expected() if callable(expected) else expected))
+            try:
+                return int(body(args))
+            except handled as exc:
+                if os.environ.get("MSA_HF_DEBUG"):
+                    raise
+                print(f"{prog}: error: {exc}", file=sys.stderr)
+                return exit_code_for(exc)
         except KeyboardInterrupt:
             print(f"{prog}: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
-        except (*INPUT_ERRORS, *RUNTIME_ERRORS, *expected) as exc:
-            if os.environ.get("MSA_HF_DEBUG"):
-                raise
-            print(f"{prog}: error: {exc}", file=sys.stderr)
-            return exit_code_for(exc)
 
 
 __all__ = [

@@ -19,17 +19,16 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any
-
-import torch
-from transformers import AutoConfig, AutoTokenizer
+from typing import TYPE_CHECKING, Any
 
 from .cli_utils import run_command
-from .configuration_msa import MSAConfig
 from .io_utils import atomic_directory
-from .modeling_msa import MSAModel
-from .pretrained_towers import read_state_dict
-from .processing_msa import MSAProcessor
+
+if TYPE_CHECKING:  # the model code (torch, transformers) loads only when a conversion runs, not for --help
+    import torch
+
+    from .configuration_msa import MSAConfig
+    from .modeling_msa import MSAModel
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 
@@ -100,6 +99,8 @@ def infer_config(
     states: dict[str, dict[str, torch.Tensor]], text_config: Any, vision_backbone: str, num_heads: int, image_size: int
 ) -> MSAConfig:
     """An MSAConfig whose shapes match the checkpoint (number of scales from ``fcK``)."""
+    from .configuration_msa import MSAConfig
+
     scales = sorted(int(m.group(1)) for key in states["img_model"] if (m := re.fullmatch(r"fc(\d+)\.weight", key)))
     if not scales:
         raise ConversionError("img_model has no fc1..fcK scale projections; is it an MSA image tower?")
@@ -118,6 +119,8 @@ def read_text_config(path: str | Path) -> Any:
     """A BERT config from a folder (``config.json``) or a JSON file; ``model_type`` defaults to bert."""
     path = Path(path)
     if path.is_dir():
+        from transformers import AutoConfig
+
         return AutoConfig.from_pretrained(path, local_files_only=True)
     if not path.is_file():
         raise FileNotFoundError(f"--text-config {path} is neither a folder with config.json nor a JSON file.")
@@ -150,6 +153,12 @@ def convert(
     overwrite: bool = False,
 ) -> MSAModel:
     """Convert the four original files into ``out`` (written atomically) and return the model."""
+    from transformers import AutoTokenizer
+
+    from .modeling_msa import MSAModel
+    from .pretrained_towers import read_state_dict
+    from .processing_msa import MSAProcessor
+
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"--out {out} exists and is not empty; pass --overwrite to replace it.")

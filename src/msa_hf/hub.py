@@ -29,11 +29,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from huggingface_hub import HfApi, ModelCard, constants, snapshot_download
-from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, OfflineModeIsEnabled
-from huggingface_hub.utils import validate_repo_id
-
 from .cli_utils import EXIT_OK, UsageError, run_command
+
+# huggingface_hub is imported inside the functions that use it: `msa-push --help` answers at once.
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +164,8 @@ def missing_pieces(folder: str | os.PathLike) -> list[str]:
     remote-code file the ``auto_map`` entries name and the files they import, and a model card
     (``README.md`` with metadata).
     """
+    from huggingface_hub import ModelCard
+
     folder = Path(folder)
     missing: list[str] = []
     auto_maps: list[dict] = []
@@ -262,8 +262,22 @@ def _one_line(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def offline_setting() -> str:
+    """The variable that put huggingface_hub offline, as ``NAME=value``, so a message names what the user set.
+
+    huggingface_hub reads ``HF_HUB_OFFLINE`` and, failing that, ``TRANSFORMERS_OFFLINE``.
+    """
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(name):
+            return f"{name}={os.environ[name]}"
+    return "HF_HUB_OFFLINE=1"
+
+
 def describe_hub_error(error: BaseException, action: str) -> str:
     """One line saying which kind of Hub failure ``error`` is (network, token, 4xx, 5xx) and why."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
     if isinstance(error, HubError):
         return str(error)
     endpoint = constants.ENDPOINT
@@ -271,7 +285,7 @@ def describe_hub_error(error: BaseException, action: str) -> str:
     status = getattr(response, "status_code", None)
     server = _one_line(getattr(error, "server_message", None) or "") or _one_line(str(error).split("\n")[0])
     if isinstance(error, OfflineModeIsEnabled):
-        return f"cannot {action}: HF_HUB_OFFLINE=1 is set and this needs the network; unset it to go online."
+        return f"cannot {action}: {offline_setting()} is set and this needs the network; unset it to go online."
     if status in (401, 403):
         return (
             f"the Hub refused to {action} (HTTP {status}, bad or missing token: {server}); log in with "
@@ -296,6 +310,9 @@ def describe_hub_error(error: BaseException, action: str) -> str:
 
 def validate_hub_id(repo_id: str, argument: str = "repo_id") -> str:
     """``repo_id`` if it is a valid Hub model id (``user/name`` or ``name``), else a :class:`UsageError`."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
     try:
         validate_repo_id(repo_id)
     except HFValidationError as error:
@@ -332,6 +349,8 @@ def push_to_hub(
     [FolderFile(path='README.md', size=4120), FolderFile(path='config.json', size=1869), ...]
     ```
     """
+    from huggingface_hub import HfApi, constants
+
     validate_hub_id(repo_id, "repo_id")
     files = check_folder(folder)
     branch = revision or "main"
@@ -368,6 +387,9 @@ def is_hub_id(name: str) -> bool:
     (True, False, False)
     ```
     """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
     if not name or name.startswith((".", "/", "~")) or "\\" in name:
         return False
     try:
@@ -396,6 +418,9 @@ def resolve_model_source(name_or_path: str | os.PathLike, revision: str | None =
     '/home/me/.cache/huggingface/hub/models--user--msa-rsicd/snapshots/4f1c…'
     ```
     """
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
     name = str(name_or_path)
     local = Path(name).expanduser()
     if local.exists():
@@ -413,7 +438,7 @@ def resolve_model_source(name_or_path: str | os.PathLike, revision: str | None =
     except LocalEntryNotFoundError as error:  # not cached, and offline or unreachable
         if constants.HF_HUB_OFFLINE:
             raise HubError(
-                f"{at} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE=1 "
+                f"{at} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and {offline_setting()} "
                 f"forbids downloading it: run once online, or pass a local folder{not_local}."
             ) from error
         reason = describe_hub_error(error.__cause__ or error.__context__ or error, f"download {at}")
@@ -501,6 +526,7 @@ __all__ = [
     "is_hub_id",
     "main",
     "missing_pieces",
+    "offline_setting",
     "push_to_hub",
     "resolve_model_source",
     "validate_hub_id",

@@ -267,6 +267,30 @@ def describe_towers(config: MSAConfig) -> tuple[str, str]:
     return f"{vision}, scales from stages {scales}", text
 
 
+def model_display_name(vision: str, text: str, dataset: str | None = None) -> str:
+    """A card title that says what the model is: ``msa-``, both towers and the corpus, Hub-id style.
+
+    ```python
+    >>> model_display_name("tf_efficientnet_lite2", "all-MiniLM-L6-v2", "ucm-captions")
+    'msa-tf-efficientnet-lite2-all-minilm-l6-v2-ucm-captions'
+    >>> model_display_name("openai/clip-vit-base-patch32", "openai/clip-vit-base-patch32", "user/rsicd")
+    'msa-clip-vit-base-patch32-rsicd'
+    ```
+    """
+    parts = [
+        "msa",
+        *dict.fromkeys(Path(name).name for name in (vision, text)),
+        *([Path(dataset).name] if dataset else []),
+    ]
+    return "-".join(part.lower().replace("_", "-") for part in parts if part)
+
+
+def config_tower_names(config: MSAConfig) -> tuple[str, str]:
+    """Tower names from a config alone (a folder without a recipe): the timm name or the model types."""
+    vision = config.vision_config.model_type if config.vision_config is not None else config.vision_backbone
+    return vision, config.text_config.model_type
+
+
 def _format(value: float | None, key: str) -> str:
     if value is None:
         return "–"
@@ -453,7 +477,11 @@ def card_from_folder(folder: str | os.PathLike, *, repo_id: str | None = None, c
     preset = recipe.get("model")
     entry = PRESETS.get(preset) if isinstance(preset, str) else None
     base_models = base_model_ids(entry.vision, entry.text) if entry is not None and entry.pretrained else []
-    name = repo_id.split("/")[-1] if repo_id else (folder.resolve().name or "msa-model")
+    towers = (
+        (entry.vision, entry.text) if entry is not None and entry.vision and entry.text else config_tower_names(config)
+    )
+    datasets = list(dict.fromkeys(e.dataset for e in evaluations if e.dataset))
+    name = repo_id or model_display_name(*towers, datasets[0] if datasets else None)
     return build_model_card(
         config,
         model_name=name,
@@ -494,6 +522,8 @@ __all__ = [
     "describe_towers",
     "evaluations_from_folder",
     "evaluations_from_record",
+    "config_tower_names",
+    "model_display_name",
     "results_table",
     "tower_hub_id",
     "write_card",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -52,10 +53,36 @@ logger = logging.getLogger(__name__)
 # get_text_features (the embedding in `pooler_output`); transformers 4 returns the tensor.
 # MSAModel does what CLIP does on each major; `embed_images` / `embed_texts` return the tensor
 # on both.
-FEATURES_RETURN_MODEL_OUTPUT = int(transformers.__version__.split(".")[0]) >= 5
+TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
+FEATURES_RETURN_MODEL_OUTPUT = TRANSFORMERS_MAJOR >= 5
 # Tensors of older checkpoints that MSA no longer has: a transformers vision tower's final norm
 # (unused when the scales are intermediate hidden states, see `_drop_unused_final_norm`).
 UNUSED_CHECKPOINT_KEYS = [r"^vision_model\.backbone\.(vision_model\.)?(post_layernorm|layernorm)\."]
+# transformers 5 flattened CLIP's towers (no inner `vision_model` / `text_model`) and renamed ViT's
+# layers; it reads folders saved under 4.x, and these regexes let 4.x read folders saved under 5.x.
+# Each names keys of one tower only (CLIP's singular `..._embedding.` and `layers`, not BERT's or ViT's).
+KEYS_FROM_TRANSFORMERS_5 = {
+    r"^vision_model\.backbone\.(embeddings\.(class_embedding|patch_embedding\.|position_embedding\.)"
+    r"|pre_layrnorm\.|encoder\.layers\.|post_layernorm\.)": r"vision_model.backbone.vision_model.\1",
+    r"^text_model\.(embeddings\.(token_embedding|position_embedding)\.|encoder\.layers\.|final_layer_norm\.)": (
+        r"text_model.text_model.\1"
+    ),
+    r"^vision_model\.backbone\.layers\.(\d+)\.attention\.q_proj\.": r"vision_model.backbone.encoder.layer.\1.attention.attention.query.",
+    r"^vision_model\.backbone\.layers\.(\d+)\.attention\.k_proj\.": r"vision_model.backbone.encoder.layer.\1.attention.attention.key.",
+    r"^vision_model\.backbone\.layers\.(\d+)\.attention\.v_proj\.": r"vision_model.backbone.encoder.layer.\1.attention.attention.value.",
+    r"^vision_model\.backbone\.layers\.(\d+)\.attention\.o_proj\.": r"vision_model.backbone.encoder.layer.\1.attention.output.dense.",
+    r"^vision_model\.backbone\.layers\.(\d+)\.mlp\.fc1\.": r"vision_model.backbone.encoder.layer.\1.intermediate.dense.",
+    r"^vision_model\.backbone\.layers\.(\d+)\.mlp\.fc2\.": r"vision_model.backbone.encoder.layer.\1.output.dense.",
+    r"^vision_model\.backbone\.layers\.(\d+)\.(layernorm_before|layernorm_after)\.": r"vision_model.backbone.encoder.layer.\1.\2.",
+}
+# Cosines times this are the zero-shot classification logits (msa-classify's default scale, CLIP's value).
+ZERO_SHOT_LOGIT_SCALE = 100.0
+# The model classes a saved folder names for transformers' Auto classes (Hub remote code): the
+# dual encoder, and the same weights behind the zero-shot-image-classification pipeline.
+MODEL_AUTO_MAP = {
+    "AutoModel": "modeling_msa.MSAModel",
+    "AutoModelForZeroShotImageClassification": "modeling_msa.MSAForZeroShotImageClassification",
+}
 
 
 @dataclass
@@ -189,6 +216,30 @@ def _drop_unused_final_norm(model: nn.Module) -> None:
                 setattr(owner, name, nn.Identity())
 
 
+def _layer_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """A transformer's list of layers (``encoder.layers`` in CLIP, ``encoder.layer`` in ViT or BERT) and its name."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and name.split(".")[-1] in ("layer", "layers"):
+            return name, module
+    raise ValueError(f"Cannot find the layers of {type(model).__name__}.")
+
+
+def _drop_unused_layers(model: nn.Module, keep: int) -> list[str]:
+    """Keep only a vision transformer's first ``keep`` layers; return the regexes of the dropped ones' tensors.
+
+    The scales are hidden states up to ``keep``: the layers above it would run for nothing and get
+    no gradient, which DDP without ``find_unused_parameters`` refuses. A checkpoint saved before
+    they were dropped still loads (its extra tensors are ignored by these patterns).
+    """
+    name, layers = _layer_list(model)
+    dropped = list(range(keep, len(layers)))
+    del layers[keep:]
+    if not dropped:
+        return []
+    numbers = "|".join(str(i) for i in dropped)
+    return [rf"^vision_model\.backbone\.{re.escape(name)}\.({numbers})\."]
+
+
 def _stage_prefixes(tower: nn.Module) -> list[str]:
     """Parameter-name prefixes of each stage, in order: timm feature stages or transformer layers."""
     feature_info = getattr(tower, "feature_info", None)
@@ -201,10 +252,8 @@ def _stage_prefixes(tower: nn.Module) -> list[str]:
                     prefixes.append(candidate + ".")
                     break
         return prefixes
-    for name, module in tower.named_modules():
-        if isinstance(module, nn.ModuleList) and name.split(".")[-1] in ("layer", "layers"):
-            return [f"{name}.{i}." for i in range(len(module))]
-    raise ValueError(f"Cannot find the stages of {type(tower).__name__} to freeze part of it.")
+    name, layers = _layer_list(tower)
+    return [f"{name}.{i}." for i in range(len(layers))]
 
 
 def _freeze(tower: nn.Module, num_stages: int | None, what: str) -> list[str]:
@@ -365,6 +414,7 @@ class MSATransformersVisionTower(nn.Module):
                 "(0 = embeddings)."
             )
         self.out_indices = list(config.vision_out_indices)
+        self.dropped_layer_patterns = _drop_unused_layers(self.backbone, max(self.out_indices))
         self.scale_channels = [vision_config.hidden_size] * len(self.out_indices)
         self.image_size = int(vision_config.image_size)
         self.pooling = list(config.vision_pooling)
@@ -545,6 +595,16 @@ class MSAPreTrainedModel(PreTrainedModel):
         """
         return False
 
+    def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> Any:
+        """Save as transformers does; a folder saved with the Auto classes registered names both MSA model classes.
+
+        transformers writes only the saved class into ``auto_map``; the zero-shot entry lets
+        ``pipeline("zero-shot-image-classification", model=folder, trust_remote_code=True)`` run.
+        """
+        if self._auto_class is not None:
+            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **MODEL_AUTO_MAP}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     def initialize_weights(self) -> None:
         try:
             super().initialize_weights()
@@ -569,6 +629,8 @@ class MSAPreTrainedModel(PreTrainedModel):
                 re-initialises mismatched tensors instead of refusing them.
         """
         want_info = bool(kwargs.pop("output_loading_info", False))
+        if TRANSFORMERS_MAJOR < 5:  # transformers 4: also read CLIP / ViT towers saved under 5
+            kwargs["key_mapping"] = {**(kwargs.get("key_mapping") or {}), **KEYS_FROM_TRANSFORMERS_5}
         ignore_mismatched = bool(kwargs.get("ignore_mismatched_sizes", False))
         kwargs["ignore_mismatched_sizes"] = True  # report mismatches here, once, instead of transformers' table
         with quiet_transformers_loading():
@@ -619,6 +681,10 @@ class MSAModel(MSAPreTrainedModel):
             self.vision_model: nn.Module = MSATimmVisionTower(config)
         else:
             self.vision_model = MSATransformersVisionTower(config)
+            self._keys_to_ignore_on_load_unexpected = [
+                *UNUSED_CHECKPOINT_KEYS,
+                *self.vision_model.dropped_layer_patterns,
+            ]
         self.text_model = AutoModel.from_config(config.text_config)
         if config.text_pooling != "pooler":
             _drop_pooler(self.text_model)
@@ -790,10 +856,12 @@ class MSAModel(MSAPreTrainedModel):
         attention_mask: torch.Tensor | None,
         output_hidden_states: Any = None,
         output_attentions: bool | None = None,
+        token_type_ids: torch.Tensor | None = None,
     ) -> BaseModelOutputWithPooling:
         """The text tower's output with ``pooler_output`` = the global text state (before projection).
 
-        MSCMAT's keys are ``last_hidden_state[:, 1:]``, the tokens after the first.
+        MSCMAT's keys are ``last_hidden_state[:, 1:]``, the tokens after the first. ``token_type_ids``
+        (what a BERT tokenizer adds, e.g. in transformers' pipelines) go to the tower as given.
         """
         if input_ids.ndim != 2:
             raise ValueError(f"`input_ids` must be 2-D (batch, tokens), got shape {tuple(input_ids.shape)}.")
@@ -810,6 +878,8 @@ class MSAModel(MSAPreTrainedModel):
         if self.config.output_attentions and output_attentions is None:
             flags["output_attentions"] = True
         flags = {key: value for key, value in flags.items() if value is not None}  # else the tower's config decides
+        if token_type_ids is not None:
+            flags["token_type_ids"] = token_type_ids
         outputs = self.text_model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **flags)
         hidden = outputs.last_hidden_state
         return BaseModelOutputWithPooling(
@@ -845,11 +915,18 @@ class MSAModel(MSAPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        token_type_ids: torch.Tensor | None = None,
     ) -> MSAOutput | tuple[Any, ...]:
         """Embed both modalities; with ``return_loss`` also run MSCMAT and the three losses.
 
+        Without ``input_ids`` only the images are embedded: the output holds ``image_embeds``
+        (first, so transformers' ``image-feature-extraction`` pipeline returns the retrieval
+        embedding) and ``vision_model_output``.
+
         Args:
             input_ids, attention_mask: tokenised captions (``B_t×N``), e.g. from `MSAProcessor`.
+            token_type_ids: segment ids, passed to the text tower (a BERT tokenizer's zeros
+                change nothing); accepted so tokenizer output can be fed as is.
             pixel_values: ``B_i×3×H×W`` normalised images.
             return_loss: compute the MSA loss; needs ``B_i == B_t`` with pair i positive.
             image_ids: ``B_t`` ids of each caption's image, used when
@@ -872,8 +949,14 @@ class MSAModel(MSAPreTrainedModel):
                 maps to ``text_model_output`` and ``vision_model_output``.
             return_dict: ``False`` returns a tuple (default: ``config.return_dict``).
         """
-        if input_ids is None or (pixel_values is None and scale_features is None):
-            raise ValueError("MSAModel.forward needs `input_ids` and either `pixel_values` or `scale_features`.")
+        if pixel_values is None and scale_features is None:
+            raise ValueError(
+                "MSAModel.forward needs `pixel_values` or `scale_features` (and `input_ids` for captions)."
+            )
+        if input_ids is None and return_loss:
+            raise ValueError(
+                "MSAModel.forward needs `input_ids` with `return_loss=True`: the loss pairs images with captions."
+            )
         vision_outputs = None
         if scale_features is None:
             vision_outputs = self._vision_outputs(pixel_values, output_hidden_states, output_attentions)
@@ -899,7 +982,22 @@ class MSAModel(MSAPreTrainedModel):
             )
         image_features = self.image_projection(scale_features)
         image_embeds = F.normalize(image_features, dim=-1)
-        text_outputs = self._text_outputs(input_ids, attention_mask, output_hidden_states, output_attentions)
+        vision_model_output = (
+            None
+            if vision_outputs is None
+            else BaseModelOutputWithPooling(
+                last_hidden_state=vision_outputs.last_hidden_state,
+                pooler_output=image_features,
+                hidden_states=vision_outputs.hidden_states,
+                attentions=vision_outputs.attentions,
+            )
+        )
+        if input_ids is None:
+            output = MSAOutput(image_embeds=image_embeds, vision_model_output=vision_model_output)
+            return output if self._return_dict(return_dict) else output.to_tuple()
+        text_outputs = self._text_outputs(
+            input_ids, attention_mask, output_hidden_states, output_attentions, token_type_ids
+        )
         text_state, text_tokens = text_outputs.pooler_output, text_outputs.last_hidden_state[:, 1:]
         text_global = F.normalize(text_state, dim=-1)
         text_embeds = F.normalize(self.text_projection(text_state), dim=-1)
@@ -939,14 +1037,7 @@ class MSAModel(MSAPreTrainedModel):
             text_embeds=text_embeds,
             scale_logits=scale_logits,
             text_model_output=text_outputs,
-            vision_model_output=None
-            if vision_outputs is None
-            else BaseModelOutputWithPooling(
-                last_hidden_state=vision_outputs.last_hidden_state,
-                pooler_output=image_features,
-                hidden_states=vision_outputs.hidden_states,
-                attentions=vision_outputs.attentions,
-            ),
+            vision_model_output=vision_model_output,
         )
         return output if self._return_dict(return_dict) else output.to_tuple()
 
@@ -1034,4 +1125,47 @@ class MSAModel(MSAPreTrainedModel):
         return loss_triplet, loss_mscma, loss_csmmc, loss_contrastive, scale_logits
 
 
-__all__ = ["MSAModel", "MSAPreTrainedModel", "MSAOutput", "MSCMAT", "MSATimmVisionTower", "MSATransformersVisionTower"]
+class MSAForZeroShotImageClassification(MSAModel):
+    """`MSAModel` for transformers' ``zero-shot-image-classification`` pipeline (the cards' ``pipeline_tag``).
+
+    The same weights and inputs; ``logits_per_image`` / ``logits_per_text`` are the cosines times
+    ``ZERO_SHOT_LOGIT_SCALE``, so the pipeline's softmax gives the probabilities ``msa-classify``
+    gives (MSA has no learned temperature; 100 is CLIP's). Embeddings and losses are `MSAModel`'s.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from msa_hf import MSAConfig, MSAForZeroShotImageClassification, MSAModel
+    >>> config = MSAConfig.from_preset("msa-tiny")
+    >>> model = MSAModel(config).eval()
+    >>> zero_shot = MSAForZeroShotImageClassification(config).eval()
+    >>> _ = zero_shot.load_state_dict(model.state_dict())
+    >>> batch = {"input_ids": torch.randint(5, 100, (3, 8)), "pixel_values": torch.randn(2, 3, 64, 64)}
+    >>> with torch.no_grad():
+    ...     torch.allclose(zero_shot(**batch).logits_per_image, 100 * model(**batch).logits_per_image)
+    True
+    ```
+    """
+
+    def forward(self, *args: Any, **kwargs: Any) -> MSAOutput | tuple[Any, ...]:
+        return_dict = self._return_dict(kwargs.pop("return_dict", None))
+        output = super().forward(*args, return_dict=True, **kwargs)
+        if output.logits_per_image is not None:
+            output.logits_per_image = output.logits_per_image * ZERO_SHOT_LOGIT_SCALE
+            output.logits_per_text = output.logits_per_image.t()
+        return output if return_dict else output.to_tuple()
+
+
+__all__ = [
+    "KEYS_FROM_TRANSFORMERS_5",
+    "MODEL_AUTO_MAP",
+    "ZERO_SHOT_LOGIT_SCALE",
+    "MSAModel",
+    "MSAForZeroShotImageClassification",
+    "MSAPreTrainedModel",
+    "MSAOutput",
+    "MSCMAT",
+    "MSATimmVisionTower",
+    "MSATransformersVisionTower",
+]

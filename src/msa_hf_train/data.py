@@ -21,6 +21,7 @@ import torch
 
 from msa_hf.data import CorpusValidationError, ensure_synth_corpus, evaluation_view, load_corpus, training_view
 from msa_hf.data.views import decode_image
+from msa_hf.model_card import dataset_display_name
 
 from .recipe import Recipe, RecipeError
 
@@ -68,7 +69,7 @@ def load_training_corpus(recipe: Recipe, cache_dir: Path, progress: bool) -> tup
         corpus_json = ensure_synth_corpus(cache_dir / "rs-synth" / folder_name, progress=progress, **options)
         return load_corpus(corpus_json), SYNTH_CORPUS
     try:
-        return load_corpus(recipe.corpus, **recipe.corpus_kwargs), Path(recipe.corpus).stem or recipe.corpus
+        return load_corpus(recipe.corpus, **recipe.corpus_kwargs), dataset_display_name(recipe.corpus)
     except CorpusValidationError as error:  # the advice in the recipe's own keys
         raise CorpusValidationError(
             error.report, drop="corpus_kwargs.on_bad=drop", allow_outside_root="corpus_kwargs.allow_outside_root=true"

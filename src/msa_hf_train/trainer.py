@@ -30,7 +30,15 @@ from transformers import BertTokenizer
 from msa_hf import PRESETS, MSAConfig, MSAModel, MSAProcessor, param_groups
 from msa_hf.hub import resolve_model_source
 from msa_hf.io_utils import atomic_directory, atomic_write_json
-from msa_hf.model_card import Evaluation, base_model_ids, build_model_card, tower_hub_id, write_card
+from msa_hf.model_card import (
+    Evaluation,
+    base_model_ids,
+    build_model_card,
+    config_tower_names,
+    model_display_name,
+    tower_hub_id,
+    write_card,
+)
 from msa_hf.pretrained_towers import INSTALL_HINT, load_tokenizer, offline_preset_available
 from msa_hf.retrieval import (
     evaluate_corpus,
@@ -617,14 +625,16 @@ class Trainer:
 
     def _card(self, evaluations: list[tuple[str, dict[str, float]]], status: str) -> Any:
         vision, text = self.towers
+        config = self._unwrapped().config
         if self.recipe.model in PRESETS and PRESETS[self.recipe.model].pretrained:
             base_models = base_model_ids(vision, text)
+            title_towers = (vision, text)
         else:  # fine-tuning a Hub checkpoint: that checkpoint is the base (an architecture preset has none)
             base_models = [hub_id] if (hub_id := tower_hub_id(self.recipe.model)) else []
-        name = (self.recipe.hub_repo_id or str(self.recipe.output_dir)).rstrip("/").split("/")[-1]
+            title_towers = config_tower_names(config)
         return build_model_card(
-            self._unwrapped().config,
-            model_name=name or "msa",
+            config,
+            model_name=self.recipe.hub_repo_id or model_display_name(*title_towers, self.corpus_name),
             evaluations=[Evaluation(self.corpus_name, split, metrics) for split, metrics in evaluations],
             base_models=base_models,
             vision_tower=vision,

@@ -1,10 +1,19 @@
 """Batch order, sharding, augmentation and text ids of the training data."""
 
+import json
+
 import pytest
 import torch
+from PIL import Image
 
-from msa_hf_train.data import AUGMENTATIONS, EpochBatchSampler, apply_variant, normalise_caption
-from msa_hf_train.recipe import RecipeError
+from msa_hf_train.data import (
+    AUGMENTATIONS,
+    EpochBatchSampler,
+    apply_variant,
+    load_training_corpus,
+    normalise_caption,
+)
+from msa_hf_train.recipe import Recipe, RecipeError
 
 
 def keys(sampler):
@@ -71,3 +80,17 @@ def test_a_refused_corpus_names_the_recipe_keys_that_get_past_it(tmp_path):
     advice = str(refused.value).splitlines()[-1]
     assert "corpus_kwargs.on_bad=drop" in advice and "corpus_kwargs.allow_outside_root=true" in advice
     assert "load_corpus" not in advice
+
+
+def test_a_json_corpus_is_named_by_its_folder_not_the_file_stem(tmp_path):
+    """Cards and reports name a Karpathy JSON corpus by its folder (``ucm-captions``), not ``dataset_ucm``."""
+    root = tmp_path / "ucm-captions"
+    root.mkdir()
+    images = []
+    for i, split in enumerate(["train"] * 4 + ["val"] * 2 + ["test"] * 2):
+        Image.new("RGB", (16, 16), (30 * i, 0, 0)).save(root / f"{i}.png")
+        sentences = [{"raw": f"scene {i} view {k}"} for k in range(2)]
+        images.append({"filename": f"{i}.png", "imgid": i, "split": split, "sentences": sentences})
+    (root / "dataset_ucm.json").write_text(json.dumps({"images": images}))
+    recipe = Recipe(model="msa-tiny", corpus=str(root / "dataset_ucm.json"))
+    assert load_training_corpus(recipe, tmp_path / "cache", progress=False)[1] == "ucm-captions"

@@ -68,6 +68,7 @@ def test_the_script_trains_selects_on_validation_and_writes_a_loadable_model(tin
         if r.dataset_split == "test"
     }  # fmt: skip
     assert test_results["mr"] == pytest.approx(record["test_argsort_ties"]["mr"], abs=0.01)  # the published rule
+    assert "\n# msa-test-resnet-bert-rs-synth\n" in card  # towers + corpus, not the output folder's name
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

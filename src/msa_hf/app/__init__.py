@@ -15,16 +15,18 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .service import AppError, CaptionScore, ImageSearchResult, SearchService
-
-_LAZY = {
+_LAZY = {  # loaded on first access: `msa-app --help` answers before torch or Gradio are imported
+    "AppError": ".service",
+    "CaptionScore": ".service",
+    "ImageSearchResult": ".service",
+    "SearchService": ".service",
     "SearchPage": ".ui",
     "build_demo": ".ui",
     "launch": ".ui",
     "main": ".cli",
 }
 
-__all__ = ["AppError", "CaptionScore", "ImageSearchResult", "SearchService", *_LAZY]
+__all__ = list(_LAZY)
 
 
 def __getattr__(name: str) -> Any:

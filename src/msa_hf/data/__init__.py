@@ -8,29 +8,47 @@
   model inputs, decoding images lazily in data-loader workers.
 * :func:`generate_synth_corpus` / :func:`ensure_synth_corpus` write ``rs-synth``, a
   procedurally generated multi-scale aerial corpus, so everything runs out of the box.
+
+Light to import: every name loads on first access, so ``msa-data`` parses its arguments before
+``datasets``, numpy or torch are imported.
 """
 
-from .corpus import SPLITS, corpus_info, load_corpus, validate_corpus
-from .synth import SYNTH_JSON_NAME, SynthScene, ensure_synth_corpus, generate_synth_corpus, render_scene
-from .validation import CorpusValidationError, Problem, ValidationReport, validate_records
-from .views import EvalView, MSADataCollator, evaluation_view, training_view
+from __future__ import annotations
 
-__all__ = [
-    "load_corpus",
-    "validate_corpus",
-    "corpus_info",
-    "SPLITS",
-    "CorpusValidationError",
-    "ValidationReport",
-    "Problem",
-    "validate_records",
-    "training_view",
-    "evaluation_view",
-    "EvalView",
-    "MSADataCollator",
-    "generate_synth_corpus",
-    "ensure_synth_corpus",
-    "render_scene",
-    "SynthScene",
-    "SYNTH_JSON_NAME",
-]
+import importlib
+from typing import Any
+
+_LAZY = {
+    "load_corpus": ".corpus",
+    "validate_corpus": ".corpus",
+    "corpus_info": ".corpus",
+    "SPLITS": ".corpus",
+    "CorpusValidationError": ".validation",
+    "ValidationReport": ".validation",
+    "Problem": ".validation",
+    "validate_records": ".validation",
+    "training_view": ".views",
+    "evaluation_view": ".views",
+    "EvalView": ".views",
+    "MSADataCollator": ".views",
+    "generate_synth_corpus": ".synth",
+    "ensure_synth_corpus": ".synth",
+    "render_scene": ".synth",
+    "SynthScene": ".synth",
+    "SYNTH_JSON_NAME": ".synth",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

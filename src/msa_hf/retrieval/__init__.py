@@ -1,8 +1,8 @@
 """Evaluation and retrieval tools for MSA: metrics, ``msa-eval``, an image index, zero-shot classification.
 
-Light to import: the metric functions need only numpy and torch. The model-dependent tools
-(index, search, classification, corpus evaluation) import ``msa_hf``'s model code lazily, and
-the ``evaluate`` metric class is loaded on first access so ``evaluate`` stays optional.
+Light to import: every name loads on first access, so the commands in
+:mod:`msa_hf.retrieval.cli` parse their arguments before torch is imported, and ``evaluate``
+stays optional (the metric class is loaded only when used).
 """
 
 from __future__ import annotations
@@ -10,19 +10,17 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .metrics import (
-    DEFAULT_KS,
-    TIE_RULES,
-    RetrievalRanks,
-    format_metrics_table,
-    metrics_from_ranks,
-    retrieval_metrics,
-    retrieval_metrics_from_embeddings,
-    retrieval_ranks,
-    retrieval_ranks_from_embeddings,
-)
-
 _LAZY = {
+    # metrics (numpy and torch)
+    "DEFAULT_KS": ".metrics",
+    "TIE_RULES": ".metrics",
+    "RetrievalRanks": ".metrics",
+    "format_metrics_table": ".metrics",
+    "metrics_from_ranks": ".metrics",
+    "retrieval_metrics": ".metrics",
+    "retrieval_metrics_from_embeddings": ".metrics",
+    "retrieval_ranks": ".metrics",
+    "retrieval_ranks_from_embeddings": ".metrics",
     # evaluate-compatible metric
     "RetrievalMetric": ".evaluate_metric",
     "METRIC_SCRIPT_PATH": ".evaluate_metric",
@@ -65,18 +63,7 @@ _LAZY = {
     "render_retrieval_examples": ".visualize",
 }
 
-__all__ = [
-    "DEFAULT_KS",
-    "TIE_RULES",
-    "RetrievalRanks",
-    "format_metrics_table",
-    "metrics_from_ranks",
-    "retrieval_metrics",
-    "retrieval_metrics_from_embeddings",
-    "retrieval_ranks",
-    "retrieval_ranks_from_embeddings",
-    *_LAZY,
-]
+__all__ = list(_LAZY)
 
 
 def __getattr__(name: str) -> Any:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from msa_hf.data.images import SkippedFile, list_image_files, warn_skipped
+from msa_hf.modeling_msa import ZERO_SHOT_LOGIT_SCALE
 
 from .encoding import encode_image_list, encode_images, encode_texts
 
@@ -46,7 +47,7 @@ __all__ = [
 ]
 
 DEFAULT_TEMPLATE = "an aerial image of {}"
-DEFAULT_SCALE = 100.0
+DEFAULT_SCALE = ZERO_SHOT_LOGIT_SCALE
 
 
 def normalize_label(name: str) -> str:

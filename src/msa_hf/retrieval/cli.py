@@ -44,7 +44,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 def _run(
     prog: str, fn: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser, argv: Sequence[str] | None
 ) -> int:
-    return run_command(prog, fn, parser, argv, expected=_expected_errors())
+    return run_command(prog, fn, parser, argv, expected=_expected_errors)  # imported after parsing: --help is quick
 
 
 def _add_common(p: argparse.ArgumentParser, model_required: bool = True) -> None:
