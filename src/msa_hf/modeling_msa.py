@@ -596,14 +596,23 @@ class MSAPreTrainedModel(PreTrainedModel):
         return False
 
     def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> Any:
-        """Save as transformers does; a folder saved with the Auto classes registered names both MSA model classes.
+        """Save as transformers does, with two differences.
 
-        transformers writes only the saved class into ``auto_map``; the zero-shot entry lets
-        ``pipeline("zero-shot-image-classification", model=folder, trust_remote_code=True)`` run.
+        * A folder saved with the Auto classes registered names both MSA model classes:
+          transformers writes only the saved class into ``auto_map``; the zero-shot entry lets
+          ``pipeline("zero-shot-image-classification", model=folder, trust_remote_code=True)`` run.
+        * Weight files are as readable as any other file the user writes: safetensors 0.8
+          creates its files ``0600`` (private); they get the mode the umask gives (usually
+          ``0644``), so a shared model stays loadable by colleagues.
         """
         if self._auto_class is not None:
             self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **MODEL_AUTO_MAP}
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        umask = os.umask(0)
+        os.umask(umask)
+        for path in Path(save_directory).glob("*.safetensors"):
+            os.chmod(path, 0o666 & ~umask)
+        return result
 
     def initialize_weights(self) -> None:
         try:
@@ -642,20 +651,6 @@ class MSAPreTrainedModel(PreTrainedModel):
                 cls.__name__, pretrained_model_name_or_path, info, allow_missing_heads, ignore_mismatched, want_info
             )
         return (model, info) if want_info else model
-
-    def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> Any:
-        """``save_pretrained``, with weight files as readable as any other file the user writes.
-
-        safetensors 0.8 creates its files ``0600`` (private), unlike every other file of the
-        folder; they get the mode the umask gives (usually ``0644``), so a shared model stays
-        loadable by colleagues.
-        """
-        result = super().save_pretrained(save_directory, *args, **kwargs)
-        umask = os.umask(0)
-        os.umask(umask)
-        for path in Path(save_directory).glob("*.safetensors"):
-            os.chmod(path, 0o666 & ~umask)
-        return result
 
 
 class MSAModel(MSAPreTrainedModel):
