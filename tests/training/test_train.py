@@ -310,7 +310,7 @@ def test_resume_of_a_run_killed_before_its_first_save_gives_advice_that_works(ti
     (out / "logs").mkdir(parents=True)  # what a run killed before its first checkpoint leaves
     assert run(tiny_recipe_args("killed", "resume_from_checkpoint=latest")) == 2
     err = capsys.readouterr().err
-    assert "holds no checkpoint" in err and "start afresh without resume_from_checkpoint" in err
+    assert "holds no checkpoint" in err and "without resume_from_checkpoint" in err
     assert "overwrite_output_dir=true" in err and "start without it" not in err
     assert run(tiny_recipe_args("killed")) == 2  # without resume: the same way out, not back to resume
     assert "set overwrite_output_dir=true to start over" in capsys.readouterr().err
