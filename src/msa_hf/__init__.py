@@ -9,10 +9,8 @@ imported (:mod:`msa_hf.auto_registration`), so commands answer ``--help`` at onc
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from . import auto_registration
+from .lazy_imports import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -40,14 +38,4 @@ __all__ = list(_LAZY)
 auto_registration.install()
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*__all__, "__version__", "auto_registration"])
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, extra_dir=("__version__", "auto_registration"))

@@ -12,8 +12,7 @@ Needs the ``app`` extra (``pip install "msa_hf[app]"``). The search logic lives 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..lazy_imports import lazy_attributes
 
 _LAZY = {  # loaded on first access: `msa-app --help` answers before torch or Gradio are imported
     "AppError": ".service",
@@ -29,14 +28,4 @@ _LAZY = {  # loaded on first access: `msa-app --help` answers before torch or Gr
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

@@ -15,8 +15,7 @@ Light to import: every name loads on first access, so ``msa-data`` parses its ar
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..lazy_imports import lazy_attributes
 
 _LAZY = {
     "load_corpus": ".corpus",
@@ -41,14 +40,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

@@ -7,8 +7,7 @@ stays optional (the metric class is loaded only when used).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..lazy_imports import lazy_attributes
 
 _LAZY = {
     # metrics (numpy and torch)
@@ -66,14 +65,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
