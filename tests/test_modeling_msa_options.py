@@ -1,4 +1,4 @@
-"""Options that depart from the paper: mean text pooling, the contrastive term, same-text positives."""
+"""Options that depart from the paper: mean text pooling, the contrastive term, same-text positives, flip averaging."""
 
 import torch
 import torch.nn.functional as F
@@ -61,3 +61,20 @@ def test_same_text_positives_spare_captions_with_an_image_s_own_text():
     )
     torch.testing.assert_close(spared.loss_contrastive, expected)
     assert not torch.allclose(plain.loss_triplet, spared.loss_triplet)
+
+
+def test_flip_averaging_is_the_mean_over_the_four_flips_at_inference_only():
+    pixel_values = inputs()["pixel_values"]
+    plain = model_with()
+    averaged = model_with(image_flip_averaging=True)
+    flips = [pixel_values, pixel_values.flip(-1), pixel_values.flip(-2), pixel_values.flip((-2, -1))]
+    expected = torch.stack([plain.embed_images(view) for view in flips]).mean(0)
+    torch.testing.assert_close(averaged.embed_images(pixel_values), expected)
+    torch.testing.assert_close(averaged.embed_images(pixel_values.flip(-1)), expected)  # flip-invariant
+    assert not torch.allclose(plain.embed_images(pixel_values), expected)
+    if hasattr(averaged.get_image_features(pixel_values), "pooler_output"):
+        torch.testing.assert_close(averaged.get_image_features(pixel_values).pooler_output, expected)
+    batch = inputs()
+    torch.testing.assert_close(averaged(**batch).image_embeds, F.normalize(expected, dim=-1))
+    averaged.train()
+    torch.testing.assert_close(averaged.embed_images(pixel_values), plain.train().embed_images(pixel_values))

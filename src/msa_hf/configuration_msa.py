@@ -218,6 +218,11 @@ class MSAConfig(_BaseConfig):
             InfoNCE loss on the global embeddings (cosine / temperature, both directions, the same
             positives as the triplet loss). ``0`` (faithful) = off. Not part of MSA: a stable,
             dense training signal that helps fresh heads on small corpora.
+        image_flip_averaging: at inference (``model.eval()``), the image embedding is the mean of
+            the embeddings of the image and its horizontal, vertical and double flip, the group
+            the ``flips`` training augmentation draws from: aerial scenes have no canonical
+            orientation. Costs 4 image-tower passes per image; training is unaffected. ``False``
+            (faithful) = one pass.
 
     Example:
 
@@ -257,6 +262,7 @@ class MSAConfig(_BaseConfig):
         contrastive_weight: float = 0.0,
         contrastive_temperature: float = 0.05,
         mscmat_scales: Sequence[int] | None = None,
+        image_flip_averaging: bool = False,
         **kwargs: Any,
     ) -> None:
         self.vision_backbone = vision_backbone
@@ -290,6 +296,7 @@ class MSAConfig(_BaseConfig):
         self.contrastive_weight = float(contrastive_weight)
         self.contrastive_temperature = float(contrastive_temperature)
         self.mscmat_scales = None if mscmat_scales is None else [int(k) for k in mscmat_scales]
+        self.image_flip_averaging = bool(image_flip_averaging)
         super().__init__(**kwargs)
         self._validate()
 

@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +77,8 @@ KEYS_FROM_TRANSFORMERS_5 = {
 }
 # Cosines times this are the zero-shot classification logits (msa-classify's default scale, CLIP's value).
 ZERO_SHOT_LOGIT_SCALE = 100.0
+# The flips `image_flip_averaging` adds to the image itself: horizontal, vertical, both (= a 180° turn).
+FLIP_DIMS = ((-1,), (-2,), (-2, -1))
 # The model classes a saved folder names for transformers' Auto classes (Hub remote code): the
 # dual encoder, and the same weights behind the zero-shot-image-classification pipeline.
 MODEL_AUTO_MAP = {
@@ -778,7 +780,16 @@ class MSAModel(MSAPreTrainedModel):
         The package's own code uses this (and `embed_texts`); `get_image_features` follows
         transformers' convention, which changed between major versions.
         """
-        return self.image_projection(self.get_scale_features(pixel_values))
+        return self._image_embedding(self.get_scale_features(pixel_values), pixel_values)
+
+    def _image_embedding(self, scale_features: Sequence[torch.Tensor], pixel_values: torch.Tensor) -> torch.Tensor:
+        """``v`` from the scale vectors of ``pixel_values``; averaged over flips when the config asks (in eval)."""
+        embeds = self.image_projection(list(scale_features))
+        if not self.config.image_flip_averaging or self.training:
+            return embeds
+        for dims in FLIP_DIMS:
+            embeds = embeds + self.image_projection(self.get_scale_features(pixel_values.flip(dims)))
+        return embeds / (len(FLIP_DIMS) + 1)
 
     def embed_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Global text embeddings ``t`` (``B×D``): the [CLS] state (or pooler output), unnormalised; a tensor."""
@@ -803,7 +814,7 @@ class MSAModel(MSAPreTrainedModel):
         tower = self._vision_outputs(pixel_values, output_hidden_states, output_attentions)
         outputs = BaseModelOutputWithPooling(
             last_hidden_state=tower.last_hidden_state,
-            pooler_output=self.image_projection(list(tower.scale_features)),
+            pooler_output=self._image_embedding(tower.scale_features, pixel_values),
             hidden_states=tower.hidden_states,
             attentions=tower.attentions,
         )
@@ -975,7 +986,11 @@ class MSAModel(MSAPreTrainedModel):
             raise ValueError(
                 f"The loss pairs image i with caption i, but got {num_images} images and {input_ids.shape[0]} captions."
             )
-        image_features = self.image_projection(scale_features)
+        image_features = (
+            self.image_projection(scale_features)
+            if vision_outputs is None
+            else self._image_embedding(scale_features, pixel_values)
+        )
         image_embeds = F.normalize(image_features, dim=-1)
         vision_model_output = (
             None
