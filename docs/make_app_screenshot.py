@@ -6,7 +6,7 @@ changed; rebuilt when the model's weights changed), so after training a better m
 same command refreshes both the index and the picture::
 
     python docs/make_app_screenshot.py --model outputs/default/best \\
-        --images ../shared/data/ucm-captions/images --index /tmp/ucm-captions.idx \\
+        --images ../shared/data/ucm-captions/images --index outputs/ucm-captions.idx \\
         --query "two planes parked beside a runway" --out docs/images/msa-app.png
 
 Needs the ``app`` extra and Chromium with ChromeDriver (Debian: ``chromium chromium-driver``).

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -117,6 +119,21 @@ def test_status_lists_problems(tiny_model, tiny_processor, tmp_path):
     assert "**Index**" not in text and "⚠ Index" in text and "does not exist" in text
     assert page.reload() == text
     assert format_status({**page.service.status(), "last_search_ms": 12.34}).count("12.3 ms") == 1
+
+
+def test_status_paths_are_shown_from_the_working_directory(page, tmp_path, monkeypatch):
+    status = page.service.status()
+    root = Path(status["image_root"])
+    monkeypatch.chdir(root.parent)
+    text = format_status(status)
+    assert f"up to date with `{root.name}`" in text and str(root) not in text
+    monkeypatch.chdir(root)
+    assert f"up to date with `{os.curdir}`" in format_status(status)
+    far = tmp_path / "a" / "b"
+    far.mkdir(parents=True)
+    monkeypatch.chdir(far)
+    assert os.path.relpath(root).startswith(os.path.join(os.pardir, os.pardir, os.pardir))
+    assert f"up to date with `{root}`" in format_status(status)  # far away: the path as given
 
 
 def test_demo_builds(page):

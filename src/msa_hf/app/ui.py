@@ -56,8 +56,21 @@ def hit_caption(hit: SearchHit) -> str:
     return f"#{hit.rank} · {hit.score:.3f} · {hit.relpath}"
 
 
+def display_path(path: str | None) -> str | None:
+    """``path`` relative to the working directory when it lies there or one folder up, else as given.
+
+    The status line is read on screen and in screenshots: a path from where the app was started
+    says what it needs to, and no machine's directory layout leaks into a picture.
+    """
+    if not path:
+        return path
+    relative = os.path.relpath(path)
+    return relative if not relative.startswith(os.path.join(os.pardir, os.pardir)) else path
+
+
 def format_status(status: dict[str, Any]) -> str:
     """The status line (Markdown): model, index size and dimension, staleness, last search time."""
+    status = {**status, **{key: display_path(status[key]) for key in ("index", "image_root") if status.get(key)}}
     parts = [f"**Model** `{status['model']}`"]
     if status["num_images"] is not None:
         parts.append(
