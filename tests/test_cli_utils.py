@@ -1,4 +1,4 @@
-"""run_command: the exit code of each kind of failure, one error line, warnings, the debug switch."""
+"""run_command: the exit code of each kind of failure, one error line, warnings, the debug switch; path types."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from msa_hf.cli_utils import (
     EXIT_OK,
     EXIT_USAGE,
     UsageError,
+    existing_path,
     exit_code_for,
+    path_or_hub_id,
     run_command,
 )
 
@@ -87,3 +89,21 @@ def test_exit_code_for() -> None:
     assert exit_code_for(UsageError("x")) == EXIT_USAGE
     assert exit_code_for(PermissionError("x")) == EXIT_FAILURE
     assert exit_code_for(KeyboardInterrupt()) == EXIT_INTERRUPTED
+
+
+def test_path_types_refuse_missing_paths_at_parse_time(tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="msa-demo")
+    parser.add_argument("folder", type=existing_path("a folder of images"))
+    parser.add_argument("--model", type=path_or_hub_id("a saved folder or a Hub id"))
+    ran = []
+    assert run_command("msa-demo", ran.append, parser, [str(tmp_path / "nope")]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"argument folder: {tmp_path / 'nope'} does not exist (expected a folder of images)" in err and ran == []
+    for model in ("./missing", "~/missing-msa-model", "/missing", "corpus.json", "index.idx"):
+        assert run_command("msa-demo", ran.append, parser, [str(tmp_path), "--model", model]) == EXIT_USAGE
+        assert (
+            f"argument --model: {model} does not exist (expected a saved folder or a Hub id)" in capsys.readouterr().err
+        )
+    for model in ("user/msa-rsicd", "msa-tiny", str(tmp_path)):  # may be a Hub id, or exists
+        assert parser.parse_args([str(tmp_path), "--model", model]).model == model
+    assert ran == []

@@ -81,35 +81,54 @@ print(type(AutoModel.from_pretrained(sys.argv[1])).__name__)
         assert proc.returncode == 0 and proc.stdout.split()[-1] == "MSAModel", (first, proc.stderr[-3000:])
 
 
-def test_every_command_answers_help_and_usage_errors_without_heavy_imports():
+# A path that does not exist, in each command's first path argument.
+MISSING_PATH = {
+    "msa-app": "--model ./missing-model",
+    "msa-classify": "./missing-folder --model m",
+    "msa-convert-original": "--img-model ./a.pth --img-map b --text-model c --crossatt d --text-config e --out f",
+    "msa-data": "validate ./missing-corpus",
+    "msa-eval": "--model m --corpus missing.json",
+    "msa-index": "build ./missing-folder --model m --out i.idx",
+    "msa-push": "./missing-folder --repo-id user/x",
+    "msa-search": "missing.idx two planes",
+}
+
+
+def test_every_command_answers_help_usage_errors_and_missing_paths_without_heavy_imports():
     code = f"""
 import contextlib, importlib, io, json, sys
-results = {{}}
+results, errors = {{}}, {{}}
+missing = json.loads(sys.argv[2])
 for name, target in json.loads(sys.argv[1]).items():
     module, function = target.split(":")
     main = getattr(importlib.import_module(module), function)
-    for argv in (["--help"], ["--no-such-option"]):
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    for argv in (["--help"], ["--no-such-option"], missing[name].split()):
+        err = io.StringIO()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
             results[f"{{name}} {{argv[0]}}"] = main(argv)
-print(json.dumps([results, [m for m in {HEAVY!r} if m in sys.modules]]))
+        errors[f"{{name}} {{argv[0]}}"] = err.getvalue()
+print(json.dumps([results, errors, [m for m in {HEAVY!r} if m in sys.modules]]))
 """
-    proc = python(code, json.dumps(COMMANDS))
+    proc = python(code, json.dumps(COMMANDS), json.dumps(MISSING_PATH))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results, heavy = json.loads(proc.stdout.strip().splitlines()[-1])
+    results, errors, heavy = json.loads(proc.stdout.strip().splitlines()[-1])
     assert heavy == []
-    assert results == {
-        f"{name} {flag}": code for name in COMMANDS for flag, code in (("--help", 0), ("--no-such-option", 2))
-    }
+    expected = {f"{name} {flag}": code for name in COMMANDS for flag, code in (("--help", 0), ("--no-such-option", 2))}
+    expected |= {f"{name} {MISSING_PATH[name].split()[0]}": 2 for name in COMMANDS}
+    assert results == expected
+    for name in COMMANDS:
+        assert "does not exist" in errors[f"{name} {MISSING_PATH[name].split()[0]}"], name
 
 
 # Arguments that pass argparse, so the command goes on to import its libraries.
+CHECKPOINT_FLAGS = ("img-model", "img-map", "text-model", "crossatt", "text-config")
 RUN_ARGS = {
-    "msa-convert-original": "--img-model a --img-map b --text-model c --crossatt d --text-config e --out f",
+    "msa-convert-original": " ".join(f"--{flag} pyproject.toml" for flag in CHECKPOINT_FLAGS) + " --out f",
     "msa-data": "validate missing-corpus",
-    "msa-eval": "--model missing --corpus missing.json",
-    "msa-index": "build missing --model missing --out missing.idx",
-    "msa-search": "missing.idx two planes",
-    "msa-classify": "missing --model missing --labels a,b",
+    "msa-eval": "--model missing --corpus missing",
+    "msa-index": "build . --model missing --out missing.idx",
+    "msa-search": ". two planes",
+    "msa-classify": ". --model missing --labels a,b",
     "msa-app": "--model missing --index missing.idx",
 }
 WATCH = """

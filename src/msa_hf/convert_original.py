@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cli_utils import run_command
+from .cli_utils import existing_path, run_command
 from .io_utils import atomic_directory
 
 if TYPE_CHECKING:  # the model code (torch, transformers) loads only when a conversion runs, not for --help
@@ -209,12 +209,23 @@ def convert(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="msa-convert-original", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--img-model", required=True, help="original img_model .pth")
-    parser.add_argument("--img-map", required=True, help="original img_map .pth")
-    parser.add_argument("--text-model", required=True, help="original text_model .pth")
-    parser.add_argument("--crossatt", required=True, help="original crossatt .pth")
-    parser.add_argument("--text-config", required=True, help="BERT config folder (config.json) or JSON file")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer folder, if not beside --text-config")
+    checkpoint = existing_path("a .pth file of the original code")
+    parser.add_argument("--img-model", required=True, type=checkpoint, help="original img_model .pth")
+    parser.add_argument("--img-map", required=True, type=checkpoint, help="original img_map .pth")
+    parser.add_argument("--text-model", required=True, type=checkpoint, help="original text_model .pth")
+    parser.add_argument("--crossatt", required=True, type=checkpoint, help="original crossatt .pth")
+    parser.add_argument(
+        "--text-config",
+        required=True,
+        type=existing_path("a BERT config folder (config.json) or JSON file"),
+        help="BERT config folder (config.json) or JSON file",
+    )
+    parser.add_argument(
+        "--tokenizer",
+        default=None,
+        type=existing_path("a tokenizer folder"),
+        help="tokenizer folder, if not beside --text-config",
+    )
     parser.add_argument("--out", required=True, help="output folder for from_pretrained")
     parser.add_argument("--vision-backbone", default="resnet50", help="timm name of the image tower")
     parser.add_argument("--num-heads", type=int, default=12, help="MSCMAT attention heads")

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cli_utils import EXIT_OK, UsageError, run_command
+from .cli_utils import EXIT_OK, UsageError, existing_path, run_command
 
 # huggingface_hub is imported inside the functions that use it: `msa-push --help` answers at once.
 
@@ -452,7 +452,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="msa-push",
         description="Check a saved MSA folder and upload it to the Hugging Face Hub (created if needed).",
     )
-    parser.add_argument("folder", metavar="DIR", help="folder written by save_pretrained (model + processor + card)")
+    parser.add_argument(
+        "folder",
+        metavar="DIR",
+        type=existing_path("the folder written by save_pretrained"),
+        help="folder written by save_pretrained (model + processor + card)",
+    )
     parser.add_argument("--repo-id", required=True, help="model repo on the Hub, 'user/name'")
     parser.add_argument("--private", action="store_true", help="create the repo private (if it does not exist)")
     parser.add_argument("--revision", default=None, metavar="BRANCH", help="branch to push to (created if needed)")

@@ -105,7 +105,7 @@ def test_progress_bars_show_while_validating_and_reading_headers(make_karpathy, 
 
 def test_errors_are_one_line_messages(tmp_path: Path, capsys, monkeypatch) -> None:
     assert main(["inspect", str(tmp_path / "nope.json")]) == 2
-    assert "no such file or folder" in capsys.readouterr().err
+    assert "nope.json does not exist" in capsys.readouterr().err
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
     assert main(["synth", "--out", str(tmp_path / "full"), "--n-images", "2", "--quiet"]) == 2

@@ -17,7 +17,7 @@ import socket
 import warnings
 from collections.abc import Sequence
 
-from msa_hf.cli_utils import EXIT_OK, UsageError, positive_int, run_command
+from msa_hf.cli_utils import EXIT_OK, UsageError, path_or_hub_id, positive_int, run_command
 
 __all__ = ["ENV_IMAGES", "ENV_INDEX", "ENV_MODEL", "build_parser", "main", "set_threads"]
 
@@ -69,7 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Search an image archive in the browser: text -> images, image -> images and captions, "
         "zero-shot classification. Serves on localhost; no share links, no analytics.",
     )
-    p.add_argument("--model", default=env.get(ENV_MODEL), help=f"saved MSA folder or Hub id (env {ENV_MODEL})")
+    p.add_argument(
+        "--model",
+        default=env.get(ENV_MODEL),
+        type=path_or_hub_id("a folder written by save_pretrained (model + processor) or a Hub id"),
+        help=f"saved MSA folder or Hub id (env {ENV_MODEL})",
+    )
     p.add_argument("--index", default=env.get(ENV_INDEX), help=f"index folder from `msa-index build` (env {ENV_INDEX})")
     p.add_argument(
         "--images",

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..cli_utils import EXIT_OK, UsageError, run_command
+from ..cli_utils import EXIT_OK, UsageError, path_or_hub_id, run_command
 
 __all__ = ["main", "build_parser", "corpus_statistics", "contact_sheet"]
 
@@ -286,7 +286,11 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def _source_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", help="Karpathy JSON, corpus folder, imagefolder, save_to_disk folder or Hub id")
+    parser.add_argument(
+        "source",
+        type=path_or_hub_id("a Karpathy JSON, a corpus folder, an imagefolder, a save_to_disk folder or a Hub id"),
+        help="Karpathy JSON, corpus folder, imagefolder, save_to_disk folder or Hub id",
+    )
     parser.add_argument(
         "--image-root", default=None, help="where image paths are resolved (default: the corpus's folder)"
     )

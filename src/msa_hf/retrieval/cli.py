@@ -19,7 +19,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from msa_hf.cli_utils import EXIT_OK, EXIT_STALE, UsageError, positive_int, run_command
+from msa_hf.cli_utils import (
+    EXIT_OK,
+    EXIT_STALE,
+    UsageError,
+    existing_path,
+    path_or_hub_id,
+    positive_int,
+    run_command,
+)
 
 __all__ = ["eval_main", "index_main", "search_main", "classify_main"]
 
@@ -29,6 +37,11 @@ TIE_RULE_PROTOCOL = {
     "expected": "expected recall over a random order of tied items",
     "argsort": "ranks in np.argsort(scores)[::-1] order, as the published evaluation code (ties machine-dependent)",
 }
+
+
+MODEL_EXPECTED = "a folder written by save_pretrained (model + processor) or a Hub id"
+INDEX_EXPECTED = "an index folder; create one with `msa-index build IMAGE_FOLDER --model M --out INDEX`"
+INDEX_HELP = "index folder written by `msa-index build`"
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
@@ -49,7 +62,10 @@ def _run(
 
 def _add_common(p: argparse.ArgumentParser, model_required: bool = True) -> None:
     p.add_argument(
-        "--model", required=model_required, help="saved MSA folder (save_pretrained of model + processor) or Hub id"
+        "--model",
+        required=model_required,
+        type=path_or_hub_id(MODEL_EXPECTED),
+        help="saved MSA folder (save_pretrained of model + processor) or Hub id",
     )
     p.add_argument("--revision", default=None, help="branch, tag or commit of a Hub --model (default: main)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -158,7 +174,12 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         "on a corpus split (R@1/5/10 both directions, mR, median/mean rank).",
     )
     _add_common(p)
-    p.add_argument("--corpus", required=True, help="corpus source understood by msa_hf.data.load_corpus")
+    p.add_argument(
+        "--corpus",
+        required=True,
+        type=path_or_hub_id("a Karpathy JSON, an imagefolder, a save_to_disk folder or a Hub dataset id"),
+        help="corpus source understood by msa_hf.data.load_corpus",
+    )
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")
     p.add_argument(
         "--on-bad",
@@ -294,7 +315,12 @@ def index_main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="msa-index", description="Build and inspect an on-disk image index.")
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="encode a folder of images into an index (resumable, incremental)")
-    b.add_argument("image_folder", metavar="IMAGE_FOLDER", help="folder of images to index (searched recursively)")
+    b.add_argument(
+        "image_folder",
+        metavar="IMAGE_FOLDER",
+        type=existing_path("a folder of images"),
+        help="folder of images to index (searched recursively)",
+    )
     _add_common(b)
     b.add_argument("--out", required=True, metavar="INDEX", help="index folder to create or update")
     b.add_argument(
@@ -317,11 +343,11 @@ def index_main(argv: Sequence[str] | None = None) -> int:
     )
     b.set_defaults(fn=_index_build)
     i = sub.add_parser("info", help="print an index's manifest summary")
-    i.add_argument("index", metavar="INDEX", help="index folder written by `msa-index build`")
+    i.add_argument("index", metavar="INDEX", type=existing_path(INDEX_EXPECTED), help=INDEX_HELP)
     i.add_argument("--json", action="store_true", help="print JSON instead of a table")
     i.set_defaults(fn=_index_info)
     s = sub.add_parser("status", help=f"compare an index with its image folder (exit {EXIT_STALE} if stale)")
-    s.add_argument("index", metavar="INDEX", help="index folder written by `msa-index build`")
+    s.add_argument("index", metavar="INDEX", type=existing_path(INDEX_EXPECTED), help=INDEX_HELP)
     s.add_argument("--folder", default=None, help="image folder (default: the one recorded in the index)")
     s.add_argument("--verify", action="store_true", help=_VERIFY_HELP)
     s.set_defaults(fn=_index_status)
@@ -387,14 +413,17 @@ def _warn_stale_hits(index: Any, hits: Sequence[Any]) -> None:
 def search_main(argv: Sequence[str] | None = None) -> int:
     """``msa-search INDEX "text" -k 10`` or ``msa-search INDEX --image query.png``."""
     p = argparse.ArgumentParser(prog="msa-search", description="Search an image index by text or by image.")
-    p.add_argument("index", metavar="INDEX", help="index folder written by `msa-index build`")
+    p.add_argument("index", metavar="INDEX", type=existing_path(INDEX_EXPECTED), help=INDEX_HELP)
     p.add_argument("query", nargs="*", metavar="QUERY", help="text query (several give one result table each)")
-    p.add_argument("--image", action="append", metavar="PATH", help="query image (repeatable)")
+    p.add_argument(
+        "--image", action="append", metavar="PATH", type=existing_path("an image file"), help="query image (repeatable)"
+    )
     p.add_argument("-k", type=positive_int("-k"), default=10, help="results per query (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
         "--model",
         default=None,
+        type=path_or_hub_id(MODEL_EXPECTED),
         help="model to embed the query (default: the index's own model); must have the index's weights",
     )
     p.add_argument("--revision", default=None, help="branch, tag or commit of a Hub --model (default: main)")
@@ -496,11 +525,16 @@ def classify_main(argv: Sequence[str] | None = None) -> int:
         "images; reports accuracy when the folder has one subfolder per class.",
     )
     p.add_argument(
-        "image_folder", metavar="IMAGE_FOLDER", help="folder of images; one subfolder per class also reports accuracy"
+        "image_folder",
+        metavar="IMAGE_FOLDER",
+        type=existing_path("a folder of images"),
+        help="folder of images; one subfolder per class also reports accuracy",
     )
     _add_common(p)
     p.add_argument("--labels", default=None, help="comma-separated labels (default: the class subfolder names)")
-    p.add_argument("--labels-file", default=None, help="file with one label per line")
+    p.add_argument(
+        "--labels-file", default=None, type=existing_path("a text file"), help="file with one label per line"
+    )
     p.add_argument(
         "--template",
         action="append",
