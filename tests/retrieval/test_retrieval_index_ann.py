@@ -24,7 +24,7 @@ def clustered(n: int, dim: int = 32, clusters: int = 20, seed: int = 0) -> np.nd
     """Unit vectors around ``clusters`` centres: neighbours that mean something."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((clusters, dim)).astype(np.float32)
-    x = centres[rng.integers(0, clusters, n)] + 0.5 * rng.standard_normal((n, dim)).astype(np.float32)
+    x = centres[rng.integers(0, clusters, n)] + rng.standard_normal((n, dim)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
@@ -52,7 +52,7 @@ def test_ivf_recall_is_measured_against_exact_search():
     assert full.report["recall_at_10"] == 1.0  # every list probed: IVF-Flat is exact
     assert full.report["measured_queries"] == 100 and full.report["trained_on"] == 1900
     one = build_ann(x, AnnSettings("IVF16,Flat", nprobe=1, recall_queries=100))
-    assert 0.2 < one.report["recall_at_10"] < 1.0
+    assert 0.5 < one.report["recall_at_10"] < 0.99  # one list of 16 misses some neighbours
     assert full.index.ntotal == 2000
 
 
@@ -77,7 +77,10 @@ def test_search_parameters_are_checked():
         build_ann(x, AnnSettings("HNSW8", nprobe=4))
     with pytest.raises(ValueError, match=r"--index-factory 'IVFx,PQ4' is not a FAISS index_factory string"):
         build_ann(x, AnnSettings("IVFx,PQ4"))
-    with pytest.raises(ValueError, match=r"'IVF1024,Flat' cannot be trained on 450 embeddings .*fewer IVF lists"):
+    with pytest.raises(
+        ValueError,
+        match=r"'IVF1024,Flat' cannot be trained on 450 embeddings .*fewer IVF lists \(at most N/39: 'IVF8,...'\)",
+    ):
         build_ann(x, AnnSettings("IVF1024,Flat"))
 
 

@@ -286,8 +286,8 @@ def _index_ann(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _add_ann_options(p: argparse.ArgumentParser, factory_default: str | None, factory_help: str) -> None:
-    p.add_argument("--index-factory", default=factory_default, metavar="STRING", help=factory_help)
+def _add_ann_options(p: argparse.ArgumentParser, factory_required: bool, factory_help: str) -> None:
+    p.add_argument("--index-factory", required=factory_required, default=None, metavar="STRING", help=factory_help)
     p.add_argument(
         "--nprobe",
         type=positive_int("--nprobe"),
@@ -391,7 +391,7 @@ def index_main(argv: Sequence[str] | None = None) -> int:
     )
     _add_ann_options(
         b,
-        None,
+        False,
         "approximate search for large archives: a FAISS index_factory string such as 'IVF4096,PQ32' or "
         "'HNSW32', built from the embeddings and checked against exact search; 'Flat' is exact search "
         "(default: what the index has, Flat for a new one). See docs/retrieval.md#archive-scale-search",
@@ -401,7 +401,7 @@ def index_main(argv: Sequence[str] | None = None) -> int:
         "ann", help="(re)build an index's approximate search from its stored embeddings (no model, no re-encoding)"
     )
     a.add_argument("index", metavar="INDEX", help="index folder written by `msa-index build`")
-    _add_ann_options(a, "Flat", "FAISS index_factory string ('IVF4096,PQ32', 'HNSW32'; 'Flat' removes it)")
+    _add_ann_options(a, True, "FAISS index_factory string ('IVF4096,PQ32', 'HNSW32'; 'Flat' removes it)")
     a.set_defaults(fn=_index_ann)
     i = sub.add_parser("info", help="print an index's manifest summary")
     i.add_argument("index", metavar="INDEX", help="index folder written by `msa-index build`")

@@ -186,13 +186,15 @@ def train_ann(index: Any, embeddings: Any, rows: np.ndarray, factory: str) -> No
     except RuntimeError as exc:
         reason = str(exc).strip().splitlines()[-1].split("failed: ", 1)[-1]
         raise ValueError(
-            f"--index-factory {factory!r} cannot be trained on {len(rows)} embeddings ({reason}); index more "
-            f"images or choose fewer IVF lists (about 4*sqrt(N), e.g. 'IVF{_suggest_nlist(len(rows))},PQ32')."
+            f"--index-factory {factory!r} cannot be trained on {len(rows)} embeddings ({reason}); choose "
+            f"fewer IVF lists (at most N/39: 'IVF{_suggest_nlist(len(rows))},...'), or keep exact search "
+            f"('Flat') for an archive this small."
         ) from None
 
 
 def _suggest_nlist(n: int) -> int:
-    return max(1, 2 ** int(math.log2(max(1.0, 4 * math.sqrt(n)))) // 2)
+    """The largest power of two at most ``n / 39`` (FAISS wants 39 training vectors per list)."""
+    return 2 ** int(math.log2(max(1.0, n / 39)))
 
 
 def add_embeddings(index: Any, embeddings: Any, chunk: int = ADD_CHUNK) -> None:
@@ -207,7 +209,8 @@ def exact_search(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``k`` (scores, rows) of ``queries`` over ``embeddings`` by inner product, one
     chunk of rows at a time (memory: one chunk plus ``Q x (k + chunk)`` scores). ``exclude[i]``
-    is a row query ``i`` may not return (itself, when queries are drawn from the index)."""
+    is a row query ``i`` may not return (itself, when queries are drawn from the index); rows
+    are -1 where fewer than ``k`` remain."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     nq, n = len(queries), len(embeddings)
     best_s = np.full((nq, 0), -np.inf, dtype=np.float32)
@@ -224,13 +227,19 @@ def exact_search(
         top = np.argpartition(-cand_s, keep - 1, axis=1)[:, :keep]
         best_s, best_i = np.take_along_axis(cand_s, top, 1), np.take_along_axis(cand_i, top, 1)
     order = np.lexsort((best_i, -best_s), axis=-1)
-    return np.take_along_axis(best_s, order, -1), np.take_along_axis(best_i, order, -1)
+    best_s, best_i = np.take_along_axis(best_s, order, -1), np.take_along_axis(best_i, order, -1)
+    return best_s, np.where(np.isneginf(best_s), -1, best_i)  # an excluded row is no neighbour
 
 
 def recall_at_k(approx: np.ndarray, exact: np.ndarray, k: int = RECALL_K) -> float:
-    """Mean fraction of each query's exact top-``k`` rows found in its approximate top-``k``."""
-    hits = [len(set(a[:k].tolist()) & set(e[:k].tolist())) for a, e in zip(approx, exact)]
-    return float(np.mean(hits) / k) if hits else float("nan")
+    """Mean fraction of each query's exact top-``k`` rows found in its approximate top-``k``
+    (rows < 0 are padding: an index with fewer than ``k`` other rows)."""
+    fractions = []
+    for a, e in zip(approx, exact):
+        wanted = {r for r in e[:k].tolist() if r >= 0}
+        if wanted:
+            fractions.append(len(wanted & set(a[:k].tolist())) / len(wanted))
+    return float(np.mean(fractions)) if fractions else float("nan")
 
 
 def _approx_without_self(index: Any, queries: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
