@@ -110,7 +110,7 @@ def test_index_with_ann_searches_it_and_agrees_with_exact_when_every_list_is_pro
     assert loaded.search_settings() == "ann"
     with pytest.raises(ValueError, match="--ef-search 8 does not apply to index factory 'IVF2,Flat'"):
         loaded.search(query, ef_search=8)
-    with pytest.raises(ValueError, match="--nprobe applies to approximate search, but this search is exact"):
+    with pytest.raises(ValueError, match="--nprobe applies to approximate search, but --backend torch is exact"):
         loaded.search(query, backend="torch", nprobe=1)
 
 
@@ -166,7 +166,8 @@ def test_cli_build_reports_recall_and_search_takes_nprobe(image_folder, tiny_mod
     rc, stdout, err = run(index_main, ["ann", out, "--index-factory", "Flat"], capsys)
     assert rc == EXIT_OK and "search: exact (Flat)" in stdout and "nothing re-encoded" in stdout
     rc, _, err = run(search_main, [out, "a plane", "--nprobe", 2], capsys)
-    assert rc == EXIT_USAGE and "--nprobe applies to approximate search, but this search is exact" in err
+    assert rc == EXIT_USAGE and "--nprobe applies to approximate search, but index" in err
+    assert "has exact search only; leave it out" in err
     rc, _, err = run(index_main, ["ann", out, "--index-factory", "IVF64,Flat"], capsys)
     assert rc == EXIT_USAGE and "cannot be trained on 5 embeddings" in err
     rc, _, err = run(index_main, ["ann", tmp_path / "nothing", "--index-factory", "HNSW8"], capsys)

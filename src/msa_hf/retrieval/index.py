@@ -408,7 +408,7 @@ class ImageIndex:
             ValueError: an unknown backend, ``"ann"`` on an index without one, or ``nprobe``/
                 ``ef_search`` where they do not apply (exact search, or an index without that part).
         """
-        backend = backend or ("ann" if self.ann else "torch")
+        asked, backend = backend, backend or ("ann" if self.ann else "torch")
         if backend not in ("torch", "faiss", "ann"):
             raise ValueError(f"`backend` must be 'torch', 'faiss' or 'ann', got {backend!r}.")
         if backend == "ann" and not self.ann:
@@ -418,9 +418,10 @@ class ImageIndex:
             )
         if backend != "ann" and (nprobe is not None or ef_search is not None):
             flag = "--nprobe" if nprobe is not None else "--ef-search"
+            why = f"--backend {asked} is exact search" if asked else f"index {self.path} has exact search only"
             raise ValueError(
-                f"{flag} applies to approximate search, but this search is exact (--backend {backend} on index "
-                f"{self.path}); leave it out."
+                f"{flag} applies to approximate search, but {why}; leave it out (or build an approximate index: "
+                f"`msa-index ann {self.path} --index-factory IVF4096,PQ32`)."
             )
         if backend == "ann":
             check_search_params(self._ann(), self.ann["factory"], nprobe, ef_search)
