@@ -19,6 +19,7 @@ from msa_hf.retrieval import ImageIndex, build_index, load_model_and_processor
 from msa_hf.retrieval.index_ann import AnnSettings
 
 pytest.importorskip("accelerate", reason="multi-process builds use accelerate's PartialState")
+faiss = pytest.importorskip("faiss", reason="the 2-process build also builds an IVF index (extra `index`)")
 
 _SCRIPT = """
 import sys
@@ -66,8 +67,9 @@ def test_two_process_build_equals_one_process_build(image_folder, make_images, t
     assert result.stdout.count("index ") == 1 and "11 images" in result.stdout  # only the main process reports
     two = ImageIndex.load(out)
 
-    threads = torch.get_num_threads()
+    threads, faiss_threads = torch.get_num_threads(), faiss.omp_get_max_threads()
     torch.set_num_threads(1)  # as torchrun's processes (OMP_NUM_THREADS=1), so the arithmetic matches
+    faiss.omp_set_num_threads(1)
     try:
         model, processor = load_model_and_processor(tiny_model_dir, device="cpu")
         with pytest.warns(UserWarning, match="Skipped 2 files"):
@@ -83,6 +85,7 @@ def test_two_process_build_equals_one_process_build(image_folder, make_images, t
             )
     finally:
         torch.set_num_threads(threads)  # never leak one thread into the tests that follow
+        faiss.omp_set_num_threads(faiss_threads)
     assert two.files == one.files and two.manifest["skipped"] == one.manifest["skipped"]
     assert [f["sha256"] for f in two.manifest["files"]] == [f["sha256"] for f in one.manifest["files"]]
     assert torch.equal(two.embeddings, one.embeddings)
