@@ -158,6 +158,11 @@ def make_data(folder: Path, n: int, n_queries: int, noise: float, seed: int) -> 
 
 
 def _peak_rss_mib() -> float:
+    """This process's peak resident memory (``VmHWM``: unlike ``ru_maxrss``, not inherited from
+    the parent across ``exec``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
