@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import runpy
+import shutil
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,16 @@ def test_threads_option(launched, tiny_model_dir, synth_index_path):
     finally:
         torch.set_num_threads(before)
     assert main(["--model", "m", "--index", "i", "--threads", "0"]) == 2
+
+
+def test_search_options_reach_the_service(launched, tiny_model_dir, synth_index_path, tmp_path):
+    pytest.importorskip("faiss", reason="approximate search needs faiss-cpu (extra `index`)")
+    from msa_hf.retrieval.index_ann import AnnSettings
+    from msa_hf.retrieval.index_build import rebuild_ann
+
+    index = tmp_path / "archive.idx"
+    shutil.copytree(synth_index_path, index)
+    rebuild_ann(index, AnnSettings("IVF2,Flat"))
+    assert main(["--model", str(tiny_model_dir), "--index", str(index), "--nprobe", "1"]) == 0
+    service = launched[0][1]
+    assert service.search_options == {"nprobe": 1, "ef_search": None} and service.status()["backend"] == "ann"

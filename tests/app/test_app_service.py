@@ -227,3 +227,23 @@ def test_index_is_loaded_once(service, monkeypatch):
     monkeypatch.setattr(ImageIndex, "load", no_reload)
     service.search_text("planes", k=2)
     service.search_image(archive_file=service.archive_files[0], k=2)
+
+
+def test_approximate_index_is_searched_with_the_settings_given(tiny_model, tiny_processor, synth_index_path, tmp_path):
+    pytest.importorskip("faiss", reason="approximate search needs faiss-cpu (extra `index`)")
+    from msa_hf.retrieval.index_ann import AnnSettings
+    from msa_hf.retrieval.index_build import rebuild_ann
+
+    index = tmp_path / "archive.idx"
+    shutil.copytree(synth_index_path, index)
+    rebuild_ann(index, AnnSettings("IVF2,Flat", nprobe=2))
+    exact = SearchService(tiny_model, tiny_processor, index, backend="torch").search_text("ships", 12)[0]
+    every_list = SearchService(tiny_model, tiny_processor, index)
+    assert every_list.status()["backend"] == "ann"
+    assert [h.row for h in every_list.search_text("ships", 12)[0]] == [h.row for h in exact]
+    one_list = SearchService(tiny_model, tiny_processor, index, nprobe=1).search_text("ships", 12)[0]
+    assert 0 < len(one_list) < 12 and {h.row for h in one_list} < {h.row for h in exact}
+    wrong = SearchService(tiny_model, tiny_processor, index, ef_search=8)
+    assert "--ef-search 8 does not apply to index factory 'IVF2,Flat'" in wrong.status()["index_error"]
+    with pytest.raises(AppError, match="--ef-search 8 does not apply"):
+        wrong.search_text("ships", 3)

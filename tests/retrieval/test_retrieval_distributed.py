@@ -16,8 +16,10 @@ import pytest
 import torch
 
 from msa_hf.retrieval import ImageIndex, build_index, load_model_and_processor
+from msa_hf.retrieval.index_ann import AnnSettings
 
 pytest.importorskip("accelerate", reason="multi-process builds use accelerate's PartialState")
+faiss = pytest.importorskip("faiss", reason="the 2-process build also builds an IVF index (extra `index`)")
 
 _SCRIPT = """
 import sys
@@ -57,27 +59,41 @@ def test_two_process_build_equals_one_process_build(image_folder, make_images, t
             "--batch-size",
             "2",
             "--no-progress",
+            "--index-factory",
+            "IVF2,Flat",
         ],
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("index ") == 1 and "11 images" in result.stdout  # only the main process reports
     two = ImageIndex.load(out)
 
-    threads = torch.get_num_threads()
+    threads, faiss_threads = torch.get_num_threads(), faiss.omp_get_max_threads()
     torch.set_num_threads(1)  # as torchrun's processes (OMP_NUM_THREADS=1), so the arithmetic matches
+    faiss.omp_set_num_threads(1)
     try:
         model, processor = load_model_and_processor(tiny_model_dir, device="cpu")
         with pytest.warns(UserWarning, match="Skipped 2 files"):
             one = build_index(
-                image_folder, model, processor, tmp_path / "one", chunk_size=3, batch_size=2, progress=False
+                image_folder,
+                model,
+                processor,
+                tmp_path / "one",
+                chunk_size=3,
+                batch_size=2,
+                progress=False,
+                ann=AnnSettings("IVF2,Flat"),
             )
     finally:
         torch.set_num_threads(threads)  # never leak one thread into the tests that follow
+        faiss.omp_set_num_threads(faiss_threads)
     assert two.files == one.files and two.manifest["skipped"] == one.manifest["skipped"]
     assert [f["sha256"] for f in two.manifest["files"]] == [f["sha256"] for f in one.manifest["files"]]
     assert torch.equal(two.embeddings, one.embeddings)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["encoded"] == 11 and not (out / ".partial").exists() and not (out / ".lock").exists()
+    # The approximate index is built once, on the main process, from the gathered embeddings.
+    assert "search: IVF2,Flat (nprobe 32), recall@10" in result.stdout
+    assert (out / "ann.faiss").read_bytes() == (tmp_path / "one" / "ann.faiss").read_bytes()
 
 
 def test_an_error_on_the_main_process_reaches_every_process(tmp_path, tiny_model_dir):

@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Sequence
 
 from msa_hf.cli_utils import EXIT_OK, UsageError, path_or_hub_id, positive_int, run_command
+from msa_hf.retrieval.cli import add_search_options
 
 __all__ = ["ENV_IMAGES", "ENV_INDEX", "ENV_MODEL", "build_parser", "main", "set_threads"]
 
@@ -89,12 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--port", type=_port, default=env.get("GRADIO_SERVER_PORT", DEFAULT_PORT), help="port (default 7860)"
     )
-    p.add_argument(
-        "--backend",
-        choices=("torch", "faiss"),
-        default="torch",
-        help="exact search in torch (default) or a FAISS flat index (same results; extra `index`)",
-    )
+    add_search_options(p)
     p.add_argument("--device", default=None, help="torch device for the model (default: cuda if available, else cpu)")
     p.add_argument(
         "--threads",
@@ -123,7 +119,15 @@ def _serve(args: argparse.Namespace) -> int:
     if args.threads:
         set_threads(args.threads)
 
-    service = SearchService.open(args.model, args.index, images=args.images, backend=args.backend, device=args.device)
+    service = SearchService.open(
+        args.model,
+        args.index,
+        images=args.images,
+        backend=args.backend,
+        device=args.device,
+        nprobe=args.nprobe,
+        ef_search=args.ef_search,
+    )
     status = service.status()
     for key in ("model_error", "index_error", "mismatch_error", "stale_error"):
         if status[key]:

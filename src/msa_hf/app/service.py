@@ -108,7 +108,9 @@ class SearchService:
     so an index that was missing or stale at start can be (re)built while the app runs.
 
     ``images`` overrides the image folder recorded in the index (for an archive that moved,
-    e.g. an index built on one machine and served on another).
+    e.g. an index built on one machine and served on another). ``backend``, ``nprobe`` and
+    ``ef_search`` are :meth:`ImageIndex.search`'s (``None``: the index's approximate search
+    with its stored settings where it has one, else exact search in torch).
     """
 
     def __init__(
@@ -120,10 +122,12 @@ class SearchService:
         model_name: str | None = None,
         model_error: str | None = None,
         images: str | os.PathLike | None = None,
-        backend: str = "torch",
+        backend: str | None = None,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
     ) -> None:
-        if backend not in ("torch", "faiss"):
-            raise ValueError(f"`backend` must be 'torch' or 'faiss', got {backend!r}.")
+        if backend not in (None, "torch", "faiss", "ann"):
+            raise ValueError(f"`backend` must be 'torch', 'faiss' or 'ann', got {backend!r}.")
         self.model = model
         self.processor = processor
         self.model_name = model_name or str(getattr(model, "name_or_path", "") or "<in-memory model>")
@@ -131,6 +135,7 @@ class SearchService:
         self.index_path = Path(index_path).expanduser()
         self.images_override = Path(images).expanduser() if images is not None else None
         self.backend = backend
+        self.search_options = {"nprobe": nprobe, "ef_search": ef_search}
         self.index: ImageIndex | None = None
         self.index_error: str | None = None
         self.mismatch_error: str | None = None
@@ -147,8 +152,10 @@ class SearchService:
         index: str | os.PathLike,
         *,
         images: str | os.PathLike | None = None,
-        backend: str = "torch",
+        backend: str | None = None,
         device: str | None = None,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
     ) -> SearchService:
         """Load the model (a folder or Hub id) and the index; a failure becomes a page message, not an exception."""
         try:
@@ -156,7 +163,17 @@ class SearchService:
             error = None
         except (ModelLoadError, ValueError, HubError, OSError) as exc:
             loaded, processor, error = None, None, f"The model could not be loaded: {exc}"
-        return cls(loaded, processor, index, model_name=str(model), model_error=error, images=images, backend=backend)
+        return cls(
+            loaded,
+            processor,
+            index,
+            model_name=str(model),
+            model_error=error,
+            images=images,
+            backend=backend,
+            nprobe=nprobe,
+            ef_search=ef_search,
+        )
 
     # ------------------------------------------------------------------ index state
     def reload_index(self) -> None:
@@ -188,6 +205,16 @@ class SearchService:
                 f"then press “Reload index”."
             )
             return None, message, None, None, None
+        try:
+            index.search_settings(self.backend, **self.search_options)
+        except ValueError as exc:
+            return (
+                None,
+                f"The index cannot be searched as asked: {exc} Restart msa-app with settings it takes.",
+                None,
+                None,
+                None,
+            )
         mismatch_error = None
         if self.model is not None:
             try:
@@ -236,7 +263,9 @@ class SearchService:
                 else None
             ),
             "stale_error": self.stale_error,
-            "backend": self.backend,
+            "backend": index.search_settings(self.backend, **self.search_options)
+            if index is not None
+            else self.backend,
             "last_search_ms": self.last_search_ms,
         }
 
@@ -277,7 +306,7 @@ class SearchService:
         k = self._check_k(k)
         index = self._require_index()
         start = time.perf_counter()
-        hits = index.search_text(text, self.model, self.processor, k=k, backend=self.backend)[0]
+        hits = index.search_text(text, self.model, self.processor, k=k, backend=self.backend, **self.search_options)[0]
         self.last_search_ms = _seconds_to_ms(start)
         return self._located(hits)
 
@@ -327,12 +356,16 @@ class SearchService:
             # The index already holds this image's embedding: no encoding, and exactly what the archive stores.
             embedding = index.embeddings[row : row + 1]
             hits = [
-                h for h in index.search(embedding, k=min(k + 1, len(index)), backend=self.backend)[0] if h.row != row
+                h
+                for h in index.search(embedding, k=min(k + 1, len(index)), backend=self.backend, **self.search_options)[
+                    0
+                ]
+                if h.row != row
             ]
             hits = [dataclasses.replace(h, rank=n) for n, h in enumerate(hits[:k], start=1)]
         else:
             embedding = encode_images(self.model, self.processor, [image], progress=False)
-            hits = index.search(embedding, k=k, backend=self.backend)[0]
+            hits = index.search(embedding, k=k, backend=self.backend, **self.search_options)[0]
         self.last_search_ms = _seconds_to_ms(start)
         present, missing = self._located(hits)
         return ImageSearchResult(image, present, self._rank_captions(embedding, captions), missing)

@@ -29,7 +29,7 @@ from msa_hf.cli_utils import (
     run_command,
 )
 
-__all__ = ["eval_main", "index_main", "search_main", "classify_main"]
+__all__ = ["add_search_options", "eval_main", "index_main", "search_main", "classify_main"]
 
 # What each of msa_hf.retrieval.TIE_RULES means, for metrics.json (kept here so --help imports no torch).
 TIE_RULE_PROTOCOL = {
@@ -236,6 +236,7 @@ def _index_build(args: argparse.Namespace) -> int:
         raise NotADirectoryError(f"IMAGE_FOLDER {args.image_folder} is not a folder.")
     if args.overwrite and args.relocate:
         raise ValueError("--overwrite re-encodes everything and --relocate keeps embeddings: give one of them.")
+    ann = _ann_settings(args) if args.index_factory is not None else None
     group = process_group()  # one process, or each of an `accelerate launch` / `torchrun` job
     model, processor = load_model_and_processor(args.model, device=args.device or group.device, revision=args.revision)
     index = build_index(
@@ -252,6 +253,7 @@ def _index_build(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         progress=not args.no_progress,
         group=group,
+        ann=ann,
     )
     if index is None:  # not the main process: the main process reports
         return EXIT_OK
@@ -260,7 +262,78 @@ def _index_build(args: argparse.Namespace) -> int:
         f"index {index.path}: {len(index)} images, dim {m['embedding_dim']} "
         f"({m.get('encoded', len(index))} encoded, {m.get('reused', 0)} reused, {len(m['skipped'])} skipped)"
     )
+    _print_ann(index)
     return EXIT_OK
+
+
+def _ann_settings(args: argparse.Namespace) -> Any:
+    """The ``--index-factory`` options as :class:`~msa_hf.retrieval.index_ann.AnnSettings`."""
+    from .index_ann import AnnSettings
+
+    if not args.index_factory.strip():
+        raise ValueError("--index-factory is empty; give a FAISS index_factory string, e.g. 'IVF4096,PQ32' or 'Flat'.")
+    return AnnSettings(
+        factory=args.index_factory.replace(" ", ""),
+        nprobe=args.nprobe,
+        ef_search=args.ef_search,
+        train_size=args.train_size,
+        seed=args.seed,
+        recall_queries=args.recall_queries,
+    )
+
+
+def _print_ann(index: Any) -> None:
+    """The approximate index's measured recall and size, or that search is exact."""
+    from .index_ann import factory_label
+
+    ann = index.ann
+    if ann is None:
+        print("search: exact (Flat)")
+        return
+    exact_bytes = 4 * index.manifest["embedding_dim"]
+    print(
+        f"search: {factory_label(ann)}, recall@10 {ann['recall_at_10']:.3f} against exact search on "
+        f"{ann['measured_queries']} held-out images; {ann['bytes_per_image']:g} bytes per image "
+        f"(+{exact_bytes} for the exact embeddings kept on disk); built in {ann['build_seconds']:.1f} s"
+    )
+
+
+def _index_ann(args: argparse.Namespace) -> int:
+    from .index_build import rebuild_ann
+
+    index = rebuild_ann(args.index, _ann_settings(args))
+    print(f"index {index.path}: {len(index)} images, dim {index.manifest['embedding_dim']} (nothing re-encoded)")
+    _print_ann(index)
+    return EXIT_OK
+
+
+def _add_ann_options(p: argparse.ArgumentParser, factory_required: bool, factory_help: str) -> None:
+    p.add_argument("--index-factory", required=factory_required, default=None, metavar="STRING", help=factory_help)
+    p.add_argument(
+        "--nprobe",
+        type=positive_int("--nprobe"),
+        default=None,
+        help="IVF lists searched per query, stored as the index's default (default 32); more: higher recall, slower",
+    )
+    p.add_argument(
+        "--ef-search",
+        type=positive_int("--ef-search"),
+        default=None,
+        help="HNSW candidate list per query, stored as the index's default (default 64)",
+    )
+    p.add_argument(
+        "--train-size",
+        type=positive_int("--train-size"),
+        default=None,
+        help="embeddings sampled to train IVF/PQ (default: 64 per IVF list, at least 10,000)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the training and recall samples (default 0)")
+    p.add_argument(
+        "--recall-queries",
+        type=positive_int("--recall-queries"),
+        default=1000,
+        help="held-out images whose recall@10 against exact search is reported (default 1000, at most 1/10 of N)",
+    )
 
 
 def _index_info(args: argparse.Namespace) -> int:
@@ -283,6 +356,7 @@ def _index_info(args: argparse.Namespace) -> int:
         if k in m
     }
     info["skipped"] = len(m.get("skipped", []))
+    info["ann"] = m.get("ann") or "none (exact search)"
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -341,7 +415,20 @@ def index_main(argv: Sequence[str] | None = None) -> int:
     b.add_argument(
         "--workers", type=int, default=0, help="data-loader worker processes that read and decode images (default 0)"
     )
+    _add_ann_options(
+        b,
+        False,
+        "approximate search for large archives: a FAISS index_factory string such as 'IVF4096,PQ32' or "
+        "'HNSW32', built from the embeddings and checked against exact search; 'Flat' is exact search "
+        "(default: what the index has, Flat for a new one). See docs/retrieval.md#archive-scale-search",
+    )
     b.set_defaults(fn=_index_build)
+    a = sub.add_parser(
+        "ann", help="(re)build an index's approximate search from its stored embeddings (no model, no re-encoding)"
+    )
+    a.add_argument("index", metavar="INDEX", type=existing_path(INDEX_EXPECTED), help=INDEX_HELP)
+    _add_ann_options(a, True, "FAISS index_factory string ('IVF4096,PQ32', 'HNSW32'; 'Flat' removes it)")
+    a.set_defaults(fn=_index_ann)
     i = sub.add_parser("info", help="print an index's manifest summary")
     i.add_argument("index", metavar="INDEX", type=existing_path(INDEX_EXPECTED), help=INDEX_HELP)
     i.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -375,6 +462,8 @@ def _search(args: argparse.Namespace) -> int:
         revision=args.revision,
         backend=args.backend,
         device=args.device,
+        nprobe=args.nprobe,
+        ef_search=args.ef_search,
     )
     _warn_stale_hits(index, [h for hits in results for h in hits])
     queries = list(args.query or args.image)
@@ -427,14 +516,32 @@ def search_main(argv: Sequence[str] | None = None) -> int:
         help="model to embed the query (default: the index's own model); must have the index's weights",
     )
     p.add_argument("--revision", default=None, help="branch, tag or commit of a Hub --model (default: main)")
-    p.add_argument(
-        "--backend",
-        choices=("torch", "faiss"),
-        default="torch",
-        help="exact search in torch (default) or a FAISS flat index (same results)",
-    )
+    add_search_options(p)
     p.add_argument("--device", default=None, help="torch device for the query model (default: cuda if available)")
     return _run("msa-search", _search, p, argv)
+
+
+def add_search_options(p: argparse.ArgumentParser) -> None:
+    """``--backend``, ``--nprobe`` and ``--ef-search``, as ``msa-search`` and ``msa-app`` take them."""
+    p.add_argument(
+        "--backend",
+        choices=("torch", "faiss", "ann"),
+        default=None,
+        help="'ann': the index's approximate search (the default where `msa-index build --index-factory` made "
+        "one); 'torch' (the default otherwise) or 'faiss': exact search, same results",
+    )
+    p.add_argument(
+        "--nprobe",
+        type=positive_int("--nprobe"),
+        default=None,
+        help="IVF lists searched per query (default: the index's, set at build)",
+    )
+    p.add_argument(
+        "--ef-search",
+        type=positive_int("--ef-search"),
+        default=None,
+        help="HNSW candidate list per query (default: the index's, set at build)",
+    )
 
 
 # ---------------------------------------------------------------------------- msa-classify

@@ -5,6 +5,7 @@ Layout of an index folder::
     INDEX/
       manifest.json            written last: its presence means "complete"
       embeddings.safetensors   {"embeddings": float32 [num_images, dim]}, L2-normalised rows
+      ann.faiss                only with `--index-factory` other than Flat: the approximate index
       .partial/                only while a build is in progress or was interrupted
         plan.json              model identity + files still to encode (validates a resume)
         chunk_000000.safetensors ...  finished chunks, each written atomically
@@ -29,9 +30,12 @@ Why this shape:
   whose size, mtime or inode change time (ctime) differs from the manifest's is hashed and
   compared with its recorded SHA-256; ``verify=True`` (``--verify``) hashes every file.
 
-Search is exact: one matrix product with the normalised embeddings in torch (default), or a
+Exact search is one matrix product with the normalised embeddings in torch (default), or a
 FAISS ``IndexFlatIP`` (``backend="faiss"``, extra ``index``) which returns the same
-neighbours. Ties are broken by row order (= sorted file path) in both backends.
+neighbours. Ties are broken by row order (= sorted file path) in both backends. An index built
+with ``--index-factory`` (:mod:`msa_hf.retrieval.index_ann`) searches its approximate index
+(``backend="ann"``, the default for such an index) with the ``nprobe``/``efSearch`` its
+manifest stores, unless the caller overrides them.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import warnings
 import weakref
 from collections.abc import Sequence
@@ -53,6 +58,7 @@ from safetensors.torch import load_file
 from msa_hf.data.images import SkippedFile, list_image_files
 
 from .encoding import encode_images, encode_texts, load_model_and_processor, model_fingerprint, processor_fingerprint
+from .index_ann import ann_path, check_search_params, set_search_params
 
 __all__ = [
     "INDEX_FORMAT",
@@ -239,6 +245,8 @@ class ImageIndex:
         self.manifest = manifest
         self.embeddings = embeddings
         self._faiss_index: Any = None
+        self._ann_index: Any = None
+        self._ann_lock = threading.Lock()  # search parameters are set on the shared FAISS index
         self._verified: weakref.WeakSet[torch.nn.Module] = weakref.WeakSet()
 
     # -- loading
@@ -315,6 +323,12 @@ class ImageIndex:
         return self.manifest["model"]
 
     @property
+    def ann(self) -> dict[str, Any] | None:
+        """The manifest's description of the approximate index (factory, search defaults,
+        measured recall), or ``None`` when the index has exact search only."""
+        return self.manifest.get("ann")
+
+    @property
     def skipped(self) -> list[SkippedFile]:
         """Files left out of the index, and why."""
         return [SkippedFile(s["path"], s["reason"]) for s in self.manifest.get("skipped", [])]
@@ -384,17 +398,51 @@ class ImageIndex:
         return None if unchanged(self.root, now, record) else "modified"
 
     # -- search
+    def search_settings(
+        self, backend: str | None = None, nprobe: int | None = None, ef_search: int | None = None
+    ) -> str:
+        """The backend a search with these settings uses: ``backend``, or by default ``"ann"``
+        when the index has an approximate index and ``"torch"`` otherwise.
+
+        Raises:
+            ValueError: an unknown backend, ``"ann"`` on an index without one, or ``nprobe``/
+                ``ef_search`` where they do not apply (exact search, or an index without that part).
+        """
+        asked, backend = backend, backend or ("ann" if self.ann else "torch")
+        if backend not in ("torch", "faiss", "ann"):
+            raise ValueError(f"`backend` must be 'torch', 'faiss' or 'ann', got {backend!r}.")
+        if backend == "ann" and not self.ann:
+            raise ValueError(
+                f"--backend ann: index {self.path} has exact search only; add an approximate index with "
+                f"`msa-index ann {self.path} --index-factory IVF4096,PQ32`."
+            )
+        if backend != "ann" and (nprobe is not None or ef_search is not None):
+            flag = "--nprobe" if nprobe is not None else "--ef-search"
+            why = f"--backend {asked} is exact search" if asked else f"index {self.path} has exact search only"
+            raise ValueError(
+                f"{flag} applies to approximate search, but {why}; leave it out (or build an approximate index: "
+                f"`msa-index ann {self.path} --index-factory IVF4096,PQ32`)."
+            )
+        if backend == "ann":
+            check_search_params(self._ann(), self.ann["factory"], nprobe, ef_search)
+        return backend
+
     def search(
         self,
         query_embeddings: torch.Tensor | np.ndarray,
         k: int = 10,
-        backend: str = "torch",
+        backend: str | None = None,
         check_files: bool = True,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
     ) -> list[list[SearchHit]]:
         """Top-``k`` rows for each query embedding (queries are L2-normalised here).
 
-        With ``check_files`` each hit's file is checked (:meth:`file_status`) and its
-        ``stale`` field says if it is missing or modified since it was embedded.
+        ``backend`` defaults to the approximate index where the index has one (``nprobe``/
+        ``ef_search`` override its stored defaults), else exact search in torch; see
+        :meth:`search_settings`. With ``check_files`` each hit's file is checked
+        (:meth:`file_status`) and its ``stale`` field says if it is missing or modified since it
+        was embedded. Approximate search may return fewer than ``k`` hits (too few probed lists).
         """
         q = (
             (
@@ -419,12 +467,13 @@ class ImageIndex:
             raise ValueError(f"`k` must be >= 1, got {k}.")
         k = min(int(k), len(self))
         q = torch.nn.functional.normalize(q, dim=-1)
+        backend = self.search_settings(backend, nprobe, ef_search)
         if backend == "torch":
             scores, rows = self._search_torch(q, k)
         elif backend == "faiss":
             scores, rows = self._search_faiss(q, k)
         else:
-            raise ValueError(f"`backend` must be 'torch' or 'faiss', got {backend!r}.")
+            scores, rows = self._search_ann(q, k, nprobe, ef_search)
         root, files = self.root, self.files
         return [
             [
@@ -436,7 +485,7 @@ class ImageIndex:
                     row=int(i),
                     stale=self.file_status(int(i)) if check_files else None,
                 )
-                for r, (s, i) in enumerate(zip(srow.tolist(), irow.tolist()))
+                for r, (s, i) in enumerate((s, i) for s, i in zip(srow.tolist(), irow.tolist()) if i >= 0)
             ]
             for srow, irow in zip(scores, rows)
         ]
@@ -463,12 +512,37 @@ class ImageIndex:
             index = faiss.IndexFlatIP(self.embeddings.shape[1])
             index.add(np.ascontiguousarray(self.embeddings.numpy(), dtype=np.float32))
             self._faiss_index = index
-        scores, rows = self._faiss_index.search(np.ascontiguousarray(q.numpy(), dtype=np.float32), k)
-        # Within the k results, order ties by row as the torch backend does.
-        order = np.lexsort((rows, -scores), axis=-1)
-        return torch.from_numpy(np.take_along_axis(scores, order, -1)), torch.from_numpy(
-            np.take_along_axis(rows, order, -1)
-        )
+        return _row_ordered(*self._faiss_index.search(np.ascontiguousarray(q.numpy(), dtype=np.float32), k))
+
+    def _ann(self) -> Any:
+        """The approximate index, read on first use and checked against the manifest."""
+        if self._ann_index is None:
+            import faiss
+
+            ann = self.ann
+            path = ann_path(self.path, ann)
+            rebuild = f"rebuild it: `msa-index ann {self.path} --index-factory {ann['factory']}`."
+            if not path.is_file() or sha256_file(path) != ann.get("sha256"):
+                raise IncompleteIndexError(
+                    f"Index {self.path} lacks its approximate index {path.name} or it does not match the manifest; "
+                    f"{rebuild}"
+                )
+            index = faiss.read_index(str(path))
+            if index.ntotal != len(self):
+                raise IncompleteIndexError(
+                    f"{path} holds {index.ntotal} vectors but index {self.path} has {len(self)} images; {rebuild}"
+                )
+            self._ann_index = index
+        return self._ann_index
+
+    def _search_ann(
+        self, q: torch.Tensor, k: int, nprobe: int | None, ef_search: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        ann = self.ann
+        index = self._ann()
+        with self._ann_lock:
+            set_search_params(index, ann["factory"], nprobe or ann.get("nprobe"), ef_search or ann.get("ef_search"))
+            return _row_ordered(*index.search(np.ascontiguousarray(q.numpy(), dtype=np.float32), k))
 
     def search_text(
         self,
@@ -476,8 +550,10 @@ class ImageIndex:
         model: Any,
         processor: Any,
         k: int = 10,
-        backend: str = "torch",
+        backend: str | None = None,
         verify_model: bool = True,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
     ) -> list[list[SearchHit]]:
         """Encode ``texts`` with ``model`` and return the top-``k`` images for each.
 
@@ -501,7 +577,8 @@ class ImageIndex:
                 f"and only its start counts: {texts[i][:60]!r}...",
                 stacklevel=2,
             )
-        return self.search(encode_texts(model, processor, texts, progress=False), k=k, backend=backend)
+        query = encode_texts(model, processor, texts, progress=False)
+        return self.search(query, k=k, backend=backend, nprobe=nprobe, ef_search=ef_search)
 
     def search_images(
         self,
@@ -509,8 +586,10 @@ class ImageIndex:
         model: Any,
         processor: Any,
         k: int = 10,
-        backend: str = "torch",
+        backend: str | None = None,
         verify_model: bool = True,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
     ) -> list[list[SearchHit]]:
         """Encode query images (PIL, arrays or file paths) and return the top-``k`` indexed images."""
         if verify_model:
@@ -525,7 +604,7 @@ class ImageIndex:
                 stacklevel=2,
             )
         q = encode_images(model, processor, images, progress=False, desc="Encoding queries")
-        return self.search(q, k=k, backend=backend)
+        return self.search(q, k=k, backend=backend, nprobe=nprobe, ef_search=ef_search)
 
 
 # ----------------------------------------------------------------------------- one-call search
@@ -540,19 +619,23 @@ def search_index(
     model: Any = None,
     processor: Any = None,
     revision: str | None = None,
-    backend: str = "torch",
+    backend: str | None = None,
     device: str | torch.device | None = None,
+    nprobe: int | None = None,
+    ef_search: int | None = None,
 ) -> list[list[SearchHit]]:
     """The Python twin of ``msa-search``: load the index (if a path), the model, and search.
 
     ``model`` may be an ``MSAModel``, a folder/Hub id (at ``revision``), or ``None`` for the model
     recorded in the index manifest (a Hub model at its recorded commit). Exactly one of ``text``
     (a string or list) and ``image`` (a path, PIL image or list of them) is required. The model
-    must have the index's weights.
+    must have the index's weights. ``backend``, ``nprobe`` and ``ef_search`` are
+    :meth:`ImageIndex.search`'s.
     """
     if (text is None) == (image is None):
         raise ValueError("Give exactly one of `text` and `image` to search with.")
     idx = index if isinstance(index, ImageIndex) else ImageIndex.load(index)
+    idx.search_settings(backend, nprobe, ef_search)  # before loading a model for nothing
     if model is None or isinstance(model, (str, os.PathLike)):
         if model is None and revision is not None:
             raise ValueError(
@@ -570,6 +653,15 @@ def search_index(
         processor = processor or loaded_proc
     elif processor is None:
         raise ValueError("`processor` is required when `model` is a model object.")
+    options = {"k": k, "backend": backend, "nprobe": nprobe, "ef_search": ef_search}
     if text is not None:
-        return idx.search_text(text, model, processor, k=k, backend=backend)
-    return idx.search_images(image, model, processor, k=k, backend=backend)
+        return idx.search_text(text, model, processor, **options)
+    return idx.search_images(image, model, processor, **options)
+
+
+def _row_ordered(scores: np.ndarray, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """FAISS results with ties ordered by row, as the torch backend orders them."""
+    order = np.lexsort((rows, -scores), axis=-1)
+    return torch.from_numpy(np.take_along_axis(scores, order, -1)), torch.from_numpy(
+        np.take_along_axis(rows, order, -1)
+    )

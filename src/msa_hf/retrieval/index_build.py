@@ -16,6 +16,10 @@
    every chunk file (:func:`write_chunk`).
 6. :func:`gather_chunks` reads the chunks back and :func:`commit_index` writes the
    embeddings, then the manifest, then removes ``.partial``.
+7. :func:`attach_ann`: with ``--index-factory`` (or when the index had an approximate index),
+   build it from the stored embeddings, measure its recall against exact search and add it
+   to the manifest. It only needs the stored embeddings, so changing it re-encodes nothing
+   (:func:`rebuild_ann`, ``msa-index ann``).
 
 A build holds ``INDEX/.lock`` (:func:`msa_hf.io_utils.exclusive_lock`) from the first step
 to the last, so a second build into the same folder refuses with the holder's pid, host and
@@ -25,7 +29,8 @@ start time instead of corrupting it.
 command; the main process scans, plans and broadcasts the plan, process ``r`` encodes
 pending chunks ``r, r + W, r + 2W, …``, the chunks of each round are gathered to the main
 process, which writes them and commits one index. Chunk boundaries and batches do not
-depend on the number of processes, so the index equals a one-process build.
+depend on the number of processes, so the index equals a one-process build. Step 7 runs on the
+main process (FAISS uses its cores) while the others wait for the outcome.
 """
 
 from __future__ import annotations
@@ -42,12 +47,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import safe_open
 
 from msa_hf.data.images import SkippedFile, list_image_files, warn_skipped
 from msa_hf.data.views import ImageListView, image_loader
-from msa_hf.io_utils import atomic_save_safetensors, atomic_write_json, exclusive_lock
+from msa_hf.io_utils import atomic_save_safetensors, atomic_write_bytes, atomic_write_json, exclusive_lock
 
 from .distributed import ProcessGroup, process_group
 from .encoding import encode_image_batches, model_device, model_fingerprint, processor_fingerprint, progress_bar
@@ -68,12 +74,15 @@ from .index import (
     same_stat,
     sha256_file,
 )
+from .index_ann import ANN_FILE, AnnSettings, ann_path, build_ann
 
 __all__ = [
+    "AnnSettings",
     "BuildPlan",
     "Chunk",
     "FolderScan",
     "Reusable",
+    "attach_ann",
     "build_index",
     "chunk_rows",
     "commit_index",
@@ -82,7 +91,9 @@ __all__ = [
     "plan_build",
     "prepare_partial",
     "read_existing",
+    "rebuild_ann",
     "scan_folder",
+    "settings_of",
     "write_chunk",
 ]
 
@@ -435,6 +446,69 @@ def commit_index(
     return ImageIndex(out, manifest, embeddings)
 
 
+def _same_ann(old: dict[str, Any] | None, wanted: AnnSettings, embeddings_sha256: str) -> bool:
+    """Whether the manifest's approximate index is the one ``wanted`` (not exact) asks for, of
+    these embeddings."""
+    if old is None:
+        return False
+    asked = {"factory": wanted.factory, "seed": wanted.seed, "recall_queries": wanted.recall_queries}
+    asked |= {k: v for k, v in (("nprobe", wanted.nprobe), ("ef_search", wanted.ef_search)) if v is not None}
+    if wanted.train_size is not None:
+        asked["train_size"] = wanted.train_size
+    return old.get("embeddings_sha256") == embeddings_sha256 and all(old.get(k) == v for k, v in asked.items())
+
+
+def settings_of(ann: dict[str, Any] | None) -> AnnSettings:
+    """The settings that rebuild the approximate index a manifest describes (exact if none)."""
+    if ann is None:
+        return AnnSettings()
+    return AnnSettings(
+        factory=ann["factory"],
+        nprobe=ann.get("nprobe"),
+        ef_search=ann.get("ef_search"),
+        train_size=ann.get("train_size"),
+        seed=ann.get("seed", 0),
+        recall_queries=ann.get("recall_queries", 1000),
+    )
+
+
+def attach_ann(index: ImageIndex, wanted: AnnSettings) -> ImageIndex:
+    """Step 7: make ``index``'s approximate index the one ``wanted`` asks for, built from its
+    stored embeddings (nothing is re-encoded); ``Flat`` removes it. The file is written before
+    the manifest that names it, so an interruption leaves a valid exact index."""
+    manifest = dict(index.manifest)
+    if wanted.exact:
+        if manifest.pop("ann", None) is not None:
+            atomic_write_json(index.path / MANIFEST, manifest, indent=1)
+        (index.path / ANN_FILE).unlink(missing_ok=True)  # also one a re-commit of the embeddings left behind
+        return ImageIndex(index.path, manifest, index.embeddings)
+    if _same_ann(manifest.get("ann"), wanted, manifest["embeddings_sha256"]):
+        return index
+    import faiss
+
+    built = build_ann(index.embeddings, wanted)
+    data = faiss.serialize_index(built.index)
+    path = ann_path(index.path, built.report)
+    atomic_write_bytes(path, np.asarray(data).tobytes())
+    manifest["ann"] = {
+        **built.report,
+        "bytes_per_image": round(path.stat().st_size / len(index), 2),
+        "sha256": sha256_file(path),
+        "embeddings_sha256": manifest["embeddings_sha256"],
+    }
+    atomic_write_json(index.path / MANIFEST, manifest, indent=1)
+    return ImageIndex(index.path, manifest, index.embeddings)
+
+
+def rebuild_ann(index_folder: str | os.PathLike, wanted: AnnSettings) -> ImageIndex:
+    """``msa-index ann``: step 7 alone, on a finished index, under the build lock (no model,
+    no image folder: only the stored embeddings are read)."""
+    folder = Path(index_folder).expanduser().resolve()
+    ImageIndex.load(folder)  # a clear error before the lock file is created in a wrong folder
+    with exclusive_lock(folder / LOCK, purpose=f"msa-index ann of {folder}"):
+        return attach_ann(ImageIndex.load(folder), wanted)
+
+
 # ----------------------------------------------------------------------------- the build
 
 
@@ -490,18 +564,21 @@ def _lead(
     overwrite: bool,
     relocate: bool,
     verify: bool,
+    ann: AnnSettings | None,
 ) -> ImageIndex:
-    """The main process: steps 1-4, then its share of 5, then 6; followers get the plan and
-    the outcome by broadcast, so an error here never leaves them waiting."""
+    """The main process: steps 1-4, then its share of 5, then 6 and 7; followers get the plan
+    and the outcome by broadcast, so an error here never leaves them waiting."""
     try:
         scan = scan_folder(settings.root, settings.out, recursive)
         identity = model_fingerprint(model)
         processor_sha = processor_fingerprint(processor)
         reusable = read_existing(settings.out, identity, settings.root, overwrite=overwrite, relocate=relocate)
+        wanted = ann if ann is not None else settings_of((reusable.manifest or {}).get("ann"))
         plan = plan_build(scan, reusable, settings.chunk_size, verify=verify)
         if _up_to_date(scan, reusable, plan):
+            index = attach_ann(ImageIndex.load(settings.out), wanted)
             group.broadcast(("done", None))
-            return ImageIndex.load(settings.out)
+            return index
         plan_doc = {
             "model": identity,
             "processor_sha256": processor_sha,
@@ -529,6 +606,7 @@ def _lead(
             processor_sha256=processor_sha,
             recursive=recursive,
         )
+        index = attach_ann(index, wanted)
     except Exception as exc:
         group.broadcast(("error", exc))
         raise
@@ -571,6 +649,7 @@ def build_index(
     num_workers: int = 0,
     progress: bool = True,
     group: ProcessGroup | None = None,
+    ann: AnnSettings | None = None,
 ) -> ImageIndex | None:
     """Encode every image under ``image_folder`` into an index at ``out`` (resumable,
     incremental, relocatable; one process or many).
@@ -582,6 +661,10 @@ def build_index(
     accepts an index of another folder (the archive moved) and keeps the embeddings of files
     whose content is unchanged. A file counts as unchanged when its size, mtime and ctime are
     as recorded, or else when its SHA-256 is; ``verify=True`` hashes every file instead.
+
+    ``ann`` adds an approximate index (:class:`AnnSettings`, ``--index-factory``), built from
+    the stored embeddings and rebuilt whenever they change; ``None`` keeps the one the index
+    has (exact search only for a new index), ``AnnSettings("Flat")`` removes it.
 
     Under ``accelerate launch`` / ``torchrun`` (``group`` defaults to the launcher's
     processes), every process must call this; the main process returns the index, the
@@ -620,6 +703,7 @@ def build_index(
                 overwrite=overwrite,
                 relocate=relocate,
                 verify=verify,
+                ann=ann,
             )
     except Exception:
         if created:
