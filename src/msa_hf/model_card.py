@@ -23,6 +23,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .configuration_msa import PRESETS, MSAConfig
 from .retrieval.metrics import DEFAULT_KS
+from .sources import DATA_FILE_SUFFIXES, is_hub_id, looks_like_path
 
 # Figures that go into model-index (percent): both directions' recall at each K, then mR.
 RECALL_KEYS: tuple[str, ...] = (
@@ -212,9 +213,9 @@ def dataset_display_name(source: str) -> str:
     ```
     """
     path = Path(source)
-    if path.suffix in {".json", ".jsonl", ".csv"}:
+    if path.suffix in DATA_FILE_SUFFIXES:
         return path.parent.name or path.stem
-    if source.startswith((".", "/", "~")) or path.exists():
+    if looks_like_path(source) or path.exists():
         return path.name
     return source
 
@@ -232,8 +233,6 @@ def tower_hub_id(name: str) -> str | None:
     ('openai/clip-vit-base-patch32', None)
     ```
     """
-    from .hub import is_hub_id
-
     if name in TEXT_TOWER_HUB_IDS:
         return TEXT_TOWER_HUB_IDS[name]
     if Path(name).suffix or Path(name).expanduser().exists():

@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from msa_hf.io_utils import atomic_save_safetensors
-from msa_hf.retrieval.encoding import model_fingerprint
+from msa_hf.sources import model_fingerprint
 
 from .data import apply_variant, image_batches
 

@@ -28,7 +28,6 @@ from tqdm.auto import tqdm
 from transformers import BertTokenizer
 
 from msa_hf import PRESETS, MSAConfig, MSAModel, MSAProcessor, param_groups
-from msa_hf.hub import resolve_model_source
 from msa_hf.io_utils import atomic_directory, atomic_write_json
 from msa_hf.model_card import (
     Evaluation,
@@ -46,6 +45,7 @@ from msa_hf.retrieval import (
     render_retrieval_examples,
 )
 from msa_hf.retrieval.distributed import processes_use_cpu
+from msa_hf.sources import resolve_model_source
 
 from .checkpointing import (
     CheckpointError,
