@@ -68,7 +68,7 @@ from .data import (
 )
 from .feature_cache import load_or_compute_scale_features
 from .recipe import Recipe, RecipeError, merge_config_overrides
-from .reporting import LOSS_TERMS, append_jsonl, format_duration, plot_training, rewrite_jsonl
+from .reporting import append_jsonl, format_duration, loss_record, plot_training, rewrite_jsonl
 
 logger = logging.getLogger("msa_hf_train")
 HUB_FALLBACK_PRESET = "msa-resnet50-bert-base"
@@ -275,7 +275,7 @@ def apply_freezing(model: MSAModel, recipe: Recipe) -> None:
         model.freeze_vision_tower(None if recipe.freeze_vision_stages == "all" else recipe.freeze_vision_stages)
     if recipe.freeze_text_layers is not None:
         model.freeze_text_tower(None if recipe.freeze_text_layers == "all" else recipe.freeze_text_layers)
-    if model.config.mscma_weight == 0 and model.config.csmmc_weight == 0:
+    if not model.uses_mscmat:
         model.mscmat.requires_grad_(False)  # not run at all: an unused trainable part would break DDP
 
 
@@ -758,7 +758,7 @@ class Trainer:
         accelerator = self.accelerator
         with accelerator.accumulate(self.model):
             out = self.model(**_to_device(batch, accelerator.device), return_loss=True)
-            terms = {name: float(value.detach()) for name in LOSS_TERMS if (value := getattr(out, name)) is not None}
+            terms = loss_record(out)
             if self._any_process(not math.isfinite(terms["loss"])):
                 # On finite inputs the weights gave the non-finite loss, so a checkpoint of them is not good.
                 weights_to_blame = not self._any_process(not _finite_batch(batch))
