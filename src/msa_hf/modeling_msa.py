@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import timm
 import torch
@@ -237,15 +237,19 @@ def _stage_prefixes(tower: nn.Module) -> list[str]:
     return [f"{name}.{i}." for i in range(len(layers))]
 
 
-def _freeze(tower: nn.Module, num_stages: int | None, what: str) -> list[str]:
+def _freeze(tower: nn.Module, num_stages: int | Literal["all"] | None, what: str) -> list[str]:
+    """Freeze the whole tower (``"all"``), its stem and first ``num_stages`` stages, or nothing (``None``, ``0``)."""
     named = list(tower.named_parameters())
-    if num_stages is None:
+    if num_stages == "all":
         stop = len(named)
     else:
         prefixes = _stage_prefixes(tower)
-        if not 0 <= num_stages <= len(prefixes):
-            raise ValueError(f"The {what} tower has {len(prefixes)} stages; cannot freeze {num_stages}.")
-        if num_stages == 0:
+        if num_stages is not None and not (isinstance(num_stages, int) and 0 <= num_stages <= len(prefixes)):
+            raise ValueError(
+                f"The {what} tower has {len(prefixes)} stages; cannot freeze {num_stages!r} "
+                f"(pass 0..{len(prefixes)}, 'all' for the whole tower, or None for nothing)."
+            )
+        if not num_stages:
             return []
         last = prefixes[num_stages - 1]
         stop = max(i for i, (name, _) in enumerate(named) if name.startswith(last)) + 1
@@ -722,8 +726,10 @@ class MSAModel(MSAPreTrainedModel):
         """Whether the loss runs MSCMAT (a term that reads its scores weighs anything); if not, MSCMAT gets no gradient."""
         return MSALoss(self.config).uses_mscmat
 
-    def freeze_vision_tower(self, num_stages: int | None = None) -> list[str]:
-        """Stop training the image tower, or only its stem and first ``num_stages`` stages.
+    def freeze_vision_tower(self, num_stages: int | Literal["all"] | None = "all") -> list[str]:
+        """Stop training the image tower (``"all"``), or only its stem and first ``num_stages`` stages.
+
+        ``None`` or ``0`` freezes nothing: the same meaning as the recipe's ``freeze_vision_stages``.
 
         Stages are the scales' backbone stages for timm towers and the encoder layers (after the
         embeddings) for transformers towers. Frozen parts stay in eval mode even after
@@ -735,8 +741,11 @@ class MSAModel(MSAPreTrainedModel):
         self._keep_frozen_in_eval(self.vision_model.backbone)
         return frozen
 
-    def freeze_text_tower(self, num_layers: int | None = None) -> list[str]:
-        """Stop training the text tower, or only its embeddings and first ``num_layers`` layers (kept in eval mode)."""
+    def freeze_text_tower(self, num_layers: int | Literal["all"] | None = "all") -> list[str]:
+        """Stop training the text tower (``"all"``), or only its embeddings and first ``num_layers`` layers.
+
+        Frozen parts are kept in eval mode; ``None`` or ``0`` freezes nothing.
+        """
         frozen = _freeze(self.text_model, num_layers, "text")
         self._keep_frozen_in_eval(self.text_model)
         return frozen

@@ -272,9 +272,9 @@ def build_model(recipe: Recipe) -> BuiltModel:
 
 def apply_freezing(model: MSAModel, recipe: Recipe) -> None:
     if recipe.freeze_vision_stages is not None:
-        model.freeze_vision_tower(None if recipe.freeze_vision_stages == "all" else recipe.freeze_vision_stages)
+        model.freeze_vision_tower(recipe.freeze_vision_stages)
     if recipe.freeze_text_layers is not None:
-        model.freeze_text_tower(None if recipe.freeze_text_layers == "all" else recipe.freeze_text_layers)
+        model.freeze_text_tower(recipe.freeze_text_layers)
     if not model.uses_mscmat:
         model.mscmat.requires_grad_(False)  # not run at all: an unused trainable part would break DDP
 
@@ -449,7 +449,7 @@ class Trainer:
                 "num_workers": recipe.num_workers,
                 "progress": self.progress,
                 "device": accelerator.device,
-                "frozen_stages": None if cache_stages == "all" else cache_stages,
+                "frozen_stages": cache_stages,
             }
             self.model.to(accelerator.device)
             if self.is_main:
