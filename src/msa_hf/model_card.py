@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .configuration_msa import PRESETS, MSAConfig
+from .io_utils import atomic_write_text
 from .retrieval.metrics import DEFAULT_KS
 from .sources import DATA_FILE_SUFFIXES, is_hub_id, looks_like_path
 
@@ -48,6 +48,13 @@ LIBRARY_NAME = "transformers"
 DEFAULT_LICENSE = "apache-2.0"
 REPO_PLACEHOLDER = "path/or/hub-id"
 SPLITS = ("train", "validation", "test")
+# What a training run leaves beside the model and the card reads (msa_hf_train writes them under these
+# names): the best checkpoint's validation record, the test record, the resolved recipe, and their keys.
+METRICS_FILE = "metrics.json"  # {"validation": {metric: value}, "step": ..., "corpus": ...}
+TEST_METRICS_FILE = "test_metrics.json"  # {"test": {metric: value}, ..., "corpus": ...}
+RECIPE_FILE = "recipe.yaml"
+CORPUS_KEY = "corpus"  # the corpus, in both records and in the recipe
+MODEL_KEY = "model"  # the recipe's model: a preset, a folder or a Hub id
 # Tower names the package accepts (offline packages, short legacy ids) -> canonical Hub ids.
 TEXT_TOWER_HUB_IDS = {
     "all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2",
@@ -191,7 +198,7 @@ class Evaluation:
         A flat mapping of metrics is accepted too when ``dataset`` and ``split`` are given.
         """
         metrics = data.get("metrics", data)
-        name = data.get("dataset") or data.get("corpus") or dataset
+        name = data.get("dataset") or data.get(CORPUS_KEY) or dataset
         split = data.get("split") or split
         if not isinstance(metrics, Mapping) or not name or not split:
             raise ValueError(
@@ -431,7 +438,7 @@ def evaluations_from_record(
         return [e for entry in record for e in evaluations_from_record(entry, dataset=dataset, split=split)]
     if not isinstance(record, Mapping):
         raise ValueError(f"expected a JSON object or a list of them, got {type(record).__name__}")
-    name = record.get("dataset") or record.get("corpus") or dataset
+    name = record.get("dataset") or record.get(CORPUS_KEY) or dataset
     by_split = {key: value for key, value in record.items() if key in SPLITS and isinstance(value, Mapping)}
     if by_split:
         return [Evaluation.from_dict(metrics, dataset=name, split=key) for key, metrics in by_split.items()]
@@ -446,7 +453,7 @@ def evaluations_from_folder(folder: str | os.PathLike, dataset: str | None = Non
     ``dataset``.
     """
     evaluations = []
-    for name, split in (("metrics.json", "validation"), ("test_metrics.json", "test")):
+    for name, split in ((METRICS_FILE, "validation"), (TEST_METRICS_FILE, "test")):
         path = Path(folder) / name
         if not path.is_file():
             continue
@@ -467,13 +474,13 @@ def card_from_folder(folder: str | os.PathLike, *, repo_id: str | None = None, c
     """
     folder = Path(folder)
     config = MSAConfig.from_pretrained(folder)
-    recipe_path = folder / "recipe.yaml"
+    recipe_path = folder / RECIPE_FILE
     recipe_text = recipe_path.read_text(encoding="utf-8") if recipe_path.is_file() else None
     recipe = yaml.safe_load(recipe_text) if recipe_text else {}
     recipe = recipe if isinstance(recipe, dict) else {}
-    corpus = recipe.get("corpus")
+    corpus = recipe.get(CORPUS_KEY)
     evaluations = evaluations_from_folder(folder, dataset=dataset_display_name(str(corpus)) if corpus else None)
-    preset = recipe.get("model")
+    preset = recipe.get(MODEL_KEY)
     entry = PRESETS.get(preset) if isinstance(preset, str) else None
     base_models = base_model_ids(entry.vision, entry.text) if entry is not None and entry.pretrained else []
     towers = (
@@ -495,22 +502,17 @@ def card_from_folder(folder: str | os.PathLike, *, repo_id: str | None = None, c
 def write_card(card: ModelCard, folder: str | os.PathLike) -> Path:
     """Write ``card`` as ``folder/README.md`` atomically (a crash never leaves half a card)."""
     path = Path(folder) / "README.md"
-    handle, staging = tempfile.mkstemp(prefix=".README.", suffix=".md", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(str(card))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o666 & ~umask)  # mkstemp makes it private; a card is an ordinary file
-        os.replace(staging, path)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, str(card))
     return path
 
 
 __all__ = [
     "CARD_TEMPLATE",
+    "CORPUS_KEY",
+    "METRICS_FILE",
+    "MODEL_KEY",
+    "RECIPE_FILE",
+    "TEST_METRICS_FILE",
     "MSA_CITATION",
     "RECALL_KEYS",
     "Evaluation",

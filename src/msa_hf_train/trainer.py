@@ -30,6 +30,10 @@ from transformers import BertTokenizer
 from msa_hf import PRESETS, MSAConfig, MSAModel, MSAProcessor, param_groups
 from msa_hf.io_utils import atomic_directory, atomic_write_json
 from msa_hf.model_card import (
+    CORPUS_KEY,
+    METRICS_FILE,
+    RECIPE_FILE,
+    TEST_METRICS_FILE,
     Evaluation,
     base_model_ids,
     build_model_card,
@@ -72,7 +76,7 @@ from .reporting import append_jsonl, format_duration, loss_record, plot_training
 
 logger = logging.getLogger("msa_hf_train")
 HUB_FALLBACK_PRESET = "msa-resnet50-bert-base"
-FINISHED_MARKER = "test_metrics.json"
+FINISHED_MARKER = TEST_METRICS_FILE
 # What a run writes into output_dir (and overwrite_output_dir=true removes).
 RUN_OUTPUTS = ("best", "checkpoints", "plots", "logs", "metrics.jsonl", FINISHED_MARKER)
 SELECTION_METRIC = "mr"
@@ -650,14 +654,14 @@ class Trainer:
         with _disk_errors(best_dir, "the previous best/ and the checkpoints"), atomic_directory(best_dir) as staging:
             self._unwrapped().save_pretrained(staging)
             self.processor.save_pretrained(staging)
-            (staging / "recipe.yaml").write_text(self.recipe.to_yaml())
+            (staging / RECIPE_FILE).write_text(self.recipe.to_yaml())
             atomic_write_json(
-                staging / "metrics.json",
+                staging / METRICS_FILE,
                 {
                     "validation": metrics,
                     "step": self.state.global_step,
                     "epoch": self._epoch_position(),
-                    "corpus": self.corpus_name,
+                    CORPUS_KEY: self.corpus_name,
                 },
             )
             status = f"trained with msa_hf_train; selected by validation mR at epoch {self._epoch_position():.2f}"
@@ -854,7 +858,7 @@ class Trainer:
                     "test_argsort_ties": argsort_ties,
                     "best_step": self.state.best_step,
                     "best_epoch": self.state.best_epoch,
-                    "corpus": self.corpus_name,
+                    CORPUS_KEY: self.corpus_name,
                     "command": self.command,
                 },
             )
