@@ -258,6 +258,44 @@ def base_model_ids(vision: str, text: str) -> list[str]:
     return list(dict.fromkeys(i for i in ids if i))
 
 
+@dataclass(frozen=True)
+class ModelOrigin:
+    """Where a model's towers come from, as cards and training reports name them.
+
+    Args:
+        vision_tower, text_tower: one line each (a preset's tower names, or what the config says).
+        base_models: Hub ids of the pretrained towers, or of the checkpoint fine-tuned; empty for
+            random towers.
+        title_towers: the tower names a card title is made of (:func:`model_display_name`).
+    """
+
+    vision_tower: str
+    text_tower: str
+    base_models: tuple[str, ...]
+    title_towers: tuple[str, str]
+
+
+def model_origin(name_or_path: str, config: MSAConfig) -> ModelOrigin:
+    """The origin of a model built from ``name_or_path`` (a preset, a folder or a Hub id) with ``config``.
+
+    ```python
+    >>> origin = model_origin("msa-effnetlite0-minilm", MSAConfig.from_preset("msa-tiny"))
+    >>> origin.base_models
+    ('timm/tf_efficientnet_lite0.in1k', 'sentence-transformers/all-MiniLM-L6-v2')
+    ```
+    """
+    entry = PRESETS.get(name_or_path)
+    if entry is not None and entry.pretrained:
+        return ModelOrigin(
+            entry.vision, entry.text, tuple(base_model_ids(entry.vision, entry.text)), (entry.vision, entry.text)
+        )
+    title = config_tower_names(config)
+    if entry is not None:  # an architecture: random towers
+        return ModelOrigin(f"{config.vision_backbone} (random)", f"{name_or_path} text tower (random)", (), title)
+    hub_id = tower_hub_id(name_or_path)  # fine-tuning a Hub checkpoint: that checkpoint is the base
+    return ModelOrigin(config.vision_backbone, config.text_config.model_type, (hub_id,) if hub_id else (), title)
+
+
 def describe_towers(config: MSAConfig) -> tuple[str, str]:
     """Plain descriptions of the two towers from the config (used when the caller gives none)."""
     if config.vision_config is not None:
@@ -480,19 +518,14 @@ def card_from_folder(folder: str | os.PathLike, *, repo_id: str | None = None, c
     recipe = recipe if isinstance(recipe, dict) else {}
     corpus = recipe.get(CORPUS_KEY)
     evaluations = evaluations_from_folder(folder, dataset=dataset_display_name(str(corpus)) if corpus else None)
-    preset = recipe.get(MODEL_KEY)
-    entry = PRESETS.get(preset) if isinstance(preset, str) else None
-    base_models = base_model_ids(entry.vision, entry.text) if entry is not None and entry.pretrained else []
-    towers = (
-        (entry.vision, entry.text) if entry is not None and entry.vision and entry.text else config_tower_names(config)
-    )
+    origin = model_origin(str(recipe.get(MODEL_KEY) or ""), config)
     datasets = list(dict.fromkeys(e.dataset for e in evaluations if e.dataset))
-    name = repo_id or model_display_name(*towers, datasets[0] if datasets else None)
+    name = repo_id or model_display_name(*origin.title_towers, datasets[0] if datasets else None)
     return build_model_card(
         config,
         model_name=name,
         evaluations=evaluations,
-        base_models=base_models,
+        base_models=origin.base_models,
         recipe=recipe_text,
         command=command,
         repo_id=repo_id,
@@ -516,6 +549,7 @@ __all__ = [
     "MSA_CITATION",
     "RECALL_KEYS",
     "Evaluation",
+    "ModelOrigin",
     "base_model_ids",
     "build_model_card",
     "card_from_folder",
@@ -525,6 +559,7 @@ __all__ = [
     "evaluations_from_record",
     "config_tower_names",
     "model_display_name",
+    "model_origin",
     "results_table",
     "tower_hub_id",
     "write_card",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -184,36 +185,40 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def load_model_and_processor(
-    name_or_path: str | os.PathLike, device: str | torch.device | None = None, revision: str | None = None
+def load_pretrained(
+    name_or_path: str | os.PathLike,
+    revision: str | None = None,
+    config_update: Callable[[Any], Any] | None = None,
 ) -> tuple[Any, Any]:
-    """Load an ``MSAModel`` (eval mode, on ``device``) and its ``MSAProcessor`` from a folder or Hub id.
+    """Load an ``MSAModel`` (eval mode, CPU) and its ``MSAProcessor`` from a folder or Hub id.
 
     A Hub id is fetched at ``revision`` through the Hugging Face cache (offline: from it) by
     :func:`resolve_model_source`, and the model's ``name_or_path`` is the Hub id.
+    ``config_update`` maps the saved config to the one to build (e.g. with overrides merged in).
     Errors from deep inside transformers are re-raised as :class:`ModelLoadError` naming the
     folder/id and what was expected there (``config.json`` + weights + processor files);
     :class:`HubError` means the Hub could not be reached or refused the request.
     """
+    from .configuration_msa import MSAConfig
     from .modeling_msa import MSAModel
     from .processing_msa import MSAProcessor
 
     source = str(name_or_path)
     if not source:
         raise ModelLoadError("No model given: pass --model with a saved MSA folder or a Hub id.")
-    dev = resolve_device(device)
     local = Path(resolve_model_source(source, revision))  # HubError (exit 1) when the Hub fails
     if not (local / "config.json").is_file():
         raise ModelLoadError(
             f"Model {source} has no config.json: expected a folder written by "
             f"MSAModel.save_pretrained (and MSAProcessor.save_pretrained)."
         )
+    config = {} if config_update is None else {"config": config_update(MSAConfig.from_pretrained(local))}
     from transformers.utils import logging as hf_logging
 
     bar_was_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar is noise in a CLI
     try:
-        model = MSAModel.from_pretrained(local)
+        model = MSAModel.from_pretrained(local, **config)
     except ValueError as exc:  # not an MSA folder, or a checkpoint that does not fill the model: one line
         raise ModelLoadError(str(exc)) from None
     except MemoryError:
@@ -233,6 +238,15 @@ def load_model_and_processor(
     if str(local) != source and not Path(source).expanduser().exists():  # a Hub snapshot: snapshots/<commit>
         model.name_or_path = model.config.name_or_path = source  # record the Hub id, not the cache path
         model.config._commit_hash = local.name
+    return model, processor
+
+
+def load_model_and_processor(
+    name_or_path: str | os.PathLike, device: str | torch.device | None = None, revision: str | None = None
+) -> tuple[Any, Any]:
+    """:func:`load_pretrained`, on ``device`` (default: CUDA when available) and in eval mode: what commands use."""
+    dev = resolve_device(device)
+    model, processor = load_pretrained(name_or_path, revision)
     return model.to(dev).eval(), processor
 
 
@@ -287,6 +301,7 @@ __all__ = [
     "describe_hub_error",
     "is_hub_id",
     "load_model_and_processor",
+    "load_pretrained",
     "looks_like_path",
     "model_fingerprint",
     "offline_setting",
