@@ -38,7 +38,6 @@ logger = logging.getLogger(__name__)
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
-VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
 CARD_FILE = "README.md"
 # Never uploaded: caches and editor/OS leftovers (hidden names are skipped as well).
 SKIPPED_NAMES = frozenset({"__pycache__"})
@@ -159,6 +158,8 @@ def missing_pieces(folder: str | os.PathLike) -> list[str]:
     """
     from huggingface_hub import ModelCard
 
+    from .pretrained_towers import TOKENIZER_FILES  # torch and timm: loaded for a check, not for --help
+
     folder = Path(folder)
     missing: list[str] = []
     auto_maps: list[dict] = []
@@ -201,8 +202,8 @@ def missing_pieces(folder: str | os.PathLike) -> list[str]:
 
     if not (folder / "tokenizer_config.json").is_file():
         missing.append("tokenizer_config.json (write it with processor.save_pretrained(DIR))")
-    if not any((folder / name).is_file() for name in VOCABULARY_FILES):
-        missing.append(f"a tokenizer vocabulary (one of {', '.join(VOCABULARY_FILES)})")
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        missing.append(f"a tokenizer vocabulary (one of {', '.join(TOKENIZER_FILES)})")
 
     missing.extend(_remote_code_gaps(folder, auto_maps))
 
