@@ -9,7 +9,7 @@ same command refreshes both the index and the picture::
         --images ../shared/data/ucm-captions/images --index outputs/ucm-captions.idx \\
         --query "two planes parked beside a runway" --out docs/images/msa-app.png
 
-Needs the ``app`` extra and Chromium with ChromeDriver (Debian: ``chromium chromium-driver``).
+Needs the ``app`` and ``dev`` extras (selenium) and Chromium with ChromeDriver (Debian: ``chromium chromium-driver``).
 The PNG is reduced to a palette image so that it stays small (the script reports its size).
 """
 
@@ -23,7 +23,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from msa_hf.app.browser import headless_chromium, serve_app
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the browser driver is test tooling
+from chromium_app import headless_chromium, serve_app
+
 from msa_hf.retrieval import IndexMismatchError, build_index, load_model_and_processor
 
 ALL_IMAGES_LOADED = (

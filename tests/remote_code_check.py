@@ -16,22 +16,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from without_msa_hf import BLOCK_MSA_HF
 
 from msa_hf import MSAModel, MSAProcessor
 
 CAPTIONS = ["two planes parked beside the runway", "a river crosses green farmland", "many cars in a parking lot"]
-CHILD = r"""
-import json, sys
-
-
-class BlockMsaHf:
-    def find_spec(self, name, path=None, target=None):
-        if name == "msa_hf" or name.startswith("msa_hf."):
-            raise ModuleNotFoundError(f"msa_hf is kept off the path in this check ({name})")
-        return None
-
-
-sys.meta_path.insert(0, BlockMsaHf())
+CHILD = (
+    BLOCK_MSA_HF
+    + r"""
+import json
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoProcessor
@@ -58,6 +51,7 @@ save_file(
 )
 print(type(model).__module__, type(processor).__module__)
 """
+)
 
 
 def images_file(folder: Path, size: int) -> Path:

@@ -15,9 +15,9 @@ from msa_hf.cli_utils import (
     UsageError,
     existing_path,
     exit_code_for,
-    path_or_hub_id,
     run_command,
 )
+from msa_hf.sources import path_or_hub_id
 
 
 class IndexBroken(Exception):

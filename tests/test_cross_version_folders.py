@@ -18,23 +18,15 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from without_msa_hf import BLOCK_MSA_HF
 
 from msa_hf import MSAConfig, MSAModel
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "cross_version"
 FOLDERS = sorted(p.parent for p in FIXTURES.glob("transformers*/*/config.json"))
-CHILD = r"""
-import sys
-
-
-class BlockMsaHf:
-    def find_spec(self, name, path=None, target=None):
-        if name == "msa_hf" or name.startswith("msa_hf."):
-            raise ModuleNotFoundError(f"msa_hf is kept off the path in this check ({name})")
-        return None
-
-
-sys.meta_path.insert(0, BlockMsaHf())
+CHILD = (
+    BLOCK_MSA_HF
+    + r"""
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel
@@ -47,6 +39,7 @@ with torch.no_grad():
 save_file({"image_embeds": out.image_embeds, "text_embeds": out.text_embeds}, sys.argv[2])
 print(type(model).__module__)
 """
+)
 
 
 def embeddings(model: MSAModel, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

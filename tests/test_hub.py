@@ -28,10 +28,10 @@ from PIL import Image
 
 import msa_hf
 from msa_hf.cli_utils import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
-from msa_hf.hub import FolderCheckError, HubError, check_folder, folder_files, main, push_to_hub, resolve_model_source
+from msa_hf.hub import FolderCheckError, check_folder, folder_files, main, push_to_hub
 from msa_hf.model_card import Evaluation, build_model_card, write_card
 from msa_hf.retrieval.cli import classify_main, eval_main, index_main, search_main
-from msa_hf.retrieval.encoding import load_model_and_processor, model_fingerprint
+from msa_hf.sources import HubError, load_model_and_processor, model_fingerprint, resolve_model_source
 
 SRC = Path(msa_hf.__file__).resolve().parents[1]
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -1,4 +1,4 @@
-"""The three losses against direct loops over the formulas of docs/method.md, section 5."""
+"""The losses against direct loops over the formulas of docs/method.md, section 5, and MSALoss's registry."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from msa_hf.losses import csmmc_loss, mscma_loss, triplet_loss
+from msa_hf.losses import LOSS_TERMS, LossBlocks, LossTerm, csmmc_loss, mscma_loss, register_loss, triplet_loss
 
 
 def loop_triplet(v, t, margin, image_ids=None):
@@ -146,3 +146,76 @@ def test_losses_reject_non_square_scores():
         triplet_loss(torch.rand(3, 4), torch.rand(2, 4))
     with pytest.raises(ValueError, match="image_ids"):
         triplet_loss(torch.rand(3, 4), torch.rand(3, 4), image_ids=torch.tensor([0, 1]))
+
+
+def test_triplet_loss_spares_captions_that_repeat_an_own_caption(embeddings):
+    """same_text_positives: a caption whose text is one of image i's own is never i's negative."""
+    v, t = embeddings
+    text_ids = torch.tensor([0, 1, 0, 2, 3, 4])  # captions 0 and 2 are the same sentence
+    image_text_ids = text_ids[:, None]
+    got = triplet_loss(v, t, 0.5, text_ids=text_ids, image_text_ids=image_text_ids).item()
+    assert got == pytest.approx(loop_triplet(v, t, 0.5, image_ids=torch.tensor([0, 1, 0, 2, 3, 4])), abs=1e-10)
+    assert got != pytest.approx(triplet_loss(v, t, 0.5).item())
+
+
+def test_public_losses_are_the_model_loss_terms_with_same_text_positives():
+    from msa_hf import MSAConfig, MSAModel
+
+    torch.manual_seed(0)
+    config = MSAConfig.from_preset("msa-tiny", same_text_positives=True, same_image_positives=True)
+    model = MSAModel(config).eval()
+    batch = {"pixel_values": torch.randn(4, 3, 64, 64), "input_ids": torch.randint(5, 100, (4, 10))}
+    ids = {"text_ids": torch.tensor([7, 8, 7, 9]), "image_text_ids": torch.tensor([[7, -1], [8, -1], [7, -1], [9, 8]])}
+    image_ids = torch.tensor([0, 1, 2, 2])
+    with torch.no_grad():
+        out = model(**batch, return_loss=True, image_ids=image_ids, **ids)
+    expected = triplet_loss(out.image_embeds, out.text_embeds, config.triplet_margin, image_ids, **ids)
+    torch.testing.assert_close(out.loss_triplet, expected)
+    torch.testing.assert_close(out.loss_csmmc, csmmc_loss(out.scale_logits, config.csmmc_temperature))
+    assert list(out.loss_terms) == ["triplet", "mscma", "csmmc"]
+
+
+@pytest.fixture
+def toy_loss():
+    """A toy loss: one function, one weight (the config's ``toy_weight``) and one registration."""
+
+    def mean_cosine(blocks: LossBlocks) -> torch.Tensor:
+        return 1 - (blocks.image_embeds * blocks.text_embeds).sum(dim=-1).mean()
+
+    register_loss("toy", LossTerm(mean_cosine, weight="toy_weight"))
+    yield mean_cosine
+    del LOSS_TERMS["toy"]
+
+
+def test_a_toy_loss_takes_one_function_one_weight_and_one_registration(toy_loss):
+    from msa_hf import MSAConfig, MSAModel
+    from msa_hf_train.reporting import loss_record
+
+    torch.manual_seed(0)
+    config = MSAConfig.from_preset("msa-tiny")
+    config.toy_weight = 3.0
+    model = MSAModel(config).eval()
+    batch = {"pixel_values": torch.randn(4, 3, 64, 64), "input_ids": torch.randint(5, 100, (4, 10))}
+    with torch.no_grad():
+        out = model(**batch, return_loss=True)
+    toy = 1 - (out.image_embeds * out.text_embeds).sum(dim=-1).mean()
+    torch.testing.assert_close(out.loss_terms["toy"], toy)
+    weighted = config.triplet_weight * out.loss_triplet + config.mscma_weight * out.loss_mscma
+    torch.testing.assert_close(out.loss, weighted + config.csmmc_weight * out.loss_csmmc + 3.0 * toy)
+    assert list(loss_record(out)) == ["loss", "loss_triplet", "loss_mscma", "loss_csmmc", "loss_toy"]
+
+
+def test_register_loss_refuses_a_taken_name():
+    with pytest.raises(ValueError, match="'triplet' is registered already"):
+        register_loss("triplet", LOSS_TERMS["triplet"])
+
+
+def test_mscmat_runs_only_when_a_term_reading_it_weighs_anything():
+    from msa_hf import MSAConfig, MSAModel
+
+    assert MSAModel(MSAConfig.from_preset("msa-tiny")).uses_mscmat
+    off = MSAModel(MSAConfig.from_preset("msa-tiny", mscma_weight=0.0, csmmc_weight=0.0))
+    assert not off.uses_mscmat
+    batch = {"pixel_values": torch.randn(2, 3, 64, 64), "input_ids": torch.randint(5, 100, (2, 8))}
+    out = off(**batch, return_loss=True)
+    assert out.scale_logits is None and out.loss_mscma == 0 and out.loss_csmmc == 0

@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertModel
 
 from msa_hf import CheckpointMismatchError, MSAConfig, MSAModel
-from msa_hf.retrieval.encoding import ModelLoadError, load_model_and_processor
+from msa_hf.sources import ModelLoadError, load_model_and_processor
 
 
 def save_without(model, folder, drop=(), add=None, replace=None):

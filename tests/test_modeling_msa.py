@@ -354,6 +354,17 @@ def test_frozen_parts_stay_in_eval_mode_so_batchnorm_statistics_stay_fixed(tiny_
     assert model.image_projection.training and model.text_model.training  # the rest trains
 
 
+def test_freeze_sentinels_mean_what_the_recipe_means(tiny_config):
+    """``"all"`` is the whole tower, ``None`` and ``0`` nothing: in the model as in the recipe and the cache."""
+    model = MSAModel(tiny_config)
+    assert model.freeze_vision_tower(None) == [] and model.freeze_text_tower(0) == []
+    assert all(param.requires_grad for param in model.parameters())
+    assert len(model.freeze_vision_tower("all")) == len(list(model.vision_model.backbone.parameters()))
+    assert len(model.freeze_text_tower()) == len(list(model.text_model.parameters()))
+    with pytest.raises(ValueError, match="cannot freeze 'some'.*'all' for the whole tower"):
+        model.freeze_vision_tower("some")
+
+
 def test_partly_frozen_towers_keep_only_their_frozen_part_in_eval(tiny_config):
     model = MSAModel(tiny_config)
     model.freeze_vision_tower(2)

@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 from transformers import pipeline
+from without_msa_hf import BLOCK_MSA_HF
 
 import msa_hf
 from msa_hf import MSAForZeroShotImageClassification
@@ -24,18 +25,10 @@ LABELS = ["airport", "farmland", "harbor"]
 TEMPLATE = "an aerial image of {}"
 SRC = Path(msa_hf.__file__).resolve().parents[1]
 
-CHILD = r"""
-import json, sys
-
-
-class BlockMsaHf:
-    def find_spec(self, name, path=None, target=None):
-        if name == "msa_hf" or name.startswith("msa_hf."):
-            raise ModuleNotFoundError(f"msa_hf is kept off the path in this check ({name})")
-        return None
-
-
-sys.meta_path.insert(0, BlockMsaHf())
+CHILD = (
+    BLOCK_MSA_HF
+    + r"""
+import json
 from PIL import Image
 from transformers import pipeline
 
@@ -44,6 +37,7 @@ classifier = pipeline("zero-shot-image-classification", model=folder, trust_remo
 results = [classifier(Image.open(path), candidate_labels=labels, hypothesis_template=template) for path in images]
 print(json.dumps([{r["label"]: r["score"] for r in result} for result in results]))
 """
+)
 
 
 @pytest.fixture(scope="module")

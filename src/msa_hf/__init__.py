@@ -28,6 +28,7 @@ _LAZY = {
     "MSAProcessor": ".processing_msa",
     "to_float_rgb": ".processing_msa",
     "param_groups": ".optimization",
+    "create_model_and_processor": ".factory",
     "triplet_loss": ".losses",
     "mscma_loss": ".losses",
     "csmmc_loss": ".losses",

@@ -91,11 +91,6 @@ def positive_int(name: str) -> Callable[[str], int]:
     return parse
 
 
-# A source written like this is a local file or folder, never a Hub id (which has neither).
-LOCAL_PREFIXES = (".", "/", "~")
-LOCAL_SUFFIXES = (".json", ".jsonl", ".csv", ".idx")
-
-
 def _missing(value: str, expected: str) -> argparse.ArgumentTypeError:
     return argparse.ArgumentTypeError(f"{value} does not exist (expected {expected})")
 
@@ -109,22 +104,6 @@ def existing_path(expected: str) -> Callable[[str], str]:
 
     def parse(value: str) -> str:
         if not os.path.exists(os.path.expanduser(value)):
-            raise _missing(value, expected)
-        return value
-
-    return parse
-
-
-def path_or_hub_id(expected: str) -> Callable[[str], str]:
-    """An argparse ``type`` for a local path or a Hub id: a value written as a path must exist.
-
-    ``./x``, ``/x``, ``~/x`` and names ending in a local format (``.json``, ``.idx``, ...) are
-    paths; anything else may be a Hub id and is left to the loader.
-    """
-
-    def parse(value: str) -> str:
-        written_as_path = value.startswith(LOCAL_PREFIXES) or value.endswith(LOCAL_SUFFIXES)
-        if written_as_path and not os.path.exists(os.path.expanduser(value)):
             raise _missing(value, expected)
         return value
 
@@ -198,7 +177,6 @@ __all__ = [
     "cli_warnings",
     "existing_path",
     "exit_code_for",
-    "path_or_hub_id",
     "positive_int",
     "run_command",
 ]

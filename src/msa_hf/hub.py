@@ -4,11 +4,10 @@ A pushed folder is only useful if it loads for whoever downloads it, so :func:`p
 first checks the folder piece by piece (config, safetensors weights, processor, tokenizer,
 remote-code files, model card) and then loads it with the package, refusing it with every
 missing piece named. Failures of the Hub itself (no network, a bad token, an HTTP 4xx/5xx)
-become one :class:`HubError` line; the local folder is never written to.
+become one :class:`~msa_hf.sources.HubError` line; the local folder is never written to.
 
-:func:`resolve_model_source` turns a local folder or a Hub id (at a revision) into a local
-folder, through the Hugging Face cache, so every command that takes a model path also takes
-a Hub id, and works offline (``HF_HUB_OFFLINE=1``) from the cache.
+Reading from the Hub (a Hub id at a revision resolved to a cached folder, offline too) is
+:mod:`msa_hf.sources`'s job; this module only writes to it.
 
 Command line::
 
@@ -30,26 +29,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cli_utils import EXIT_OK, UsageError, existing_path, run_command
+from .sources import HubError, ModelLoadError, describe_hub_error, load_model_and_processor
 
 # huggingface_hub is imported inside the functions that use it: `msa-push --help` answers at once.
 
 logger = logging.getLogger(__name__)
 
-# What a model folder needs on the Hub: config/processor/tokenizer JSON, weights, the model's
-# code, vocabularies, the card and the training recipe (not logs or checkpoints beside them).
-MODEL_FILE_PATTERNS = ["*.json", "*.safetensors", "*.py", "*.txt", "*.model", "*.md", "*.yaml"]
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
-VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
 CARD_FILE = "README.md"
 # Never uploaded: caches and editor/OS leftovers (hidden names are skipped as well).
 SKIPPED_NAMES = frozenset({"__pycache__"})
 SKIPPED_SUFFIXES = (".pyc", ".pyo")
-
-
-class HubError(RuntimeError):
-    """The Hub could not be reached, or refused or failed a request (exit code 1)."""
 
 
 class FolderCheckError(UsageError):
@@ -166,6 +158,8 @@ def missing_pieces(folder: str | os.PathLike) -> list[str]:
     """
     from huggingface_hub import ModelCard
 
+    from .pretrained_towers import TOKENIZER_FILES  # torch and timm: loaded for a check, not for --help
+
     folder = Path(folder)
     missing: list[str] = []
     auto_maps: list[dict] = []
@@ -208,8 +202,8 @@ def missing_pieces(folder: str | os.PathLike) -> list[str]:
 
     if not (folder / "tokenizer_config.json").is_file():
         missing.append("tokenizer_config.json (write it with processor.save_pretrained(DIR))")
-    if not any((folder / name).is_file() for name in VOCABULARY_FILES):
-        missing.append(f"a tokenizer vocabulary (one of {', '.join(VOCABULARY_FILES)})")
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        missing.append(f"a tokenizer vocabulary (one of {', '.join(TOKENIZER_FILES)})")
 
     missing.extend(_remote_code_gaps(folder, auto_maps))
 
@@ -236,8 +230,6 @@ def check_folder(folder: str | os.PathLike) -> list[FolderFile]:
     Raises:
         FolderCheckError: naming every missing piece, or why loading failed.
     """
-    from .retrieval.encoding import ModelLoadError, load_model_and_processor
-
     folder = Path(folder)
     if not folder.is_dir():
         raise FolderCheckError(f"{folder} is not a folder: pass the folder written by save_pretrained.")
@@ -255,57 +247,6 @@ def check_folder(folder: str | os.PathLike) -> list[FolderFile]:
     finally:
         hf_logging.set_verbosity(verbosity)
     return folder_files(folder)
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def offline_setting() -> str:
-    """The variable that put huggingface_hub offline, as ``NAME=value``, so a message names what the user set.
-
-    huggingface_hub reads ``HF_HUB_OFFLINE`` and, failing that, ``TRANSFORMERS_OFFLINE``.
-    """
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(name):
-            return f"{name}={os.environ[name]}"
-    return "HF_HUB_OFFLINE=1"
-
-
-def describe_hub_error(error: BaseException, action: str) -> str:
-    """One line saying which kind of Hub failure ``error`` is (network, token, 4xx, 5xx) and why."""
-    from huggingface_hub import constants
-    from huggingface_hub.errors import OfflineModeIsEnabled
-
-    if isinstance(error, HubError):
-        return str(error)
-    endpoint = constants.ENDPOINT
-    response = getattr(error, "response", None)
-    status = getattr(response, "status_code", None)
-    server = _one_line(getattr(error, "server_message", None) or "") or _one_line(str(error).split("\n")[0])
-    if isinstance(error, OfflineModeIsEnabled):
-        return f"cannot {action}: {offline_setting()} is set and this needs the network; unset it to go online."
-    if status in (401, 403):
-        return (
-            f"the Hub refused to {action} (HTTP {status}, bad or missing token: {server}); log in with "
-            f"`hf auth login` or set HF_TOKEN to a token with access to the repo (write access to push)."
-        )
-    if isinstance(status, int) and 400 <= status < 500:
-        return f"the Hub rejected the request to {action} (HTTP {status}: {server})."
-    if isinstance(status, int) and status >= 500:
-        return f"the Hub failed to {action} (HTTP {status}, a server-side error: {server}); try again later."
-    root, seen = error, {id(error)}
-    while (cause := root.__cause__ or root.__context__) is not None and id(cause) not in seen:
-        root = cause
-        seen.add(id(root))
-    transport = type(root).__module__.split(".")[0] in {"httpx", "httpx2", "requests", "urllib3", "socket"}
-    if transport or isinstance(root, (ConnectionError, TimeoutError)):
-        return (
-            f"could not reach the Hub at {endpoint} to {action} (no network? check the connection, "
-            f"proxy or HF_ENDPOINT): {type(root).__name__}: {_one_line(str(root))}"
-        )
-    return f"could not {action}: {type(error).__name__}: {_one_line(str(error))}"
 
 
 def validate_hub_id(repo_id: str, argument: str = "repo_id") -> str:
@@ -379,74 +320,6 @@ def push_to_hub(
     return PushResult(repo_url=str(repo_url), commit_url=commit.commit_url, files=files, dry_run=False)
 
 
-def is_hub_id(name: str) -> bool:
-    """Whether ``name`` reads as a Hub model id rather than a filesystem path.
-
-    ```python
-    >>> is_hub_id("user/msa-rsicd"), is_hub_id("./outputs/best"), is_hub_id("/abs/path")
-    (True, False, False)
-    ```
-    """
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    if not name or name.startswith((".", "/", "~")) or "\\" in name:
-        return False
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return False
-    return True
-
-
-def resolve_model_source(name_or_path: str | os.PathLike, revision: str | None = None) -> str:
-    """A local folder holding the model ``name_or_path`` names: the folder itself, or a Hub snapshot.
-
-    A Hub id is fetched at ``revision`` (branch, tag or commit; default ``main``) into the
-    Hugging Face cache (``HF_HUB_CACHE``), model files only, and the snapshot folder is
-    returned; model and processor then come from the same commit. With ``HF_HUB_OFFLINE=1``,
-    or when the Hub cannot be reached, the cached snapshot is used.
-
-    Raises:
-        UsageError: ``revision`` given with a local folder, or a name that is neither an
-            existing path nor a Hub id.
-        HubError: the id is not cached and cannot be downloaded (offline, unreachable,
-            unknown repo or revision, no access), in one line.
-
-    ```python
-    >>> resolve_model_source("user/msa-rsicd", revision="v1.0")  # doctest: +SKIP
-    '/home/me/.cache/huggingface/hub/models--user--msa-rsicd/snapshots/4f1c…'
-    ```
-    """
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    name = str(name_or_path)
-    local = Path(name).expanduser()
-    if local.exists():
-        if revision is not None:
-            raise UsageError(f"--revision {revision!r} applies to Hub ids, but {name!r} is a local folder.")
-        return str(local)
-    if not is_hub_id(name):
-        raise UsageError(f"{name!r} is neither an existing folder nor a Hub id ('user/name'): check the path.")
-    at = f"{name}@{revision or 'main'}"
-    parent = Path(name).parent
-    # "outputs/best" reads as a Hub id too: when "outputs" is a local folder, say it was tried as a path.
-    not_local = f" (there is no local folder {name!r} either)" if str(parent) != "." and parent.is_dir() else ""
-    try:
-        return snapshot_download(name, revision=revision, allow_patterns=MODEL_FILE_PATTERNS)
-    except LocalEntryNotFoundError as error:  # not cached, and offline or unreachable
-        if constants.HF_HUB_OFFLINE:
-            raise HubError(
-                f"{at} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and {offline_setting()} "
-                f"forbids downloading it: run once online, or pass a local folder{not_local}."
-            ) from error
-        reason = describe_hub_error(error.__cause__ or error.__context__ or error, f"download {at}")
-        raise HubError(f"{at} is not in the local Hugging Face cache, and {reason}{not_local}") from error
-    except Exception as error:  # unknown repo or revision, no access, server errors
-        raise HubError(describe_hub_error(error, f"download {at}") + not_local) from error
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="msa-push",
@@ -477,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from .model_card import card_from_folder, write_card
+    from .model_card import card_from_folder, write_card  # huggingface_hub and yaml: not for --help
 
     folder = Path(args.folder)
     validate_hub_id(args.repo_id, "--repo-id")
@@ -519,20 +392,14 @@ if __name__ == "__main__":
 
 __all__ = [
     "CARD_FILE",
-    "MODEL_FILE_PATTERNS",
     "FolderCheckError",
     "FolderFile",
-    "HubError",
     "PushResult",
     "check_folder",
-    "describe_hub_error",
     "folder_files",
     "format_size",
-    "is_hub_id",
     "main",
     "missing_pieces",
-    "offline_setting",
     "push_to_hub",
-    "resolve_model_source",
     "validate_hub_id",
 ]

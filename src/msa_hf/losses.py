@@ -13,10 +13,28 @@ captions of every process (global in-batch negatives, see :func:`gather_with_gra
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+
+
+class PairFeatures(NamedTuple):
+    """What the loss needs from this process's batch of (image, caption) pairs (``MSAModel`` computes it)."""
+
+    image_embeds: torch.Tensor
+    text_embeds: torch.Tensor
+    scale_features: list[torch.Tensor]
+    text_tokens: torch.Tensor
+    text_global: torch.Tensor
+    token_mask: torch.Tensor | None
+
+
+def _identity(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
 
 
 def positive_pairs(
@@ -125,19 +143,292 @@ def _check_ids(image_ids: torch.Tensor | None, size: int) -> None:
         raise ValueError(f"`image_ids` must have shape ({size},) to match the batch, got {tuple(image_ids.shape)}.")
 
 
+@dataclass
+class LossBlocks:
+    """What the loss terms read: this process's pairs scored against the (global) batch.
+
+    Row blocks hold this process's images against every caption; column blocks every image
+    against this process's captions (docs/method.md). With one process both are the whole batch.
+
+    Args:
+        image_embeds, text_embeds: ``R×D`` this process's normalised embeddings.
+        all_image_embeds, all_text_embeds: ``N·R×D`` every process's (gathered with gradient).
+        own: ``R`` index of this process's pairs in the global batch.
+        rows: ``R×N·R`` positives of this process's images among every caption.
+        columns: ``N·R×R`` positives of every image among this process's captions.
+        world_size: ``N``, the number of processes whose pairs are in the global batch.
+        scale_logits: ``S×R×N·R`` MSCMAT scores of the row block (``None`` when MSCMAT did not run).
+        column_logits: ``S×N·R×R`` MSCMAT scores of the column block.
+    """
+
+    image_embeds: torch.Tensor
+    text_embeds: torch.Tensor
+    all_image_embeds: torch.Tensor
+    all_text_embeds: torch.Tensor
+    own: torch.Tensor
+    rows: torch.Tensor
+    columns: torch.Tensor
+    world_size: int = 1
+    scale_logits: torch.Tensor | None = None
+    column_logits: torch.Tensor | None = None
+
+    @classmethod
+    def single_process(
+        cls,
+        batch: int,
+        device: torch.device,
+        image_embeds: torch.Tensor | None = None,
+        text_embeds: torch.Tensor | None = None,
+        scale_logits: torch.Tensor | None = None,
+        **ids: torch.Tensor | None,
+    ) -> LossBlocks:
+        """The blocks of one process's batch of ``batch`` pairs (what the public loss functions score).
+
+        ``ids`` are ``image_ids``, ``text_ids`` and ``image_text_ids``, as in :func:`positive_pairs`.
+        """
+        index = torch.arange(batch, device=device)
+        rows = positive_pairs(
+            index, index, row_image_ids=ids.get("image_ids"), column_image_ids=ids.get("image_ids"),
+            row_text_ids=ids.get("image_text_ids"), column_text_ids=ids.get("text_ids"),
+        )  # fmt: skip
+        empty = torch.zeros(batch, 0, device=device)
+        images = empty if image_embeds is None else image_embeds
+        texts = empty if text_embeds is None else text_embeds
+        return cls(images, texts, images, texts, index, rows, rows, 1, scale_logits, scale_logits)
+
+
+# A loss term: a function of the blocks and its options, giving one unweighted scalar.
+LossFunction = Callable[..., torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    """One registered loss: ``loss = Σ weight · function(blocks, **options)`` over the terms.
+
+    Args:
+        function: ``function(blocks: LossBlocks, **options) -> scalar``.
+        weight: the config attribute holding its weight (a config without it weighs it 0).
+        options: ``{keyword: config attribute}`` passed to ``function``.
+        uses_mscmat: it reads ``scale_logits``/``column_logits``: MSCMAT runs when such a term weighs
+            anything (with all of them at weight 0 MSCMAT is skipped and they are 0).
+        optional: computed (and reported) only when its weight is above 0: an option, not the paper.
+    """
+
+    function: LossFunction
+    weight: str
+    options: Mapping[str, str] = field(default_factory=dict)
+    uses_mscmat: bool = False
+    optional: bool = False
+
+
+def triplet_term(blocks: LossBlocks, margin: float) -> torch.Tensor:
+    """VSE++ hinge on the hardest negative, both directions, summed over the global batch.
+
+    This process's share is multiplied by ``N`` to undo DDP's gradient averaging.
+    """
+    return blocks.world_size * (
+        hardest_negative_hinge(blocks.image_embeds @ blocks.all_text_embeds.t(), blocks.own, margin, blocks.rows)
+        + hardest_negative_hinge(
+            blocks.text_embeds @ blocks.all_image_embeds.t(), blocks.own, margin, blocks.columns.t()
+        )
+    )
+
+
+def mscma_term(blocks: LossBlocks) -> torch.Tensor:
+    """Per-scale image→text cross-entropy of the MSCMAT scores (a mean: no world-size factor)."""
+    return row_cross_entropy(blocks.scale_logits, blocks.own, blocks.rows)
+
+
+def csmmc_term(blocks: LossBlocks, temperature: float) -> torch.Tensor:
+    """The deepest scale distilled into the others, column by column."""
+    return column_distillation(blocks.column_logits, temperature)
+
+
+def contrastive_term(blocks: LossBlocks, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE on the global embeddings (an option, not the paper)."""
+    return 0.5 * (
+        row_cross_entropy(
+            (blocks.image_embeds @ blocks.all_text_embeds.t() / temperature)[None], blocks.own, blocks.rows
+        )
+        + row_cross_entropy(
+            (blocks.text_embeds @ blocks.all_image_embeds.t() / temperature)[None], blocks.own, blocks.columns.t()
+        )
+    )
+
+
+# The loss terms, in the order they are summed and reported (``MSAOutput.loss_terms``, the trainer's log).
+LOSS_TERMS: dict[str, LossTerm] = {
+    "triplet": LossTerm(triplet_term, "triplet_weight", {"margin": "triplet_margin"}),
+    "mscma": LossTerm(mscma_term, "mscma_weight", uses_mscmat=True),
+    "csmmc": LossTerm(csmmc_term, "csmmc_weight", {"temperature": "csmmc_temperature"}, uses_mscmat=True),
+    "contrastive": LossTerm(
+        contrastive_term, "contrastive_weight", {"temperature": "contrastive_temperature"}, optional=True
+    ),
+}
+
+
+def register_loss(name: str, term: LossTerm) -> None:
+    """Add a loss term under ``name`` (reported as ``loss_<name>``); its weight is read from the config."""
+    if name in LOSS_TERMS:
+        raise ValueError(f"A loss term {name!r} is registered already; pick another name.")
+    LOSS_TERMS[name] = term
+
+
+@dataclass
+class MSALossOutput:
+    """The weighted total, the unweighted terms by name, and the row block's MSCMAT scores (if it ran)."""
+
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor]
+    scale_logits: torch.Tensor | None
+
+
+class MSALoss:
+    """MSA's training objective: gathers the global batch, builds the blocks, weighs and sums the terms.
+
+    ``MSAModel.forward(return_loss=True)`` runs it; :func:`triplet_loss`, :func:`mscma_loss` and
+    :func:`csmmc_loss` are its terms on one process's batch. Weights and options come from the
+    config (``triplet_weight``, ``triplet_margin``, ...), one attribute per :data:`LOSS_TERMS` entry.
+    """
+
+    def __init__(self, config: Any) -> None:
+        self.weights = {name: float(getattr(config, term.weight, 0.0)) for name, term in LOSS_TERMS.items()}
+        self.options = {
+            name: {keyword: getattr(config, key) for keyword, key in term.options.items()}
+            for name, term in LOSS_TERMS.items()
+        }
+        self.terms = {
+            name: term for name, term in LOSS_TERMS.items() if not (term.optional and self.weights[name] <= 0)
+        }
+
+    @property
+    def uses_mscmat(self) -> bool:
+        """Whether MSCMAT runs for the loss (some term that reads its scores weighs anything)."""
+        return any(term.uses_mscmat and self.weights[name] != 0 for name, term in self.terms.items())
+
+    def __call__(
+        self,
+        features: PairFeatures,
+        mscmat: Callable[[list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor],
+        *,
+        image_ids: torch.Tensor | None = None,
+        text_ids: torch.Tensor | None = None,
+        image_text_ids: torch.Tensor | None = None,
+        global_negatives: bool = False,
+    ) -> MSALossOutput:
+        """The loss of this process's pairs against the local batch, or the global one with ``global_negatives``.
+
+        ``mscmat(scale_features, text_tokens, text_global, token_mask)`` scores images against captions.
+        """
+        blocks = self.blocks(features, image_ids, text_ids, image_text_ids, global_negatives)
+        # The terms without MSCMAT first: the autograd graph is built in the same order as always.
+        terms = {
+            name: term.function(blocks, **self.options[name])
+            for name, term in self.terms.items()
+            if not term.uses_mscmat
+        }
+        if self.uses_mscmat:
+            self.score(blocks, features, mscmat)
+        zero = blocks.image_embeds.new_zeros(())
+        terms.update(
+            {
+                name: term.function(blocks, **self.options[name]) if blocks.scale_logits is not None else zero
+                for name, term in self.terms.items()
+                if term.uses_mscmat
+            }
+        )
+        names = iter(self.terms)
+        first = next(names)
+        loss = self.weights[first] * terms[first]
+        for name in names:
+            loss = loss + self.weights[name] * terms[name]
+        return MSALossOutput(loss, {name: terms[name] for name in self.terms}, blocks.scale_logits)
+
+    def blocks(
+        self,
+        local: PairFeatures,
+        image_ids: torch.Tensor | None,
+        text_ids: torch.Tensor | None,
+        image_text_ids: torch.Tensor | None,
+        global_negatives: bool,
+    ) -> LossBlocks:
+        """Gather the other processes' embeddings (with gradient) and mark the positives of both blocks."""
+        batch = local.image_embeds.shape[0]
+        device = local.image_embeds.device
+        world_size, rank = world_size_and_rank() if global_negatives else (1, 0)
+        if world_size > 1:
+            check_same_batch_size(batch, device)
+        gather = gather_with_grad if world_size > 1 else _identity
+        own = torch.arange(batch, device=device) + rank * batch
+        everyone = torch.arange(batch * world_size, device=device)
+        all_image_ids = None if image_ids is None else gather(image_ids)
+        all_text_ids = None if text_ids is None else gather(text_ids)
+        all_image_text_ids = None if image_text_ids is None else gather(image_text_ids)
+        return LossBlocks(
+            local.image_embeds,
+            local.text_embeds,
+            gather(local.image_embeds),
+            gather(local.text_embeds),
+            own,
+            rows=positive_pairs(
+                own,
+                everyone,
+                row_image_ids=image_ids,
+                column_image_ids=all_image_ids,
+                row_text_ids=image_text_ids,
+                column_text_ids=all_text_ids,
+            ),
+            columns=positive_pairs(
+                everyone,
+                own,
+                row_image_ids=all_image_ids,
+                column_image_ids=image_ids,
+                row_text_ids=all_image_text_ids,
+                column_text_ids=text_ids,
+            ),
+            world_size=world_size,
+        )
+
+    @staticmethod
+    def score(blocks: LossBlocks, local: PairFeatures, mscmat: Callable[..., torch.Tensor]) -> None:
+        """Fill the blocks' MSCMAT scores: this process's images × every caption, every image × its captions."""
+        if blocks.world_size == 1:
+            blocks.scale_logits = blocks.column_logits = mscmat(
+                local.scale_features, local.text_tokens, local.text_global, local.token_mask
+            )
+            return
+        blocks.scale_logits = mscmat(
+            local.scale_features,
+            gather_with_grad(local.text_tokens),
+            gather_with_grad(local.text_global),
+            None if local.token_mask is None else gather_with_grad(local.token_mask),
+        )
+        blocks.column_logits = mscmat(
+            [gather_with_grad(features) for features in local.scale_features],
+            local.text_tokens,
+            local.text_global,
+            local.token_mask,
+        )
+
+
 def triplet_loss(
     image_embeds: torch.Tensor,
     text_embeds: torch.Tensor,
     margin: float = 0.5,
     image_ids: torch.Tensor | None = None,
+    text_ids: torch.Tensor | None = None,
+    image_text_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """VSE++ triplet loss with the hardest in-batch negative in both directions, summed.
+    """VSE++ triplet loss with the hardest in-batch negative in both directions, summed (``MSALoss``'s term).
 
     Args:
         image_embeds: ``B×D`` L2-normalised image embeddings.
         text_embeds: ``B×D`` L2-normalised text embeddings; row i is image i's caption.
         margin: the margin ``m``.
         image_ids: optional ``B`` ids; captions of the same image are then never negatives.
+        text_ids, image_text_ids: optional ``B`` text id of each caption and ``B×K`` ids of each
+            image's own captions (padded with -1); a caption whose text is one of the image's own
+            is then never its negative (``same_text_positives``).
 
     Example:
 
@@ -154,12 +445,16 @@ def triplet_loss(
         )
     batch = image_embeds.shape[0]
     _check_ids(image_ids, batch)
-    scores = image_embeds @ text_embeds.t()
-    targets = torch.arange(batch, device=scores.device)
-    positives = positive_pairs(targets, targets, row_image_ids=image_ids, column_image_ids=image_ids)
-    return hardest_negative_hinge(scores, targets, margin, positives) + hardest_negative_hinge(
-        scores.t(), targets, margin, positives.t()
+    blocks = LossBlocks.single_process(
+        batch,
+        image_embeds.device,
+        image_embeds,
+        text_embeds,
+        image_ids=image_ids,
+        text_ids=text_ids,
+        image_text_ids=image_text_ids,
     )
+    return triplet_term(blocks, margin)
 
 
 def mscma_loss(scale_logits: torch.Tensor, image_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -174,9 +469,9 @@ def mscma_loss(scale_logits: torch.Tensor, image_ids: torch.Tensor | None = None
     _check_square("scale_logits", scale_logits)
     batch = scale_logits.shape[-1]
     _check_ids(image_ids, batch)
-    targets = torch.arange(batch, device=scale_logits.device)
-    positives = positive_pairs(targets, targets, row_image_ids=image_ids, column_image_ids=image_ids)
-    return row_cross_entropy(scale_logits, targets, positives)
+    return mscma_term(
+        LossBlocks.single_process(batch, scale_logits.device, scale_logits=scale_logits, image_ids=image_ids)
+    )
 
 
 def csmmc_loss(scale_logits: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
@@ -191,7 +486,8 @@ def csmmc_loss(scale_logits: torch.Tensor, temperature: float = 2.0) -> torch.Te
         temperature: the softmax temperature ``τ``.
     """
     _check_square("scale_logits", scale_logits)
-    return column_distillation(scale_logits, temperature)
+    blocks = LossBlocks.single_process(scale_logits.shape[-1], scale_logits.device, scale_logits=scale_logits)
+    return csmmc_term(blocks, temperature)
 
 
 def world_size_and_rank() -> tuple[int, int]:
@@ -234,7 +530,18 @@ def check_same_batch_size(batch_size: int, device: torch.device) -> None:
 
 
 __all__ = [
+    "LOSS_TERMS",
+    "LossBlocks",
+    "LossTerm",
+    "MSALoss",
+    "MSALossOutput",
+    "PairFeatures",
     "check_same_batch_size",
+    "contrastive_term",
+    "csmmc_term",
+    "mscma_term",
+    "register_loss",
+    "triplet_term",
     "column_distillation",
     "csmmc_loss",
     "gather_with_grad",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,9 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .configuration_msa import PRESETS, MSAConfig
+from .io_utils import atomic_write_text
 from .retrieval.metrics import DEFAULT_KS
+from .sources import DATA_FILE_SUFFIXES, is_hub_id, looks_like_path
 
 # Figures that go into model-index (percent): both directions' recall at each K, then mR.
 RECALL_KEYS: tuple[str, ...] = (
@@ -47,6 +48,13 @@ LIBRARY_NAME = "transformers"
 DEFAULT_LICENSE = "apache-2.0"
 REPO_PLACEHOLDER = "path/or/hub-id"
 SPLITS = ("train", "validation", "test")
+# What a training run leaves beside the model and the card reads (msa_hf_train writes them under these
+# names): the best checkpoint's validation record, the test record, the resolved recipe, and their keys.
+METRICS_FILE = "metrics.json"  # {"validation": {metric: value}, "step": ..., "corpus": ...}
+TEST_METRICS_FILE = "test_metrics.json"  # {"test": {metric: value}, ..., "corpus": ...}
+RECIPE_FILE = "recipe.yaml"
+CORPUS_KEY = "corpus"  # the corpus, in both records and in the recipe
+MODEL_KEY = "model"  # the recipe's model: a preset, a folder or a Hub id
 # Tower names the package accepts (offline packages, short legacy ids) -> canonical Hub ids.
 TEXT_TOWER_HUB_IDS = {
     "all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2",
@@ -190,7 +198,7 @@ class Evaluation:
         A flat mapping of metrics is accepted too when ``dataset`` and ``split`` are given.
         """
         metrics = data.get("metrics", data)
-        name = data.get("dataset") or data.get("corpus") or dataset
+        name = data.get("dataset") or data.get(CORPUS_KEY) or dataset
         split = data.get("split") or split
         if not isinstance(metrics, Mapping) or not name or not split:
             raise ValueError(
@@ -212,9 +220,9 @@ def dataset_display_name(source: str) -> str:
     ```
     """
     path = Path(source)
-    if path.suffix in {".json", ".jsonl", ".csv"}:
+    if path.suffix in DATA_FILE_SUFFIXES:
         return path.parent.name or path.stem
-    if source.startswith((".", "/", "~")) or path.exists():
+    if looks_like_path(source) or path.exists():
         return path.name
     return source
 
@@ -232,8 +240,6 @@ def tower_hub_id(name: str) -> str | None:
     ('openai/clip-vit-base-patch32', None)
     ```
     """
-    from .hub import is_hub_id
-
     if name in TEXT_TOWER_HUB_IDS:
         return TEXT_TOWER_HUB_IDS[name]
     if Path(name).suffix or Path(name).expanduser().exists():
@@ -250,6 +256,44 @@ def base_model_ids(vision: str, text: str) -> list[str]:
     """Hub ids of both towers (one when vision and text come from the same model, e.g. a CLIP)."""
     ids = [tower_hub_id(vision), tower_hub_id(text)]
     return list(dict.fromkeys(i for i in ids if i))
+
+
+@dataclass(frozen=True)
+class ModelOrigin:
+    """Where a model's towers come from, as cards and training reports name them.
+
+    Args:
+        vision_tower, text_tower: one line each (a preset's tower names, or what the config says).
+        base_models: Hub ids of the pretrained towers, or of the checkpoint fine-tuned; empty for
+            random towers.
+        title_towers: the tower names a card title is made of (:func:`model_display_name`).
+    """
+
+    vision_tower: str
+    text_tower: str
+    base_models: tuple[str, ...]
+    title_towers: tuple[str, str]
+
+
+def model_origin(name_or_path: str, config: MSAConfig) -> ModelOrigin:
+    """The origin of a model built from ``name_or_path`` (a preset, a folder or a Hub id) with ``config``.
+
+    ```python
+    >>> origin = model_origin("msa-effnetlite0-minilm", MSAConfig.from_preset("msa-tiny"))
+    >>> origin.base_models
+    ('timm/tf_efficientnet_lite0.in1k', 'sentence-transformers/all-MiniLM-L6-v2')
+    ```
+    """
+    entry = PRESETS.get(name_or_path)
+    if entry is not None and entry.pretrained:
+        return ModelOrigin(
+            entry.vision, entry.text, tuple(base_model_ids(entry.vision, entry.text)), (entry.vision, entry.text)
+        )
+    title = config_tower_names(config)
+    if entry is not None:  # an architecture: random towers
+        return ModelOrigin(f"{config.vision_backbone} (random)", f"{name_or_path} text tower (random)", (), title)
+    hub_id = tower_hub_id(name_or_path)  # fine-tuning a Hub checkpoint: that checkpoint is the base
+    return ModelOrigin(config.vision_backbone, config.text_config.model_type, (hub_id,) if hub_id else (), title)
 
 
 def describe_towers(config: MSAConfig) -> tuple[str, str]:
@@ -432,7 +476,7 @@ def evaluations_from_record(
         return [e for entry in record for e in evaluations_from_record(entry, dataset=dataset, split=split)]
     if not isinstance(record, Mapping):
         raise ValueError(f"expected a JSON object or a list of them, got {type(record).__name__}")
-    name = record.get("dataset") or record.get("corpus") or dataset
+    name = record.get("dataset") or record.get(CORPUS_KEY) or dataset
     by_split = {key: value for key, value in record.items() if key in SPLITS and isinstance(value, Mapping)}
     if by_split:
         return [Evaluation.from_dict(metrics, dataset=name, split=key) for key, metrics in by_split.items()]
@@ -447,7 +491,7 @@ def evaluations_from_folder(folder: str | os.PathLike, dataset: str | None = Non
     ``dataset``.
     """
     evaluations = []
-    for name, split in (("metrics.json", "validation"), ("test_metrics.json", "test")):
+    for name, split in ((METRICS_FILE, "validation"), (TEST_METRICS_FILE, "test")):
         path = Path(folder) / name
         if not path.is_file():
             continue
@@ -468,25 +512,20 @@ def card_from_folder(folder: str | os.PathLike, *, repo_id: str | None = None, c
     """
     folder = Path(folder)
     config = MSAConfig.from_pretrained(folder)
-    recipe_path = folder / "recipe.yaml"
+    recipe_path = folder / RECIPE_FILE
     recipe_text = recipe_path.read_text(encoding="utf-8") if recipe_path.is_file() else None
     recipe = yaml.safe_load(recipe_text) if recipe_text else {}
     recipe = recipe if isinstance(recipe, dict) else {}
-    corpus = recipe.get("corpus")
+    corpus = recipe.get(CORPUS_KEY)
     evaluations = evaluations_from_folder(folder, dataset=dataset_display_name(str(corpus)) if corpus else None)
-    preset = recipe.get("model")
-    entry = PRESETS.get(preset) if isinstance(preset, str) else None
-    base_models = base_model_ids(entry.vision, entry.text) if entry is not None and entry.pretrained else []
-    towers = (
-        (entry.vision, entry.text) if entry is not None and entry.vision and entry.text else config_tower_names(config)
-    )
+    origin = model_origin(str(recipe.get(MODEL_KEY) or ""), config)
     datasets = list(dict.fromkeys(e.dataset for e in evaluations if e.dataset))
-    name = repo_id or model_display_name(*towers, datasets[0] if datasets else None)
+    name = repo_id or model_display_name(*origin.title_towers, datasets[0] if datasets else None)
     return build_model_card(
         config,
         model_name=name,
         evaluations=evaluations,
-        base_models=base_models,
+        base_models=origin.base_models,
         recipe=recipe_text,
         command=command,
         repo_id=repo_id,
@@ -496,25 +535,21 @@ def card_from_folder(folder: str | os.PathLike, *, repo_id: str | None = None, c
 def write_card(card: ModelCard, folder: str | os.PathLike) -> Path:
     """Write ``card`` as ``folder/README.md`` atomically (a crash never leaves half a card)."""
     path = Path(folder) / "README.md"
-    handle, staging = tempfile.mkstemp(prefix=".README.", suffix=".md", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(str(card))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o666 & ~umask)  # mkstemp makes it private; a card is an ordinary file
-        os.replace(staging, path)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, str(card))
     return path
 
 
 __all__ = [
     "CARD_TEMPLATE",
+    "CORPUS_KEY",
+    "METRICS_FILE",
+    "MODEL_KEY",
+    "RECIPE_FILE",
+    "TEST_METRICS_FILE",
     "MSA_CITATION",
     "RECALL_KEYS",
     "Evaluation",
+    "ModelOrigin",
     "base_model_ids",
     "build_model_card",
     "card_from_folder",
@@ -524,6 +559,7 @@ __all__ = [
     "evaluations_from_record",
     "config_tower_names",
     "model_display_name",
+    "model_origin",
     "results_table",
     "tower_hub_id",
     "write_card",

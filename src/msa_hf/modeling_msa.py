@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal
 
 import timm
 import torch
@@ -35,15 +35,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_msa import MSAConfig
 from .loading_msa import check_loading_info, quiet_transformers_loading
-from .losses import (
-    check_same_batch_size,
-    column_distillation,
-    gather_with_grad,
-    hardest_negative_hinge,
-    positive_pairs,
-    row_cross_entropy,
-    world_size_and_rank,
-)
+from .losses import MSALoss, PairFeatures, world_size_and_rank
 from .pretrained_towers import from_backbones, from_preset
 from .processing_msa import MSAProcessor
 
@@ -92,8 +84,9 @@ class MSAOutput(ModelOutput):
     """Output of [`MSAModel`].
 
     Args:
-        loss: ``triplet_weight * loss_triplet + mscma_weight * loss_mscma + csmmc_weight * loss_csmmc`` (plus
-            ``contrastive_weight * loss_contrastive`` when that option is on).
+        loss: the weighted sum of the loss terms (:class:`~msa_hf.losses.MSALoss`): ``triplet_weight *
+            loss_triplet + mscma_weight * loss_mscma + csmmc_weight * loss_csmmc`` (plus ``contrastive_weight *
+            loss_contrastive`` when that option is on).
         loss_triplet, loss_mscma, loss_csmmc: the three terms, unweighted.
         loss_contrastive: the optional symmetric InfoNCE term (``config.contrastive_weight > 0``).
         logits_per_image: ``B_i×B_t`` cosine similarities (no temperature); rows images.
@@ -110,6 +103,8 @@ class MSAOutput(ModelOutput):
         vision_model_output: the image tower's output (``last_hidden_state`` = its deepest
             scale's map or tokens, ``pooler_output`` = the unnormalised image embedding, and
             ``hidden_states`` / ``attentions`` when asked); ``None`` with ``scale_features``.
+        loss_terms: every unweighted term by name (``{"triplet": ..., "mscma": ...}``), registered ones
+            included (:data:`msa_hf.losses.LOSS_TERMS`); the ``loss_*`` fields above are the built-in ones.
     """
 
     loss: torch.FloatTensor | None = None
@@ -124,6 +119,7 @@ class MSAOutput(ModelOutput):
     scale_logits: torch.FloatTensor | None = None
     text_model_output: BaseModelOutputWithPooling | None = None
     vision_model_output: BaseModelOutputWithPooling | None = None
+    loss_terms: dict[str, torch.FloatTensor] | None = None
 
     def to_tuple(self) -> tuple[Any, ...]:
         """Like CLIPOutput: the tower outputs become nested tuples too."""
@@ -150,21 +146,6 @@ class MSAVisionTowerOutput(ModelOutput):
     last_hidden_state: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
-
-
-class _PairFeatures(NamedTuple):
-    """What the losses need from a batch of (image, caption) pairs."""
-
-    image_embeds: torch.Tensor
-    text_embeds: torch.Tensor
-    scale_features: list[torch.Tensor]
-    text_tokens: torch.Tensor
-    text_global: torch.Tensor
-    token_mask: torch.Tensor | None
-
-
-def _identity(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor
 
 
 def _global_pool(features: torch.Tensor, mode: str) -> torch.Tensor:
@@ -258,15 +239,19 @@ def _stage_prefixes(tower: nn.Module) -> list[str]:
     return [f"{name}.{i}." for i in range(len(layers))]
 
 
-def _freeze(tower: nn.Module, num_stages: int | None, what: str) -> list[str]:
+def _freeze(tower: nn.Module, num_stages: int | Literal["all"] | None, what: str) -> list[str]:
+    """Freeze the whole tower (``"all"``), its stem and first ``num_stages`` stages, or nothing (``None``, ``0``)."""
     named = list(tower.named_parameters())
-    if num_stages is None:
+    if num_stages == "all":
         stop = len(named)
     else:
         prefixes = _stage_prefixes(tower)
-        if not 0 <= num_stages <= len(prefixes):
-            raise ValueError(f"The {what} tower has {len(prefixes)} stages; cannot freeze {num_stages}.")
-        if num_stages == 0:
+        if num_stages is not None and not (isinstance(num_stages, int) and 0 <= num_stages <= len(prefixes)):
+            raise ValueError(
+                f"The {what} tower has {len(prefixes)} stages; cannot freeze {num_stages!r} "
+                f"(pass 0..{len(prefixes)}, 'all' for the whole tower, or None for nothing)."
+            )
+        if not num_stages:
             return []
         last = prefixes[num_stages - 1]
         stop = max(i for i, (name, _) in enumerate(named) if name.startswith(last)) + 1
@@ -738,8 +723,15 @@ class MSAModel(MSAPreTrainedModel):
         """
         return from_preset(cls, name, **config_overrides)
 
-    def freeze_vision_tower(self, num_stages: int | None = None) -> list[str]:
-        """Stop training the image tower, or only its stem and first ``num_stages`` stages.
+    @property
+    def uses_mscmat(self) -> bool:
+        """Whether the loss runs MSCMAT (a term that reads its scores weighs anything); if not, MSCMAT gets no gradient."""
+        return MSALoss(self.config).uses_mscmat
+
+    def freeze_vision_tower(self, num_stages: int | Literal["all"] | None = "all") -> list[str]:
+        """Stop training the image tower (``"all"``), or only its stem and first ``num_stages`` stages.
+
+        ``None`` or ``0`` freezes nothing: the same meaning as the recipe's ``freeze_vision_stages``.
 
         Stages are the scales' backbone stages for timm towers and the encoder layers (after the
         embeddings) for transformers towers. Frozen parts stay in eval mode even after
@@ -751,8 +743,11 @@ class MSAModel(MSAPreTrainedModel):
         self._keep_frozen_in_eval(self.vision_model.backbone)
         return frozen
 
-    def freeze_text_tower(self, num_layers: int | None = None) -> list[str]:
-        """Stop training the text tower, or only its embeddings and first ``num_layers`` layers (kept in eval mode)."""
+    def freeze_text_tower(self, num_layers: int | Literal["all"] | None = "all") -> list[str]:
+        """Stop training the text tower (``"all"``), or only its embeddings and first ``num_layers`` layers.
+
+        Frozen parts are kept in eval mode; ``None`` or ``0`` freezes nothing.
+        """
         frozen = _freeze(self.text_model, num_layers, "text")
         self._keep_frozen_in_eval(self.text_model)
         return frozen
@@ -1014,33 +1009,32 @@ class MSAModel(MSAPreTrainedModel):
         logits_per_image = image_embeds @ text_embeds.t()
         token_mask = attention_mask[:, 1:] if attention_mask is not None else None
 
-        loss = loss_triplet = loss_mscma = loss_csmmc = loss_contrastive = scale_logits = None
+        loss = scale_logits = None
+        loss_terms: dict[str, torch.Tensor] = {}
         if return_loss:
             if global_negatives is None:
                 global_negatives = self.training and world_size_and_rank()[0] > 1
-            loss_triplet, loss_mscma, loss_csmmc, loss_contrastive, scale_logits = self._msa_losses(
-                _PairFeatures(image_embeds, text_embeds, scale_features, text_tokens, text_global, token_mask),
-                image_ids if self.config.same_image_positives else None,
-                (image_text_ids, text_ids) if self.config.same_text_positives else (None, None),
-                global_negatives,
+            same_text = self.config.same_text_positives
+            result = MSALoss(self.config)(
+                PairFeatures(image_embeds, text_embeds, scale_features, text_tokens, text_global, token_mask),
+                self._mscmat,
+                image_ids=image_ids if self.config.same_image_positives else None,
+                text_ids=text_ids if same_text else None,
+                image_text_ids=image_text_ids if same_text else None,
+                global_negatives=global_negatives,
             )
-            loss = (
-                self.config.triplet_weight * loss_triplet
-                + self.config.mscma_weight * loss_mscma
-                + self.config.csmmc_weight * loss_csmmc
-            )
-            if loss_contrastive is not None:
-                loss = loss + self.config.contrastive_weight * loss_contrastive
+            loss, loss_terms, scale_logits = result.loss, result.terms, result.scale_logits
         if output_scale_logits and scale_logits is None:
             scale_logits = self._mscmat(scale_features, text_tokens, text_global, token_mask)
 
         text_outputs.pooler_output = self.text_projection(text_state)
         output = MSAOutput(
             loss=loss,
-            loss_triplet=loss_triplet,
-            loss_mscma=loss_mscma,
-            loss_csmmc=loss_csmmc,
-            loss_contrastive=loss_contrastive,
+            **{
+                f"loss_{name}": value
+                for name, value in loss_terms.items()
+                if f"loss_{name}" in MSAOutput.__annotations__
+            },
             logits_per_image=logits_per_image,
             logits_per_text=logits_per_image.t(),
             image_embeds=image_embeds,
@@ -1048,6 +1042,7 @@ class MSAModel(MSAPreTrainedModel):
             scale_logits=scale_logits,
             text_model_output=text_outputs,
             vision_model_output=vision_model_output,
+            loss_terms=loss_terms or None,
         )
         return output if self._return_dict(return_dict) else output.to_tuple()
 
@@ -1060,79 +1055,6 @@ class MSAModel(MSAPreTrainedModel):
     ) -> torch.Tensor:
         """MSCMAT scores of the scales selected by ``config.mscmat_scales``."""
         return self.mscmat([scale_features[k] for k in self.mscmat_scales], text_tokens, text_global, token_mask)
-
-    def _msa_losses(
-        self,
-        local: _PairFeatures,
-        image_ids: torch.Tensor | None,
-        text_ids: tuple[torch.Tensor | None, torch.Tensor | None],
-        global_negatives: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """The loss terms of this process's pairs against the local or the global batch.
-
-        Each loss needs a different block of the global score matrices (docs/method.md): the
-        triplet and MSCMA rows are this process's images against every caption, the CSMMC
-        columns every image against this process's captions. With one process both blocks are
-        the whole batch. The triplet loss is a sum over the global batch, so each process's
-        share is multiplied by N to undo DDP's gradient averaging; the other two are means.
-        ``text_ids`` is ``(image_text_ids, caption_text_ids)``. Returns the triplet, MSCMA, CSMMC
-        and (optional) contrastive terms and this process's MSCMAT scores.
-        """
-        batch = local.image_embeds.shape[0]
-        device = local.image_embeds.device
-        world_size, rank = world_size_and_rank() if global_negatives else (1, 0)
-        if world_size > 1:
-            check_same_batch_size(batch, device)
-        gather = gather_with_grad if world_size > 1 else _identity
-        all_image_embeds, all_text_embeds = gather(local.image_embeds), gather(local.text_embeds)
-        own = torch.arange(batch, device=device) + rank * batch
-        everyone = torch.arange(batch * world_size, device=device)
-        all_image_ids = None if image_ids is None else gather(image_ids)
-        image_text_ids, caption_text_ids = text_ids
-        all_caption_text_ids = None if caption_text_ids is None else gather(caption_text_ids)
-        all_image_text_ids = None if image_text_ids is None else gather(image_text_ids)
-        rows = positive_pairs(
-            own, everyone, row_image_ids=image_ids, column_image_ids=all_image_ids,
-            row_text_ids=image_text_ids, column_text_ids=all_caption_text_ids,
-        )  # fmt: skip
-        columns = positive_pairs(
-            everyone, own, row_image_ids=all_image_ids, column_image_ids=image_ids,
-            row_text_ids=all_image_text_ids, column_text_ids=caption_text_ids,
-        )  # fmt: skip
-        margin = self.config.triplet_margin
-        loss_triplet = world_size * (
-            hardest_negative_hinge(local.image_embeds @ all_text_embeds.t(), own, margin, rows)
-            + hardest_negative_hinge(local.text_embeds @ all_image_embeds.t(), own, margin, columns.t())
-        )
-        loss_contrastive = None
-        if self.config.contrastive_weight > 0:  # an option, not the paper: InfoNCE in both directions
-            temperature = self.config.contrastive_temperature
-            loss_contrastive = 0.5 * (
-                row_cross_entropy((local.image_embeds @ all_text_embeds.t() / temperature)[None], own, rows)
-                + row_cross_entropy((local.text_embeds @ all_image_embeds.t() / temperature)[None], own, columns.t())
-            )
-        zero = loss_triplet.new_zeros(())
-        if self.config.mscma_weight == 0 and self.config.csmmc_weight == 0:
-            return loss_triplet, zero, zero, loss_contrastive, None  # MSCMAT is not run at all
-        if world_size == 1:
-            scale_logits = self._mscmat(local.scale_features, local.text_tokens, local.text_global, local.token_mask)
-            column_logits = scale_logits
-        else:
-            scale_logits = self._mscmat(  # this process's images × every caption
-                local.scale_features,
-                gather(local.text_tokens),
-                gather(local.text_global),
-                None if local.token_mask is None else gather(local.token_mask),
-            )
-            column_logits = self._mscmat(  # every image × this process's captions
-                [gather(features) for features in local.scale_features],
-                local.text_tokens,
-                local.text_global,
-                local.token_mask,
-            )
-        loss_mscma = row_cross_entropy(scale_logits, own, rows)
-        loss_csmmc = column_distillation(column_logits, self.config.csmmc_temperature)
-        return loss_triplet, loss_mscma, loss_csmmc, loss_contrastive, scale_logits
 
 
 class MSAForZeroShotImageClassification(MSAModel):

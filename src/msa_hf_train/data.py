@@ -22,6 +22,7 @@ import torch
 from msa_hf.data import CorpusValidationError, ensure_synth_corpus, evaluation_view, load_corpus, training_view
 from msa_hf.data.views import decode_image
 from msa_hf.model_card import dataset_display_name
+from msa_hf.sources import looks_like_path
 
 from .recipe import Recipe, RecipeError
 
@@ -51,9 +52,7 @@ def check_corpus(recipe: Recipe) -> None:
     if recipe.corpus == SYNTH_CORPUS:
         _check_kwargs(ensure_synth_corpus, recipe.corpus_kwargs, "the rs-synth generator")
         return
-    path = Path(recipe.corpus).expanduser()
-    looks_local = path.suffix in (".json", ".jsonl", ".csv") or recipe.corpus.startswith((".", "/", "~"))
-    if looks_local and not path.exists():
+    if looks_like_path(recipe.corpus) and not Path(recipe.corpus).expanduser().exists():
         raise RecipeError(
             f"corpus {recipe.corpus!r} does not exist. Give a Karpathy-style JSON, a corpus folder, a Hub dataset "
             f"id, or {SYNTH_CORPUS!r} for the embedded generated corpus."

@@ -19,14 +19,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from msa_hf.io_utils import atomic_save_safetensors
-from msa_hf.retrieval.encoding import model_fingerprint
+from msa_hf.sources import model_fingerprint
 
 from .data import apply_variant, image_batches
 
@@ -71,7 +71,7 @@ def _image_identity(split: Any) -> list[Any]:
 
 
 def feature_cache_key(
-    model: Any, processor: Any, split: Any, variants: Sequence[int], frozen_stages: int | None = None
+    model: Any, processor: Any, split: Any, variants: Sequence[int], frozen_stages: int | Literal["all"] = "all"
 ) -> str:
     """SHA-256 over the image tower's weights, the preprocessing, the images, the variants, the frozen stages."""
     image_processor = processor.image_processor
@@ -87,7 +87,7 @@ def feature_cache_key(
         "variants": list(variants),
         "images": _image_identity(split),
     }
-    if frozen_stages is not None:  # absent for a fully frozen tower, so those entries keep their keys
+    if frozen_stages != "all":  # absent for a fully frozen tower, so those entries keep their keys
         settings[STAGE_MAP] = frozen_stages
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -103,16 +103,17 @@ def compute_scale_features(
     num_workers: int,
     progress: bool,
     device: torch.device,
-    frozen_stages: int | None = None,
+    frozen_stages: int | Literal["all"] = "all",
 ) -> CachedVisionFeatures:
     """The frozen part's output for every image of ``split`` under every variant (float32, CPU).
 
-    ``frozen_stages=None`` means the whole tower (all S pooled scales); ``k`` keeps the first
+    ``frozen_stages="all"`` means the whole tower (all S pooled scales); ``k`` keeps the first
     ``k`` pooled scales and the feature map of scale ``k``.
     """
     was_training = model.vision_model.training
     model.vision_model.eval()
-    keep = model.config.num_scales if frozen_stages is None else frozen_stages
+    whole = frozen_stages == "all"
+    keep = model.config.num_scales if whole else frozen_stages
     per_variant: list[list[list[torch.Tensor]]] = [[] for _ in variants]
     loader = image_batches(split, processor, batch_size, num_workers)
     try:
@@ -122,11 +123,9 @@ def compute_scale_features(
             for batch in loader:
                 pixel_values = batch["pixel_values"].to(device)
                 for slot, variant in enumerate(variants):
-                    outputs = model.vision_model(
-                        apply_variant(pixel_values, variant), output_hidden_states=frozen_stages is not None
-                    )
+                    outputs = model.vision_model(apply_variant(pixel_values, variant), output_hidden_states=not whole)
                     kept = list(outputs.scale_features[:keep])
-                    if frozen_stages is not None:
+                    if not whole:
                         kept.append(outputs.hidden_states[frozen_stages - 1])
                         if not per_variant[slot]:
                             _check_stage_resume(model, outputs, frozen_stages)
@@ -138,7 +137,7 @@ def compute_scale_features(
         torch.stack([torch.cat([batch[k] for batch in batches]) for batches in per_variant])
         for k in range(len(per_variant[0][0]))
     ]
-    if frozen_stages is None:
+    if whole:
         return CachedVisionFeatures(stacked)
     return CachedVisionFeatures(stacked[:-1], stacked[-1])
 
@@ -166,7 +165,7 @@ def load_or_compute_scale_features(
     progress: bool,
     device: torch.device,
     compute: bool = True,
-    frozen_stages: int | None = None,
+    frozen_stages: int | Literal["all"] = "all",
 ) -> CachedVisionFeatures | None:
     """Cached features of ``split`` (see `compute_scale_features`), computed and stored atomically when missing.
 

@@ -146,45 +146,6 @@ def _unknown_key(key: str, where: str) -> RecipeError:
     return RecipeError(f"Unknown recipe key {key!r} in {where}.{hint}")
 
 
-def merge_config_overrides(
-    base: dict[str, Any], overrides: dict[str, Any], where: str = "config_overrides"
-) -> dict[str, Any]:
-    """``base`` (a config as a dict) with ``overrides`` merged in, nested dicts key by key; unknown keys refused.
-
-    A typo such as ``same_text_positve`` would otherwise be stored beside the real key and change
-    nothing. A nested mapping (``text_config: {hidden_dropout_prob: 0}``) changes only the keys it
-    names; one with another ``model_type`` replaces the sub-config.
-
-    Example:
-
-    ```python
-    >>> merge_config_overrides({"a": 1, "sub": {"model_type": "bert", "p": 0.1}}, {"sub": {"p": 0.0}})
-    {'a': 1, 'sub': {'model_type': 'bert', 'p': 0.0}}
-    >>> merge_config_overrides({"same_text_positives": False}, {"same_text_positve": True})
-    Traceback (most recent call last):
-    ...
-    msa_hf_train.recipe.RecipeError: Unknown config_overrides key 'same_text_positve'. Did you mean same_text_positives?
-    ```
-    """
-    merged = dict(base)
-    for key, value in overrides.items():
-        if key not in base:
-            close = difflib.get_close_matches(str(key), [str(k) for k in base], n=3, cutoff=0.6)
-            hint = (
-                f" Did you mean {', '.join(close)}?" if close else f" Known keys: {', '.join(sorted(map(str, base)))}."
-            )
-            raise RecipeError(f"Unknown {where} key {key!r}.{hint}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise RecipeError(f"{where}.{key} must be a finite number, got {value!r}.")
-        current = base[key]
-        nested = isinstance(value, dict) and isinstance(current, dict)
-        if nested and value.get("model_type", current.get("model_type")) == current.get("model_type"):
-            merged[key] = merge_config_overrides(current, value, f"{where}.{key}")
-        else:
-            merged[key] = value
-    return merged
-
-
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split ``a.b=value`` into ``(["a", "b"], value)``, the value typed as YAML."""
     if "=" not in text:
@@ -351,6 +312,5 @@ __all__ = [
     "build_recipe",
     "describe_range",
     "load_recipe",
-    "merge_config_overrides",
     "parse_override",
 ]

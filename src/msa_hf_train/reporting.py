@@ -10,8 +10,21 @@ from typing import Any
 
 from msa_hf.io_utils import atomic_write_text
 
-LOSS_TERMS = ("loss", "loss_triplet", "loss_mscma", "loss_csmmc", "loss_contrastive")
+LOSS_PREFIX = "loss"
 RECALLS = ("i2t_r1", "t2i_r1", "mr")
+
+
+def loss_record(output: Any) -> dict[str, float]:
+    """``{"loss": total, "loss_<term>": ...}`` of a model output: every term ``MSALoss`` computed, in its order."""
+    return {
+        LOSS_PREFIX: float(output.loss.detach()),
+        **{f"{LOSS_PREFIX}_{name}": float(value.detach()) for name, value in output.loss_terms.items()},
+    }
+
+
+def is_loss_key(key: str) -> bool:
+    """Whether a key of a logged record is a loss term (``loss``, ``loss_triplet``, ...)."""
+    return key == LOSS_PREFIX or key.startswith(f"{LOSS_PREFIX}_")
 
 
 def rewrite_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
@@ -39,7 +52,7 @@ def plot_training(
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     if losses:
-        terms = [term for term in LOSS_TERMS if term in losses[0]]
+        terms = [key for key in losses[0] if is_loss_key(key)]
         figure, axes = plt.subplots(1, len(terms), figsize=(4 * len(terms), 3.2))
         steps = [record["step"] for record in losses]
         for axis, term in zip(axes, terms):
@@ -72,4 +85,12 @@ def format_duration(seconds: float) -> str:
     return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
 
 
-__all__ = ["LOSS_TERMS", "append_jsonl", "format_duration", "plot_training", "rewrite_jsonl"]
+__all__ = [
+    "LOSS_PREFIX",
+    "append_jsonl",
+    "is_loss_key",
+    "loss_record",
+    "format_duration",
+    "plot_training",
+    "rewrite_jsonl",
+]

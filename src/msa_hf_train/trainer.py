@@ -27,19 +27,20 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from transformers import BertTokenizer
 
-from msa_hf import PRESETS, MSAConfig, MSAModel, MSAProcessor, param_groups
-from msa_hf.hub import resolve_model_source
+from msa_hf import PRESETS, MSAConfig, MSAModel, param_groups
+from msa_hf.factory import CreatedModel, create_model_and_processor, is_preset, merge_config_overrides
 from msa_hf.io_utils import atomic_directory, atomic_write_json
 from msa_hf.model_card import (
+    CORPUS_KEY,
+    METRICS_FILE,
+    RECIPE_FILE,
+    TEST_METRICS_FILE,
     Evaluation,
-    base_model_ids,
     build_model_card,
-    config_tower_names,
     model_display_name,
-    tower_hub_id,
     write_card,
 )
-from msa_hf.pretrained_towers import INSTALL_HINT, load_tokenizer, offline_preset_available
+from msa_hf.pretrained_towers import load_tokenizer
 from msa_hf.retrieval import (
     evaluate_corpus,
     format_metrics_table,
@@ -67,12 +68,11 @@ from .data import (
     load_training_corpus,
 )
 from .feature_cache import load_or_compute_scale_features
-from .recipe import Recipe, RecipeError, merge_config_overrides
-from .reporting import LOSS_TERMS, append_jsonl, format_duration, plot_training, rewrite_jsonl
+from .recipe import Recipe, RecipeError
+from .reporting import append_jsonl, format_duration, loss_record, plot_training, rewrite_jsonl
 
 logger = logging.getLogger("msa_hf_train")
-HUB_FALLBACK_PRESET = "msa-resnet50-bert-base"
-FINISHED_MARKER = "test_metrics.json"
+FINISHED_MARKER = TEST_METRICS_FILE
 # What a run writes into output_dir (and overwrite_output_dir=true removes).
 RUN_OUTPUTS = ("best", "checkpoints", "plots", "logs", "metrics.jsonl", FINISHED_MARKER)
 SELECTION_METRIC = "mr"
@@ -192,30 +192,11 @@ def clear_output_dir(output_dir: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- model
-@dataclasses.dataclass
-class BuiltModel:
-    model: MSAModel
-    processor: MSAProcessor
-    vision_tower: str
-    text_tower: str
-
-
-def _split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Top-level ``config_overrides`` (passed as keyword arguments) and nested ones (merged key by key)."""
-    nested = {key: value for key, value in overrides.items() if isinstance(value, dict)}
-    return {key: value for key, value in overrides.items() if key not in nested}, nested
-
-
-def _with_nested(config: MSAConfig, nested: dict[str, Any]) -> MSAConfig:
-    """``config`` with nested overrides such as ``text_config: {hidden_dropout_prob: 0}`` merged in."""
-    return MSAConfig.from_dict(merge_config_overrides(config.to_dict(), nested)) if nested else config
-
-
 def check_config_overrides(recipe: Recipe) -> None:
     """Refuse unknown ``config_overrides`` keys (nested ones too) before any heavy work, where the config is local."""
     if not recipe.config_overrides:
         return
-    if recipe.model in PRESETS and not Path(recipe.model).expanduser().is_dir():
+    if is_preset(recipe.model):
         base = MSAConfig.from_preset(recipe.model)
     elif (Path(recipe.model).expanduser() / "config.json").is_file():
         base = MSAConfig.from_pretrained(Path(recipe.model).expanduser())
@@ -224,58 +205,23 @@ def check_config_overrides(recipe: Recipe) -> None:
     merge_config_overrides(base.to_dict(), recipe.config_overrides)
 
 
-def build_model(recipe: Recipe) -> BuiltModel:
-    """The model and processor a recipe names: a saved folder, a pretrained-tower preset or an architecture."""
-    top, nested = _split_overrides(recipe.config_overrides)
-    if Path(recipe.model).expanduser().is_dir() or recipe.model not in PRESETS:
-        folder = resolve_model_source(recipe.model, recipe.revision)  # a saved folder, or a Hub snapshot
-        if recipe.config_overrides:
-            config = MSAConfig.from_pretrained(folder)
-            config = MSAConfig.from_dict(merge_config_overrides(config.to_dict(), recipe.config_overrides))
-            model = MSAModel.from_pretrained(folder, config=config)
-        else:
-            model = MSAModel.from_pretrained(folder)
-        processor = MSAProcessor.from_pretrained(folder)
-        return BuiltModel(model, processor, model.config.vision_backbone, model.config.text_config.model_type)
-    if PRESETS[recipe.model].pretrained:
-        preset = recipe.model
-        if not offline_preset_available(preset) and preset != HUB_FALLBACK_PRESET:
-            logger.warning(
-                "The offline towers of %s are not installed (%s). Falling back to %s, whose weights timm and "
-                "transformers download from the Hugging Face Hub.",
-                preset,
-                INSTALL_HINT,
-                HUB_FALLBACK_PRESET,
-            )
-            preset = HUB_FALLBACK_PRESET
-        model, processor = MSAModel.from_preset(preset, **top)
-        if nested:  # settings the towers were built with (dropout): rebuild them so, then copy the weights
-            rebuilt = MSAModel(_with_nested(model.config, nested))
-            try:
-                rebuilt.load_state_dict(model.state_dict())
-            except RuntimeError:
-                raise RecipeError(
-                    f"config_overrides {nested} change the shape of {preset}'s pretrained towers; only settings "
-                    "such as dropout can be overridden there."
-                ) from None
-            model = rebuilt.eval()
-        return BuiltModel(model, processor, PRESETS[preset].vision, PRESETS[preset].text)
-    config = _with_nested(MSAConfig.from_preset(recipe.model, **top), nested)
-    model = MSAModel(config)
-    if recipe.tokenizer is not None:
-        tokenizer = load_tokenizer(recipe.tokenizer)
-    else:  # the WordPiece vocabulary shipped for the preset
-        tokenizer = BertTokenizer.from_pretrained(PRESET_TOKENIZERS[recipe.model])
-    processor = MSAProcessor.from_config(config, tokenizer)
-    return BuiltModel(model, processor, f"{config.vision_backbone} (random)", f"{recipe.model} text tower (random)")
+def build_model(recipe: Recipe) -> CreatedModel:
+    """The model, processor and origin a recipe names (:func:`msa_hf.create_model_and_processor`)."""
+    tokenizer = None
+    if is_preset(recipe.model) and not PRESETS[recipe.model].pretrained:
+        if recipe.tokenizer is not None:
+            tokenizer = load_tokenizer(recipe.tokenizer)
+        else:  # the WordPiece vocabulary shipped for the preset
+            tokenizer = BertTokenizer.from_pretrained(PRESET_TOKENIZERS[recipe.model])
+    return create_model_and_processor(recipe.model, recipe.revision, tokenizer=tokenizer, **recipe.config_overrides)
 
 
 def apply_freezing(model: MSAModel, recipe: Recipe) -> None:
     if recipe.freeze_vision_stages is not None:
-        model.freeze_vision_tower(None if recipe.freeze_vision_stages == "all" else recipe.freeze_vision_stages)
+        model.freeze_vision_tower(recipe.freeze_vision_stages)
     if recipe.freeze_text_layers is not None:
-        model.freeze_text_tower(None if recipe.freeze_text_layers == "all" else recipe.freeze_text_layers)
-    if model.config.mscma_weight == 0 and model.config.csmmc_weight == 0:
+        model.freeze_text_tower(recipe.freeze_text_layers)
+    if not model.uses_mscmat:
         model.mscmat.requires_grad_(False)  # not run at all: an unused trainable part would break DDP
 
 
@@ -432,8 +378,7 @@ class Trainer:
 
         set_seed(recipe.seed)  # the fresh heads start the same whatever happened above
         built = build_model(recipe)
-        self.model, self.processor = built.model, built.processor
-        self.towers = (built.vision_tower, built.text_tower)
+        self.model, self.processor, self.origin = built
         apply_freezing(self.model, recipe)
         if recipe.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
@@ -449,7 +394,7 @@ class Trainer:
                 "num_workers": recipe.num_workers,
                 "progress": self.progress,
                 "device": accelerator.device,
-                "frozen_stages": None if cache_stages == "all" else cache_stages,
+                "frozen_stages": cache_stages,
             }
             self.model.to(accelerator.device)
             if self.is_main:
@@ -624,21 +569,14 @@ class Trainer:
         return result
 
     def _card(self, evaluations: list[tuple[str, dict[str, float]]], status: str) -> Any:
-        vision, text = self.towers
-        config = self._unwrapped().config
-        if self.recipe.model in PRESETS and PRESETS[self.recipe.model].pretrained:
-            base_models = base_model_ids(vision, text)
-            title_towers = (vision, text)
-        else:  # fine-tuning a Hub checkpoint: that checkpoint is the base (an architecture preset has none)
-            base_models = [hub_id] if (hub_id := tower_hub_id(self.recipe.model)) else []
-            title_towers = config_tower_names(config)
+        origin = self.origin
         return build_model_card(
-            config,
-            model_name=self.recipe.hub_repo_id or model_display_name(*title_towers, self.corpus_name),
+            self._unwrapped().config,
+            model_name=self.recipe.hub_repo_id or model_display_name(*origin.title_towers, self.corpus_name),
             evaluations=[Evaluation(self.corpus_name, split, metrics) for split, metrics in evaluations],
-            base_models=base_models,
-            vision_tower=vision,
-            text_tower=text,
+            base_models=origin.base_models,
+            vision_tower=origin.vision_tower,
+            text_tower=origin.text_tower,
             recipe=self.recipe.to_yaml(),
             command=self.command,
             status=status,
@@ -650,14 +588,14 @@ class Trainer:
         with _disk_errors(best_dir, "the previous best/ and the checkpoints"), atomic_directory(best_dir) as staging:
             self._unwrapped().save_pretrained(staging)
             self.processor.save_pretrained(staging)
-            (staging / "recipe.yaml").write_text(self.recipe.to_yaml())
+            (staging / RECIPE_FILE).write_text(self.recipe.to_yaml())
             atomic_write_json(
-                staging / "metrics.json",
+                staging / METRICS_FILE,
                 {
                     "validation": metrics,
                     "step": self.state.global_step,
                     "epoch": self._epoch_position(),
-                    "corpus": self.corpus_name,
+                    CORPUS_KEY: self.corpus_name,
                 },
             )
             status = f"trained with msa_hf_train; selected by validation mR at epoch {self._epoch_position():.2f}"
@@ -758,7 +696,7 @@ class Trainer:
         accelerator = self.accelerator
         with accelerator.accumulate(self.model):
             out = self.model(**_to_device(batch, accelerator.device), return_loss=True)
-            terms = {name: float(value.detach()) for name in LOSS_TERMS if (value := getattr(out, name)) is not None}
+            terms = loss_record(out)
             if self._any_process(not math.isfinite(terms["loss"])):
                 # On finite inputs the weights gave the non-finite loss, so a checkpoint of them is not good.
                 weights_to_blame = not self._any_process(not _finite_batch(batch))
@@ -854,7 +792,7 @@ class Trainer:
                     "test_argsort_ties": argsort_ties,
                     "best_step": self.state.best_step,
                     "best_epoch": self.state.best_epoch,
-                    "corpus": self.corpus_name,
+                    CORPUS_KEY: self.corpus_name,
                     "command": self.command,
                 },
             )

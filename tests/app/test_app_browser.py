@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+from chromium_app import find_chromium, headless_chromium, serve_app
 
-from msa_hf.app.browser import find_chromium, headless_chromium, serve_app
 from msa_hf.app.service import EMPTY_QUERY_MESSAGE
 from msa_hf.retrieval import ImageIndex
 
 pytest.importorskip("gradio", reason="the app needs gradio (extra `app`)")
-pytest.importorskip("selenium", reason="the browser test drives Chromium through selenium (extra `app`)")
+pytest.importorskip("selenium", reason="the browser test drives Chromium through selenium (extra `dev`)")
 if find_chromium() is None:
     pytest.skip(
         "no Chromium with ChromeDriver on PATH (Debian: apt-get install chromium chromium-driver)",

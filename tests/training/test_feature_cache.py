@@ -65,7 +65,7 @@ def test_a_partial_entry_holds_the_lower_scales_and_the_map_the_upper_stages_rea
 
 
 def test_a_whole_tower_entry_holds_every_pooled_scale_and_no_map(tiny_model, tiny_processor, split):
-    cached = _compute(tiny_model, tiny_processor, split, frozen_stages=None)
+    cached = _compute(tiny_model, tiny_processor, split, frozen_stages="all")
     assert len(cached.scales) == tiny_model.config.num_scales and cached.stage_map is None
     assert sorted(cached.select(torch.tensor([0]), torch.tensor([3]))) == ["scale_features"]
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from msa_hf import PRESETS, MSAConfig, MSAModel
+from msa_hf.factory import ConfigOverrideError, merge_config_overrides
 from msa_hf_train.recipe import (
     KEYS,
     RANGES,
@@ -14,7 +15,6 @@ from msa_hf_train.recipe import (
     build_recipe,
     describe_range,
     load_recipe,
-    merge_config_overrides,
 )
 from msa_hf_train.trainer import apply_freezing, build_model, cacheable_vision_stages, check_recipe
 
@@ -165,13 +165,15 @@ def test_config_overrides_merge_nested_keys_and_refuse_unknown_ones():
     merged = merge_config_overrides(base, {"same_text_positives": True, "text_config": {"hidden_dropout_prob": 0.0}})
     assert merged["same_text_positives"] and merged["text_config"]["hidden_dropout_prob"] == 0.0
     assert merged["text_config"]["hidden_size"] == base["text_config"]["hidden_size"]  # the rest is kept
-    with pytest.raises(RecipeError, match=r"Unknown config_overrides key 'same_text_positve'\. Did you mean same_text"):
+    with pytest.raises(
+        ConfigOverrideError, match=r"Unknown config_overrides key 'same_text_positve'\. Did you mean same_text"
+    ):
         merge_config_overrides(base, {"same_text_positve": False})
     with pytest.raises(
-        RecipeError, match=r"config_overrides.text_config key 'hiden_dropout_prob'.*hidden_dropout_prob"
+        ConfigOverrideError, match=r"config_overrides.text_config key 'hiden_dropout_prob'.*hidden_dropout_prob"
     ):
         merge_config_overrides(base, {"text_config": {"hiden_dropout_prob": 0.0}})
-    with pytest.raises(RecipeError, match=r"config_overrides.mscma_weight must be a finite number, got nan"):
+    with pytest.raises(ConfigOverrideError, match=r"config_overrides.mscma_weight must be a finite number, got nan"):
         merge_config_overrides(base, {"mscma_weight": float("nan")})
 
 

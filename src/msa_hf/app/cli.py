@@ -17,8 +17,9 @@ import socket
 import warnings
 from collections.abc import Sequence
 
-from msa_hf.cli_utils import EXIT_OK, UsageError, path_or_hub_id, positive_int, run_command
+from msa_hf.cli_utils import EXIT_OK, UsageError, positive_int, run_command
 from msa_hf.retrieval.cli import add_search_options
+from msa_hf.sources import path_or_hub_id
 
 __all__ = ["ENV_IMAGES", "ENV_INDEX", "ENV_MODEL", "build_parser", "main", "set_threads"]
 

@@ -26,7 +26,6 @@ from typing import Any
 import torch
 from PIL import Image
 
-from msa_hf.hub import HubError
 from msa_hf.retrieval import (
     ImageIndex,
     ImageIndexError,
@@ -41,6 +40,7 @@ from msa_hf.retrieval import (
     zero_shot_classify,
 )
 from msa_hf.retrieval.classify import DEFAULT_TEMPLATE
+from msa_hf.sources import HubError
 
 __all__ = [
     "EMPTY_QUERY_MESSAGE",

@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..cli_utils import EXIT_OK, UsageError, path_or_hub_id, run_command
+from ..cli_utils import EXIT_OK, UsageError, run_command
+from ..sources import path_or_hub_id
 
 __all__ = ["main", "build_parser", "corpus_statistics", "contact_sheet"]
 

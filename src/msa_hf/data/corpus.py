@@ -26,6 +26,7 @@ import numpy as np
 if TYPE_CHECKING:
     import datasets
 
+from ..sources import is_hub_id
 from .validation import CorpusValidationError, ValidationReport, validate_records
 
 logger = logging.getLogger(__name__)
@@ -378,12 +379,6 @@ def _karpathy_in(folder: Path) -> Path | None:
     return candidates[0] if candidates else None
 
 
-def _looks_like_hub_id(source: str) -> bool:
-    return bool(re.fullmatch(r"[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?", source)) and not source.endswith(
-        (".json", ".jsonl", ".csv")
-    )
-
-
 def _read_source(
     source: Any, image_root: Any, mapping: Mapping[str, Any]
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -419,7 +414,7 @@ def _read_source(
             "(e.g. the dataset_*.json that `msa-data synth` writes), metadata.jsonl/metadata.csv (imagefolder), "
             "or a folder written by datasets' save_to_disk."
         )
-    if isinstance(source, str) and _looks_like_hub_id(source):
+    if isinstance(source, str) and is_hub_id(source):
         try:
             loaded = datasets.load_dataset(source)
         except Exception as exc:

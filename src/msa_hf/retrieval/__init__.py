@@ -23,7 +23,7 @@ _LAZY = {
     # evaluate-compatible metric
     "RetrievalMetric": ".evaluate_metric",
     "METRIC_SCRIPT_PATH": ".evaluate_metric",
-    # the encoder and model loading
+    # the encoder
     "EncodedBatch": ".encoding",
     "encode_image_batches": ".encoding",
     "encode_image_list": ".encoding",
@@ -31,9 +31,10 @@ _LAZY = {
     "encode_texts": ".encoding",
     "image_features": ".encoding",
     "text_features": ".encoding",
-    "load_model_and_processor": ".encoding",
-    "model_fingerprint": ".encoding",
-    "ModelLoadError": ".encoding",
+    # model loading and identity (defined in msa_hf.sources, re-exported for convenience)
+    "load_model_and_processor": "msa_hf.sources",
+    "model_fingerprint": "msa_hf.sources",
+    "ModelLoadError": "msa_hf.sources",
     # image files (defined in msa_hf.data.images, re-exported for convenience)
     "list_image_files": "msa_hf.data.images",
     "load_image": "msa_hf.data.images",

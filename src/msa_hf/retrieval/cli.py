@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,10 @@ from msa_hf.cli_utils import (
     EXIT_STALE,
     UsageError,
     existing_path,
-    path_or_hub_id,
     positive_int,
     run_command,
 )
+from msa_hf.sources import path_or_hub_id
 
 __all__ = ["add_search_options", "eval_main", "index_main", "search_main", "classify_main"]
 
@@ -42,22 +42,6 @@ TIE_RULE_PROTOCOL = {
 MODEL_EXPECTED = "a folder written by save_pretrained (model + processor) or a Hub id"
 INDEX_EXPECTED = "an index folder; create one with `msa-index build IMAGE_FOLDER --model M --out INDEX`"
 INDEX_HELP = "index folder written by `msa-index build`"
-
-
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    """The retrieval tools' own exception types (all bad input: exit 2)."""
-    from msa_hf.data.images import ImageLoadError
-
-    from .encoding import ModelLoadError
-    from .index import ImageIndexError
-
-    return (ImageIndexError, ModelLoadError, ImageLoadError)
-
-
-def _run(
-    prog: str, fn: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser, argv: Sequence[str] | None
-) -> int:
-    return run_command(prog, fn, parser, argv, expected=_expected_errors)  # imported after parsing: --help is quick
 
 
 def _add_common(p: argparse.ArgumentParser, model_required: bool = True) -> None:
@@ -112,8 +96,8 @@ def _load_split(source: str, split: str, on_bad: str = "error", allow_outside_ro
 def _eval(args: argparse.Namespace) -> int:
     from msa_hf.data import corpus_info
     from msa_hf.io_utils import atomic_write_json
+    from msa_hf.sources import load_model_and_processor, model_fingerprint
 
-    from .encoding import load_model_and_processor, model_fingerprint
     from .evaluation import evaluate_corpus
     from .metrics import format_metrics_table
     from .visualize import render_retrieval_examples
@@ -221,15 +205,16 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--workers", type=int, default=0, help="data-loader worker processes that decode images (default 0: in-process)"
     )
-    return _run("msa-eval", _eval, p, argv)
+    return run_command("msa-eval", _eval, p, argv)
 
 
 # ---------------------------------------------------------------------------- msa-index
 
 
 def _index_build(args: argparse.Namespace) -> int:
+    from msa_hf.sources import load_model_and_processor
+
     from .distributed import process_group
-    from .encoding import load_model_and_processor
     from .index_build import build_index
 
     if not Path(args.image_folder).is_dir():
@@ -438,7 +423,7 @@ def index_main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--folder", default=None, help="image folder (default: the one recorded in the index)")
     s.add_argument("--verify", action="store_true", help=_VERIFY_HELP)
     s.set_defaults(fn=_index_status)
-    return _run("msa-index", lambda a: a.fn(a), p, argv)
+    return run_command("msa-index", lambda a: a.fn(a), p, argv)
 
 
 # ---------------------------------------------------------------------------- msa-search
@@ -518,7 +503,7 @@ def search_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--revision", default=None, help="branch, tag or commit of a Hub --model (default: main)")
     add_search_options(p)
     p.add_argument("--device", default=None, help="torch device for the query model (default: cuda if available)")
-    return _run("msa-search", _search, p, argv)
+    return run_command("msa-search", _search, p, argv)
 
 
 def add_search_options(p: argparse.ArgumentParser) -> None:
@@ -561,8 +546,9 @@ def _read_labels(args: argparse.Namespace) -> list[str] | None:
 
 
 def _classify(args: argparse.Namespace) -> int:
+    from msa_hf.sources import load_model_and_processor
+
     from .classify import DEFAULT_TEMPLATE, classify_folder
-    from .encoding import load_model_and_processor
 
     if not Path(args.image_folder).is_dir():
         raise NotADirectoryError(f"IMAGE_FOLDER {args.image_folder} is not a folder.")
@@ -657,4 +643,4 @@ def classify_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--workers", type=int, default=0, help="data-loader worker processes that read and decode images (default 0)"
     )
-    return _run("msa-classify", _classify, p, argv)
+    return run_command("msa-classify", _classify, p, argv)

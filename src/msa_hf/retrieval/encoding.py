@@ -1,4 +1,4 @@
-"""The one image and text encoder (model loading and model identity live here too).
+"""The one image and text encoder (model loading and identity live in :mod:`msa_hf.sources`).
 
 Every caller (``msa-eval``, the default job, training's evaluation, the index builder,
 search by image, ``msa-classify``) reads images through :func:`msa_hf.data.views.image_loader`
@@ -12,12 +12,9 @@ time makes every later similarity a plain matrix product.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,131 +24,15 @@ from msa_hf.data.views import ImageListView, MSADataCollator, image_loader
 
 __all__ = [
     "EncodedBatch",
-    "ModelLoadError",
     "encode_image_batches",
     "encode_image_list",
     "encode_images",
     "encode_texts",
     "image_features",
-    "load_model_and_processor",
     "model_device",
-    "model_fingerprint",
-    "processor_fingerprint",
     "progress_bar",
-    "resolve_device",
     "text_features",
 ]
-
-
-class ModelLoadError(ValueError):
-    """The given folder or Hub snapshot holds no loadable MSA model and processor (bad input:
-    exit code 2); a Hub that cannot be reached raises :class:`msa_hf.hub.HubError` instead."""
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` → CUDA when available, else CPU; strings are validated with a clear error."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"`device` {device!r} is not a torch device (try 'cpu', 'cuda', 'cuda:0').") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"`device` {device!r} asks for CUDA but torch.cuda.is_available() is False.")
-    return dev
-
-
-def load_model_and_processor(
-    name_or_path: str | os.PathLike, device: str | torch.device | None = None, revision: str | None = None
-) -> tuple[Any, Any]:
-    """Load an ``MSAModel`` (eval mode, on ``device``) and its ``MSAProcessor`` from a folder or Hub id.
-
-    A Hub id is fetched at ``revision`` through the Hugging Face cache (offline: from it) by
-    :func:`msa_hf.hub.resolve_model_source`, and the model's ``name_or_path`` is the Hub id.
-    Errors from deep inside transformers are re-raised as :class:`ModelLoadError` naming the
-    folder/id and what was expected there (``config.json`` + weights + processor files);
-    :class:`msa_hf.hub.HubError` means the Hub could not be reached or refused the request.
-    """
-    from msa_hf import MSAModel, MSAProcessor  # registers the Auto classes as a side effect
-    from msa_hf.hub import resolve_model_source
-
-    source = str(name_or_path)
-    if not source:
-        raise ModelLoadError("No model given: pass --model with a saved MSA folder or a Hub id.")
-    dev = resolve_device(device)
-    local = Path(resolve_model_source(source, revision))  # HubError (exit 1) when the Hub fails
-    if not (local / "config.json").is_file():
-        raise ModelLoadError(
-            f"Model {source} has no config.json: expected a folder written by "
-            f"MSAModel.save_pretrained (and MSAProcessor.save_pretrained)."
-        )
-    from transformers.utils import logging as hf_logging
-
-    bar_was_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar is noise in a CLI
-    try:
-        model = MSAModel.from_pretrained(local)
-    except ValueError as exc:  # not an MSA folder, or a checkpoint that does not fill the model: one line
-        raise ModelLoadError(str(exc)) from None
-    except MemoryError:
-        raise
-    except Exception as exc:
-        raise ModelLoadError(f"Could not load an MSA model from {source!r}: {type(exc).__name__}: {exc}") from exc
-    finally:
-        if bar_was_on:
-            hf_logging.enable_progress_bar()
-    try:
-        processor = MSAProcessor.from_pretrained(local)
-    except Exception as exc:
-        raise ModelLoadError(
-            f"Loaded the model from {source!r} but not its processor ({type(exc).__name__}: {exc}); "
-            f"save it next to the model with MSAProcessor.save_pretrained."
-        ) from exc
-    if str(local) != source and not Path(source).expanduser().exists():  # a Hub snapshot: snapshots/<commit>
-        model.name_or_path = model.config.name_or_path = source  # record the Hub id, not the cache path
-        model.config._commit_hash = local.name
-    return model.to(dev).eval(), processor
-
-
-def model_fingerprint(model: torch.nn.Module) -> dict[str, Any]:
-    """Identity of a model for index manifests: where it came from and exactly which weights.
-
-    * ``name_or_path``: ``model.name_or_path``, the Hub id or the folder it was loaded from
-      (made absolute); empty for a model built in memory.
-    * ``revision``: the Hub commit (``config._commit_hash``) when the model came from the Hub,
-      else ``None``.
-    * ``weights_sha256``: SHA-256 over the state dict (sorted names, dtypes, shapes and raw
-      bytes). This is the authoritative identity: it does not depend on the path, on
-      sharding or on the file format, and it changes whenever any weight changes (including
-      a dtype change, which also changes the embeddings). Hashing costs about a second per
-      500 MB of weights.
-    """
-    digest = hashlib.sha256()
-    state = model.state_dict()
-    for name in sorted(state):
-        tensor = state[name].detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    config = getattr(model, "config", None)
-    name = str(getattr(model, "name_or_path", "") or "")
-    if name and Path(name).expanduser().exists():
-        name = str(Path(name).expanduser().resolve())  # a relative folder would break from another cwd
-    return {
-        "name_or_path": name,
-        "revision": getattr(config, "_commit_hash", None) if config is not None else None,
-        "weights_sha256": digest.hexdigest(),
-        "model_class": type(model).__name__,
-    }
-
-
-def processor_fingerprint(processor: Any) -> str | None:
-    """SHA-256 of the image processor's settings (resize and normalisation change embeddings)."""
-    image_processor = getattr(processor, "image_processor", processor)
-    to_dict = getattr(image_processor, "to_dict", None)
-    if to_dict is None:
-        return None
-    settings = {k: v for k, v in to_dict().items() if not k.startswith("_")}
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def model_device(model: torch.nn.Module) -> torch.device:

@@ -22,7 +22,7 @@ Why this shape:
   manifest records each file's size, modification time and SHA-256, so a rebuild re-encodes
   only changed files and a moved archive keeps its embeddings.
 * **Model identity.** The manifest stores the model's name/path, Hub revision and a SHA-256
-  of its weights (:func:`~msa_hf.retrieval.encoding.model_fingerprint`); searching with other
+  of its weights (:func:`~msa_hf.sources.model_fingerprint`); searching with other
   weights raises :class:`IndexMismatchError` rather than returning meaningless neighbours.
 * **Changes are noticed.** :meth:`ImageIndex.stale_files` (``msa-index status``) lists new,
   removed and modified files, and files skipped as undecodable that changed since; every
@@ -56,8 +56,9 @@ import torch
 from safetensors.torch import load_file
 
 from msa_hf.data.images import SkippedFile, list_image_files
+from msa_hf.sources import load_model_and_processor, model_fingerprint, processor_fingerprint
 
-from .encoding import encode_images, encode_texts, load_model_and_processor, model_fingerprint, processor_fingerprint
+from .encoding import encode_images, encode_texts
 from .index_ann import ann_path, check_search_params, set_search_params
 
 __all__ = [

@@ -54,9 +54,10 @@ from safetensors import safe_open
 from msa_hf.data.images import SkippedFile, list_image_files, warn_skipped
 from msa_hf.data.views import ImageListView, image_loader
 from msa_hf.io_utils import atomic_save_safetensors, atomic_write_bytes, atomic_write_json, exclusive_lock
+from msa_hf.sources import model_fingerprint, processor_fingerprint
 
 from .distributed import ProcessGroup, process_group
-from .encoding import encode_image_batches, model_device, model_fingerprint, processor_fingerprint, progress_bar
+from .encoding import encode_image_batches, model_device, progress_bar
 from .index import (
     EMBEDDINGS,
     INDEX_FORMAT,

@@ -1,7 +1,7 @@
 """Drive the app in a real browser: start ``msa-app`` on a free local port and open headless Chromium.
 
-Shared by the browser test (``tests/app/test_browser.py``) and the README screenshot script
-(``docs/make_app_screenshot.py``). Needs Selenium (extra ``app``) and a Chromium with its
+Test tooling, not part of the package: shared by the browser test (``tests/app/test_app_browser.py``)
+and the README screenshot script (``docs/make_app_screenshot.py``). Needs Selenium (extra ``dev``) and a Chromium with its
 ChromeDriver (Debian: ``apt-get install chromium chromium-driver``). Chromium runs with
 background networking off, so it never tries to reach the internet.
 """
