@@ -99,7 +99,7 @@ def test_path_types_refuse_missing_paths_at_parse_time(tmp_path, capsys):
     assert run_command("msa-demo", ran.append, parser, [str(tmp_path / "nope")]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert f"argument folder: {tmp_path / 'nope'} does not exist (expected a folder of images)" in err and ran == []
-    for model in ("./missing", "~/missing-msa-model", "/missing", "corpus.json", "index.idx"):
+    for model in ("./missing", "~/missing-msa-model", "/missing", "corpus.json"):
         assert run_command("msa-demo", ran.append, parser, [str(tmp_path), "--model", model]) == EXIT_USAGE
         assert (
             f"argument --model: {model} does not exist (expected a saved folder or a Hub id)" in capsys.readouterr().err
