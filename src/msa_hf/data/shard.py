@@ -31,7 +31,7 @@ from .corpus import SHARD_MANIFEST, SPLITS, read_corpus
 from .images import read_regular_file
 from .validation import validate_records
 
-__all__ = ["SHARD_MANIFEST", "shard_corpus", "shard_files"]
+__all__ = ["SHARD_MANIFEST", "shard_corpus", "shard_features", "shard_files"]
 
 _PROGRESS_DIR = ".msa_hf_shard"  # one record per finished shard, and the plan they belong to
 _IMAGE_PROBLEMS = ("missing_image", "unreadable_image")
@@ -48,7 +48,8 @@ def _shard_name(split: str, index: int, count: int) -> str:
     return f"{split}-{index:05d}-of-{count:05d}"
 
 
-def _features() -> Any:
+def shard_features() -> Any:
+    """The columns of a shard row, as ``datasets`` features (stored in each file, so a reader gets ``Image``)."""
     import datasets
 
     return datasets.Features(
@@ -66,6 +67,8 @@ def _write_shard(records: list[dict[str, Any]], source: str, target: str, record
     """Check that each image decodes, write the good ones (bytes as stored) to ``target``, then its record."""
     import datasets
 
+    datasets.disable_progress_bars()  # a worker process's: the command shows one bar over all shards
+
     report = validate_records(records, source, check_images=True, num_threads=1)
     bad = {p.index: p for p in report.problems if p.kind in _IMAGE_PROBLEMS}
     rows: dict[str, list[Any]] = {name: [] for name in ("image", "captions", "image_id", "file_name", "source_path")}
@@ -81,7 +84,7 @@ def _write_shard(records: list[dict[str, Any]], source: str, target: str, record
         rows["source_path"].append(image.get("path") or "")
     target_path = Path(target)
     staged = target_path.with_name(f".{target_path.name}.{os.getpid()}.tmp")
-    datasets.Dataset.from_dict(rows, features=_features()).to_parquet(str(staged))
+    datasets.Dataset.from_dict(rows, features=shard_features()).to_parquet(str(staged))
     problems = [{"file_name": p.file_name, "kind": p.kind, "detail": p.detail} for p in bad.values()]
     result = {
         "rows": len(rows["image_id"]),
