@@ -21,7 +21,7 @@ from msa_hf_train.trainer import Trainer
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "training" / "train.py"
 DEFAULT_RECIPE = REPO / "training" / "configs" / "default.yaml"
-# 8 train images × 5 captions; blocks of 20 pairs give 2 batches of 8 each, so an epoch is 2 blocks, 4 steps.
+# 16 train images × 5 captions; blocks of 20 pairs give 2 batches of 8 each, so an epoch is 4 blocks, 8 steps.
 STREAM = ("streaming=true", "shuffle_buffer=20", "per_device_batch_size=8")
 
 
@@ -31,7 +31,7 @@ def run(args: list[str]) -> int:
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """rs-synth (24 images: 8 per split) as Parquet shards of 2 images."""
+    """rs-synth (24 images: 16 train, 4 validation, 4 test) as Parquet shards of 2 images."""
     root = tmp_path_factory.mktemp("streaming")
     corpus = generate_synth_corpus(root / "rs", n_images=24, image_size=64, seed=3)
     shard_corpus(corpus, root / "shards", shard_size=2)
@@ -48,14 +48,14 @@ def _final(output: Path) -> tuple[dict[str, torch.Tensor], list[dict], dict]:
 
 
 def test_an_interrupted_streaming_run_resumes_to_the_same_weights(tiny_recipe_args, tmp_path, shards, monkeypatch):
-    # 6 steps cross into the second epoch (other shard order); the interruption is inside the first epoch's
+    # 10 steps cross into the second epoch (other shard order); the interruption is inside the first epoch's
     # second block, so the resume restores the stream's state_dict, the block's permutation and its offset.
-    options = (f"corpus={shards}", *STREAM, "max_steps=6", "augment=dihedral", "save_every=2", "eval_every=3")
+    options = (f"corpus={shards}", *STREAM, "max_steps=10", "augment=dihedral", "save_every=2", "eval_every=5")
     assert run(tiny_recipe_args("a", *options)) == 0
     best_a, evaluations_a, test_a = _final(tmp_path / "a")
-    assert [e["step"] for e in evaluations_a] == [3, 6]
-    final = json.loads((tmp_path / "a" / "checkpoints" / "step-000006" / "trainer_state.json").read_text())
-    assert final["epoch"] == 1 and final["stream_positions"][0]["epoch"] == 1  # an epoch is 4 steps
+    assert [e["step"] for e in evaluations_a] == [5, 10]
+    final = json.loads((tmp_path / "a" / "checkpoints" / "step-000010" / "trainer_state.json").read_text())
+    assert final["epoch"] == 1 and final["stream_positions"][0]["epoch"] == 1  # an epoch is 8 steps
 
     train_step = Trainer.train_step
 
@@ -92,12 +92,12 @@ def test_undecodable_images_are_skipped_counted_and_stop_the_run_past_max_bad_fr
         table.to_parquet(str(broken / "data" / path.name))
     (broken / "shards.json").write_text((shards / "shards.json").read_text())
     # Frozen tower: the feature cache would apply, and says why it is off.
-    # One block of 20 pairs holds the broken image's 5; the epoch is 3 steps (the max), 40 pairs.
-    options = (f"corpus={broken}", *STREAM, "max_steps=3", "num_workers=1", "freeze_vision_stages=all")
+    # One block of 20 pairs holds the broken image's 5 (it gives 1 batch, the others 2): the epoch is 7 steps.
+    options = (f"corpus={broken}", *STREAM, "max_steps=7", "num_workers=1", "freeze_vision_stages=all")
     assert run(tiny_recipe_args("tolerant", *options, "max_bad_fraction=0.3")) == 0
     err = capsys.readouterr().err
     assert "cache_frozen_vision is off with streaming=true" in err
-    assert "5 of 40 streamed pairs had an image that did not decode and were skipped" in err and "x.png" in err
+    assert "5 of 80 streamed pairs had an image that did not decode and were skipped" in err and "x.png" in err
 
     assert run(tiny_recipe_args("strict", *options, "max_bad_fraction=0.01")) == 2
     err = capsys.readouterr().err
