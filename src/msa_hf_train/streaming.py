@@ -254,6 +254,9 @@ class StreamingBatches:
                 sampler=range(offset, len(permuted)),
                 collate_fn=list,
                 num_workers=recipe.num_workers,
+                # A loader's iterator draws a seed from its generator: a private one keeps the global RNG
+                # (dropout) where a resumed run has it, however many block loaders were made before.
+                generator=torch.Generator().manual_seed(recipe.seed),
             )
             pending: list[tuple[int, torch.Tensor]] = []
             for items in loader:

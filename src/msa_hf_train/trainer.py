@@ -105,6 +105,8 @@ NOT_COMPARED = frozenset(
         "max_bad_fraction",
     }
 )
+# Recipe keys of streaming=true: in a run's identity only when it streams.
+STREAMING_KEYS = frozenset({"streaming", "shuffle_buffer", "max_bad_fraction"})
 # Random-tower presets whose small vocabulary ships here: 5 specials, 2 marks, a-z and ##a-z, 69 rs-synth words.
 PRESET_TOKENIZERS = {"msa-tiny": Path(__file__).resolve().parent / "tokenizers" / "msa-tiny"}
 
@@ -548,7 +550,9 @@ class Trainer:
     def run_identity(self) -> dict[str, Any]:
         """What a checkpoint records and a resume must match: every recipe key that shapes the trained
         weights, the number of processes, the corpus fingerprint and the model's resolved config."""
-        recipe = {key: value for key, value in dataclasses.asdict(self.recipe).items() if key not in NOT_COMPARED}
+        # Without streaming its keys shape nothing, and leaving them out keeps older checkpoints resumable.
+        left_out = NOT_COMPARED if self.recipe.streaming else NOT_COMPARED | STREAMING_KEYS
+        recipe = {key: value for key, value in dataclasses.asdict(self.recipe).items() if key not in left_out}
         identity = {
             **recipe,
             "num_processes": self.accelerator.num_processes,
