@@ -179,6 +179,8 @@ TABLE = [
     ("msa-data", ["validate", "{corpus}", "--no-progress"], 0, None),
     ("msa-data", ["validate", "{bad_corpus}", "--no-progress"], 2, "have problems"),
     ("msa-data", ["frobnicate"], 2, "invalid choice"),
+    ("msa-data", ["shard", "{corpus}", "{root}/shards", "--no-progress"], 0, None),
+    ("msa-data", ["shard", "{root}/nope.json", "{root}/shards-x", "--no-progress"], 2, "does not exist"),
     ("msa-convert-original", ["--img-model", "{root}"], 2, "the following arguments are required"),
     (
         "msa-convert-original",

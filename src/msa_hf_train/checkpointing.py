@@ -46,6 +46,7 @@ class TrainerState:
     evaluations: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     losses: list[dict[str, float]] = dataclasses.field(default_factory=list)
     identity: dict[str, Any] = dataclasses.field(default_factory=dict)  # what a resume must match
+    stream_positions: list[dict[str, Any] | None] | None = None  # streaming: each process's place in its stream
 
     def save(self, folder: Path) -> None:
         (folder / TRAINER_STATE_NAME).write_text(json.dumps(dataclasses.asdict(self), indent=1) + "\n")

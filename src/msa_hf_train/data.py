@@ -49,6 +49,17 @@ def _check_kwargs(function: Any, kwargs: dict[str, Any], what: str) -> None:
 
 def check_corpus(recipe: Recipe) -> None:
     """Fail early, before any heavy work, on a corpus that cannot exist."""
+    if recipe.streaming:  # shards or a Hub id, read as they are: corpus_kwargs (loader options) do not apply
+        if recipe.corpus == SYNTH_CORPUS:
+            raise RecipeError(
+                f"streaming=true reads Parquet shards, and {SYNTH_CORPUS!r} is generated in memory; write it with "
+                "`msa-data synth --out rs` and `msa-data shard rs SHARDS`, then set corpus=SHARDS."
+            )
+        if recipe.corpus.startswith((".", "/", "~")) and not Path(recipe.corpus).expanduser().is_dir():
+            raise RecipeError(
+                f"corpus {recipe.corpus!r} is not a folder; streaming=true reads msa-data shard's output."
+            )
+        return
     if recipe.corpus == SYNTH_CORPUS:
         _check_kwargs(ensure_synth_corpus, recipe.corpus_kwargs, "the rs-synth generator")
         return
@@ -109,6 +120,14 @@ def corpus_fingerprint(corpus: Any) -> str:
     return digest.hexdigest()
 
 
+def augmentation_variant(variants: tuple[int, ...], seed: int, epoch: int, key: int | str) -> int:
+    """The augmentation of pair ``key`` in ``epoch``: a hash of the seed, so no RNG state (of a worker) is involved."""
+    if len(variants) == 1:
+        return variants[0]
+    digest = hashlib.blake2b(f"{seed}/{epoch}/{key}".encode(), digest_size=8).digest()
+    return variants[int.from_bytes(digest, "little") % len(variants)]
+
+
 def normalise_caption(text: str) -> str:
     """The form in which two captions count as the same text: case, spacing and a final period ignored."""
     return " ".join(text.lower().split()).rstrip(" .")
@@ -157,10 +176,7 @@ class TrainingPairs(torch.utils.data.Dataset):
 
     def variant(self, epoch: int, index: int) -> int:
         """The augmentation of pair ``index`` in ``epoch``: fixed by the seed, independent of any RNG state."""
-        if len(self.variants) == 1:
-            return self.variants[0]
-        digest = hashlib.blake2b(f"{self.seed}/{epoch}/{index}".encode(), digest_size=8).digest()
-        return self.variants[int.from_bytes(digest, "little") % len(self.variants)]
+        return augmentation_variant(self.variants, self.seed, epoch, index)
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         epoch, index = key
@@ -257,6 +273,7 @@ __all__ = [
     "TrainingCollator",
     "TrainingPairs",
     "apply_variant",
+    "augmentation_variant",
     "check_corpus",
     "corpus_fingerprint",
     "default_cache_dir",

@@ -39,6 +39,10 @@ class Recipe:
     config_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     corpus: str = "rs-synth"
     corpus_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Stream the train split from Parquet shards (msa-data shard) or a Hub dataset instead of loading it.
+    streaming: bool = False
+    shuffle_buffer: int = 10000
+    max_bad_fraction: float = 0.01
     output_dir: str = "outputs/default"
     cache_dir: str | None = None
     seed: int = 0
@@ -240,6 +244,8 @@ RANGES: dict[str, tuple[float, bool, float, bool]] = {
     "keep_last": (1, True, math.inf, False),
     "eval_batch_size": (1, True, math.inf, False),
     "num_workers": (0, True, math.inf, False),
+    "shuffle_buffer": (1, True, math.inf, False),
+    "max_bad_fraction": (0, True, 1, True),
     "log_every": (1, True, math.inf, False),
     "eval_every": (1, True, math.inf, False),
     "save_every": (1, True, math.inf, False),
@@ -290,6 +296,11 @@ def _check_values(recipe: Recipe) -> None:
 
         if not torch.cuda.is_available():
             raise RecipeError("mixed_precision='fp16' needs a CUDA GPU; on a CPU use 'bf16' or 'no'.")
+    if recipe.streaming and recipe.gradient_accumulation_steps > 1:
+        raise RecipeError(
+            f"streaming=true takes gradient_accumulation_steps=1, got {recipe.gradient_accumulation_steps}: a stream's "
+            "end is only known when it comes, after part of a cycle trained; raise per_device_batch_size instead."
+        )
     if recipe.push_to_hub and not recipe.hub_repo_id:
         raise RecipeError("push_to_hub=true needs hub_repo_id (e.g. hub_repo_id=your-name/msa-ucm).")
     from transformers import SchedulerType

@@ -37,6 +37,7 @@ from msa_hf.model_card import (
     TEST_METRICS_FILE,
     Evaluation,
     build_model_card,
+    dataset_display_name,
     model_display_name,
     write_card,
 )
@@ -70,6 +71,13 @@ from .data import (
 from .feature_cache import load_or_compute_scale_features
 from .recipe import Recipe, RecipeError
 from .reporting import append_jsonl, format_duration, loss_record, plot_training, rewrite_jsonl
+from .streaming import (
+    StreamingBatches,
+    TooManyBadImages,
+    load_evaluation_splits,
+    processes_any,
+    resolve_stream_source,
+)
 
 logger = logging.getLogger("msa_hf_train")
 FINISHED_MARKER = TEST_METRICS_FILE
@@ -94,8 +102,11 @@ NOT_COMPARED = frozenset(
         "eval_batch_size",
         "eval_every",
         "save_every",
+        "max_bad_fraction",
     }
 )
+# Recipe keys of streaming=true: in a run's identity only when it streams.
+STREAMING_KEYS = frozenset({"streaming", "shuffle_buffer", "max_bad_fraction"})
 # Random-tower presets whose small vocabulary ships here: 5 specials, 2 marks, a-z and ##a-z, 69 rs-synth words.
 PRESET_TOKENIZERS = {"msa-tiny": Path(__file__).resolve().parent / "tokenizers" / "msa-tiny"}
 
@@ -370,9 +381,14 @@ class Trainer:
         accelerator.wait_for_everyone()
         set_seed(recipe.seed)
         cache_dir = Path(recipe.cache_dir).expanduser() if recipe.cache_dir else default_cache_dir()
+        self.stream_source = resolve_stream_source(recipe.corpus, recipe.revision) if recipe.streaming else None
         with accelerator.main_process_first():
-            self.corpus, self.corpus_name = load_training_corpus(recipe, cache_dir, self.progress)
-        for split in ("train", "validation", "test"):
+            if self.stream_source is not None:  # the train split streams; validation and test stay map-style
+                self.corpus = load_evaluation_splits(self.stream_source)
+                self.corpus_name = dataset_display_name(recipe.corpus)
+            else:
+                self.corpus, self.corpus_name = load_training_corpus(recipe, cache_dir, self.progress)
+        for split in ("validation", "test") if recipe.streaming else ("train", "validation", "test"):
             if split not in self.corpus or len(self.corpus[split]) == 0:
                 raise RecipeError(f"corpus {recipe.corpus!r} has no {split!r} images; training needs all three splits.")
 
@@ -387,6 +403,12 @@ class Trainer:
 
         cached = None
         cache_stages = cacheable_vision_stages(self.model, recipe)
+        if cache_stages is not None and recipe.streaming:
+            logger.warning(
+                "cache_frozen_vision is off with streaming=true: the cache holds every training image's features, "
+                "which a stream never has at hand; the frozen vision stages run in the loop (without gradients)."
+            )
+            cache_stages = None
         if cache_stages is not None:
             args = (self.model, self.processor, self.corpus["train"], AUGMENTATIONS[recipe.augment], cache_dir)
             kwargs = {
@@ -403,29 +425,44 @@ class Trainer:
             if not self.is_main:
                 cached = load_or_compute_scale_features(*args, **kwargs, compute=False)
         self.cache_stages = cache_stages if cached is not None else None
-        self.pairs = TrainingPairs(
-            self.corpus["train"], seed=recipe.seed, augment=recipe.augment, with_images=cached is None
-        )
-        self.sampler = EpochBatchSampler(
-            len(self.pairs),
-            recipe.per_device_batch_size,
-            recipe.seed,
-            world_size=accelerator.num_processes,
-            rank=accelerator.process_index,
-        )
-        self.loader = torch.utils.data.DataLoader(
-            self.pairs,
-            batch_sampler=self.sampler,
-            collate_fn=TrainingCollator(self.processor, self.pairs, cached),
-            num_workers=0 if cached is not None else recipe.num_workers,
-            generator=torch.Generator().manual_seed(recipe.seed),  # keeps the global RNG untouched
-        )
-        self.steps_per_epoch = len(self.sampler) // recipe.gradient_accumulation_steps
-        if self.steps_per_epoch == 0:
-            raise RecipeError(
-                f"An epoch has {len(self.sampler)} batches per process, fewer than gradient_accumulation_steps="
-                f"{recipe.gradient_accumulation_steps}; lower it or per_device_batch_size."
+        self.stream: StreamingBatches | None = None
+        self.stream_position: dict[str, Any] | None = None  # this process's place in the stream (streaming only)
+        if self.stream_source is not None:
+            self.stream = StreamingBatches(
+                self.stream_source, self.processor, recipe, accelerator.num_processes, accelerator.process_index
             )
+            known = self.stream.steps_per_epoch()
+            if recipe.max_steps == 0 and known is None:
+                raise RecipeError(
+                    f"corpus {recipe.corpus!r} does not say how many pairs it has (no shards.json), so num_epochs "
+                    "cannot be turned into steps; set max_steps."
+                )
+            self.steps_per_epoch = max(1, known or recipe.max_steps)
+        else:
+            self.pairs = TrainingPairs(
+                self.corpus["train"], seed=recipe.seed, augment=recipe.augment, with_images=cached is None
+            )
+            self.sampler = EpochBatchSampler(
+                len(self.pairs),
+                recipe.per_device_batch_size,
+                recipe.seed,
+                world_size=accelerator.num_processes,
+                rank=accelerator.process_index,
+            )
+            self.loader = torch.utils.data.DataLoader(
+                self.pairs,
+                batch_sampler=self.sampler,
+                collate_fn=TrainingCollator(self.processor, self.pairs, cached),
+                num_workers=0 if cached is not None else recipe.num_workers,
+                generator=torch.Generator().manual_seed(recipe.seed),  # keeps the global RNG untouched
+            )
+            self.steps_per_epoch = len(self.sampler) // recipe.gradient_accumulation_steps
+            if self.steps_per_epoch == 0:
+                raise RecipeError(
+                    f"An epoch has {len(self.sampler)} batches per process, fewer than gradient_accumulation_steps="
+                    f"{recipe.gradient_accumulation_steps}; lower it or per_device_batch_size."
+                )
+        # With streaming and num_epochs, an estimate (for the schedule and progress); the epochs decide the end.
         self.total_steps = recipe.max_steps if recipe.max_steps > 0 else recipe.num_epochs * self.steps_per_epoch
         set_seed(recipe.seed)  # the training RNG stream (dropout) starts here, whatever setup consumed
 
@@ -458,11 +495,14 @@ class Trainer:
     def run_identity(self) -> dict[str, Any]:
         """What a checkpoint records and a resume must match: every recipe key that shapes the trained
         weights, the number of processes, the corpus fingerprint and the model's resolved config."""
-        recipe = {key: value for key, value in dataclasses.asdict(self.recipe).items() if key not in NOT_COMPARED}
+        # Without streaming its keys shape nothing, and leaving them out keeps older checkpoints resumable.
+        left_out = NOT_COMPARED if self.recipe.streaming else NOT_COMPARED | STREAMING_KEYS
+        recipe = {key: value for key, value in dataclasses.asdict(self.recipe).items() if key not in left_out}
         identity = {
             **recipe,
             "num_processes": self.accelerator.num_processes,
             "corpus_fingerprint": corpus_fingerprint(self.corpus),
+            **({"stream_fingerprint": self.stream_source.fingerprint()} if self.stream_source is not None else {}),
             "config": _portable(self.model.config.to_dict()),
         }
         return json.loads(json.dumps(identity, default=str))  # as the checkpoint will read back (tuples as lists)
@@ -492,6 +532,8 @@ class Trainer:
         identity = self.state.identity
         self.state = saved
         self.state.identity = identity
+        if saved.stream_positions:
+            self.stream_position = saved.stream_positions[self.accelerator.process_index]
         if self.is_main:  # evaluations after the checkpoint (a crash after them) are done again
             rewrite_jsonl(self.output_dir / "metrics.jsonl", self.state.evaluations)
         logger.info("Resumed from %s (epoch %d, step %d)", checkpoint, self.state.epoch, self.state.global_step)
@@ -518,6 +560,21 @@ class Trainer:
             return
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in self.model.parameters())
+        if self.stream is not None:
+            logger.info(
+                "Training %s on %s, streamed from %d shards (shuffle blocks of %d pairs): %d steps of %d × %d "
+                "process(es); %.1f M of %.1f M parameters train.",
+                self.recipe.model,
+                self.corpus_name,
+                len(self.stream_source.files["train"]),
+                self.recipe.shuffle_buffer,
+                self.total_steps,
+                self.recipe.per_device_batch_size,
+                self.accelerator.num_processes,
+                trainable / 1e6,
+                total / 1e6,
+            )
+            return
         logger.info(
             "Training %s on %s: %d pairs (%d distinct caption texts), %d steps (%d per epoch) of %d × %d process(es); "
             "%.1f M of %.1f M parameters train; image tower %s.",
@@ -662,6 +719,10 @@ class Trainer:
                 f"not saved; {self._last_good(before=self.state.global_step)} Lower learning_rate, set "
                 "max_grad_norm, or turn mixed_precision off."
             )
+        if self.stream is not None:  # every process's place in the stream, for an exact resume
+            from accelerate.utils import gather_object
+
+            self.state.stream_positions = gather_object([self.stream_position])
         checkpoints = self.output_dir / "checkpoints"
         with _disk_errors(checkpoints / checkpoint_name(self.state.global_step), "the previous checkpoints"):
             return save_checkpoint(self.accelerator, checkpoints, self.state, self.recipe.keep_last)
@@ -686,10 +747,37 @@ class Trainer:
 
     # --- training
     def _any_process(self, flag: bool) -> bool:
-        if self.accelerator.num_processes == 1:
-            return flag
-        value = torch.tensor([1.0 if flag else 0.0], device=self.accelerator.device)
-        return bool(self.accelerator.reduce(value, reduction="sum").item() > 0)
+        return processes_any(self.accelerator, [flag])[0]
+
+    def _epoch_batches(self) -> Iterator[tuple[dict[str, Any], bool]]:
+        """The rest of this epoch's micro-batches, each with whether it is the epoch's last."""
+        state, last = self.state, self.steps_per_epoch * self.recipe.gradient_accumulation_steps
+        if self.stream is None:
+            self.sampler.start(state.epoch, skip=state.batches_done)
+            for batch in self.loader:
+                if state.batches_done >= last:
+                    break  # the leftover micro-batches that cannot fill an accumulation cycle
+                yield batch, state.batches_done + 1 >= last
+            return
+        batches = self.stream.epoch(state.epoch, self.stream_position)
+        current = next(batches, None)
+        if processes_any(self.accelerator, [current is None])[0] and state.batches_done == 0:
+            raise RecipeError(
+                f"The training stream of {self.recipe.corpus!r} gives a process no full batch of "
+                f"{self.recipe.per_device_batch_size} pairs in epoch {state.epoch}; lower per_device_batch_size."
+            )
+        while True:
+            following = next(batches, None) if current is not None else None  # one ahead: is this the last?
+            ended, last_one, bad = processes_any(
+                self.accelerator, [current is None, following is None, self.stream.problem is not None]
+            )
+            if bad:
+                raise TooManyBadImages(self.stream.problem or "another process met too many undecodable images.")
+            if ended:  # a process's share ran out: the epoch ends for all, so batches stay full and gathered
+                return
+            batch, self.stream_position = current
+            yield batch, last_one
+            current = following
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         """One micro-batch; returns the loss terms (the optimizer steps once per accumulation cycle)."""
@@ -724,12 +812,9 @@ class Trainer:
         )
         window: list[dict[str, float]] = []
         with _SignalFlag() as interrupted, bar:
-            while state.global_step < self.total_steps:
-                self.sampler.start(state.epoch, skip=state.batches_done)
+            while not self._finished(state.global_step, state.epoch):
                 micro: list[dict[str, float]] = []
-                for batch in self.loader:
-                    if state.batches_done >= self.steps_per_epoch * accum:
-                        break  # the leftover micro-batches that cannot fill an accumulation cycle
+                for batch, last_of_epoch in self._epoch_batches():
                     micro.append(self.train_step(batch))
                     state.batches_done += 1
                     if len(micro) < accum:
@@ -746,8 +831,8 @@ class Trainer:
                         state.losses.append({"step": state.global_step, **averaged})
                         self.accelerator.log({f"train/{k}": v for k, v in averaged.items()}, step=state.global_step)
                         window = []
-                    end_of_epoch = state.batches_done >= self.steps_per_epoch * accum
-                    finished = state.global_step >= self.total_steps
+                    end_of_epoch = last_of_epoch
+                    finished = self._finished(state.global_step, state.epoch + end_of_epoch)
                     if end_of_epoch:
                         state.epoch += 1
                         state.batches_done = 0
@@ -760,6 +845,12 @@ class Trainer:
                         raise TrainingInterrupted(interrupted.received or signal.SIGTERM, checkpoint)
                     if finished or end_of_epoch:
                         break
+            if self.stream is not None and (line := self.stream.report()):
+                logger.warning(line)
+
+    def _finished(self, step: int, epochs_done: int) -> bool:
+        """``max_steps`` reached, else ``num_epochs`` done (a stream's epochs end where the stream does)."""
+        return step >= self.recipe.max_steps if self.recipe.max_steps > 0 else epochs_done >= self.recipe.num_epochs
 
     # --- the end
     def test(self) -> TrainingResult:

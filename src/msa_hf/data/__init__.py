@@ -4,6 +4,8 @@
   an imagefolder with ``metadata.jsonl``/``.csv``, a ``save_to_disk`` folder, a
   ``DatasetDict`` or a Hub id into one schema with ``train``/``validation``/``test`` splits,
   validating it first.
+* :func:`shard_corpus` (``msa-data shard``) writes any of those as Parquet shards that
+  ``datasets`` streams, for training with ``streaming=true``.
 * :func:`training_view`, :func:`evaluation_view` and :class:`MSADataCollator` turn a split into
   model inputs, decoding images lazily in data-loader workers.
 * :func:`generate_synth_corpus` / :func:`ensure_synth_corpus` write ``rs-synth``, a
@@ -19,6 +21,9 @@ from ..lazy_imports import lazy_attributes
 
 _LAZY = {
     "load_corpus": ".corpus",
+    "read_corpus": ".corpus",
+    "shard_corpus": ".shard",
+    "shard_files": ".shard",
     "validate_corpus": ".corpus",
     "corpus_info": ".corpus",
     "SPLITS": ".corpus",

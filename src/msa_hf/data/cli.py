@@ -3,6 +3,7 @@
 msa-data synth --out data/rs-synth --n-images 1000 --seed 0 [--image-size 224]
 msa-data inspect path/to/dataset_ucm.json --sheet ucm.png
 msa-data validate path/to/dataset_ucm.json      # exit 0: no problems; 2: the report lists them
+msa-data shard path/to/dataset_ucm.json shards/ucm --shard-size 1000 --num-proc 4   # Parquet shards to stream
 
 Exit codes follow :mod:`msa_hf.cli_utils` (0 ok, 2 bad usage or input, 1 a runtime failure).
 """
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..cli_utils import EXIT_OK, UsageError, run_command
+from ..cli_utils import EXIT_OK, UsageError, positive_int, run_command
 from ..sources import path_or_hub_id
 
 __all__ = ["main", "build_parser", "corpus_statistics", "contact_sheet"]
@@ -274,6 +275,36 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_shard(args: argparse.Namespace) -> int:
+    from .shard import SHARD_MANIFEST, shard_corpus
+
+    start = time.perf_counter()
+    manifest = shard_corpus(
+        args.source,
+        args.out,
+        shard_size=args.shard_size,
+        num_proc=args.num_proc,
+        image_root=args.image_root,
+        columns=_parse_columns(args.column),
+        seed=args.seed,
+        validation_fraction=args.validation_fraction,
+        allow_outside_root=args.allow_outside_root,
+        progress=not args.no_progress,
+    )
+    for bad in manifest["bad"][:20]:
+        print(f"left out {bad['file_name']}: {bad['kind']} ({bad['detail']})", file=sys.stderr)
+    if len(manifest["bad"]) > 20:
+        print(f"... and {len(manifest['bad']) - 20} more, listed in {SHARD_MANIFEST}", file=sys.stderr)
+    counts = ", ".join(
+        f"{split} {s['images']} images / {s['shards']} shards" for split, s in manifest["splits"].items()
+    )
+    print(
+        f"wrote {Path(args.out) / 'data'} ({counts}; {len(manifest['bad'])} left out) and "
+        f"{Path(args.out) / SHARD_MANIFEST} in {time.perf_counter() - start:.1f} s"
+    )
+    return EXIT_OK
+
+
 class _StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is at the time (so redirection and capture work)."""
 
@@ -371,6 +402,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("--json", action="store_true", help="print the report as JSON (every problem)")
     validate.set_defaults(func=_cmd_validate)
+
+    shard = sub.add_parser(
+        "shard",
+        help="write a corpus as Parquet shards that datasets streams (images checked, bad ones left out; resumable)",
+    )
+    _source_arguments(shard)
+    shard.add_argument("out", help="output folder: data/{split}-NNNNN-of-NNNNN.parquet and shards.json")
+    shard.add_argument(
+        "--shard-size", type=positive_int("--shard-size"), default=1000, help="images per shard (default 1000)"
+    )
+    shard.add_argument(
+        "--num-proc", type=positive_int("--num-proc"), default=1, help="processes writing shards (default 1)"
+    )
+    shard.add_argument("--seed", type=int, default=0, help="seed for splits carved out of train (default 0)")
+    shard.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.1,
+        help="share of train carved out for a split the corpus lacks (default 0.1)",
+    )
+    shard.set_defaults(func=_cmd_shard)
     return parser
 
 

@@ -13,6 +13,7 @@ image's path relative to the corpus root, or its name in a Hub dataset).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -31,7 +32,16 @@ from .validation import CorpusValidationError, ValidationReport, validate_record
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_corpus", "validate_corpus", "corpus_info", "SPLITS", "SPLIT_ALIASES", "CAPTION_COLUMNS"]
+__all__ = [
+    "load_corpus",
+    "read_corpus",
+    "CorpusRecords",
+    "validate_corpus",
+    "corpus_info",
+    "SPLITS",
+    "SPLIT_ALIASES",
+    "CAPTION_COLUMNS",
+]
 
 SPLITS = ("train", "validation", "test")
 SPLIT_ALIASES = {
@@ -52,6 +62,7 @@ FILE_NAME_COLUMNS = ("file_name", "filename", "image_name", "name", "image_path"
 IMAGE_ID_COLUMNS = ("image_id", "imgid", "img_id")
 _NUMBERED_CAPTION = re.compile(r"^(?:captions?|sentences?|texts?|raw)[_\-]?(\d+)$")
 _INFO_MARKER = "msa_hf.corpus="
+SHARD_MANIFEST = "shards.json"  # what msa-data shard writes beside data/*.parquet
 
 
 # ----------------------------------------------------------------------------- readers
@@ -401,6 +412,8 @@ def _read_source(
     if path.is_dir():
         if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
             return _records_from_hf(datasets.load_from_disk(str(path)), mapping, str(path), root)
+        if (path / SHARD_MANIFEST).is_file():  # msa-data shard's Parquet shards
+            return _records_from_hf(datasets.load_dataset("parquet", data_dir=str(path)), mapping, str(path), root)
         has_meta = _metadata_file(path) is not None or any(
             _metadata_file(c) is not None for c in path.iterdir() if c.is_dir() and c.name.lower() in SPLIT_ALIASES
         )
@@ -519,6 +532,77 @@ def validate_corpus(
     )
 
 
+@dataclasses.dataclass
+class CorpusRecords:
+    """A corpus read, checked and split, before it becomes ``datasets``: what :func:`load_corpus` and
+    ``msa-data shard`` share, so both read, validate, number and split a source the same way."""
+
+    name: str
+    meta: dict[str, Any]
+    splits: dict[str, list[dict[str, Any]]]  # split -> records: file_name, image {path, bytes}, captions, image_id
+    derived: dict[str, str]  # split -> how it was carved out of train
+    empty: dict[str, str]  # split -> why it has no images
+    dropped: int
+    report: ValidationReport
+
+
+def read_corpus(
+    source: Any,
+    *,
+    image_root: str | os.PathLike | None = None,
+    columns: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    validation_fraction: float = 0.1,
+    on_bad: str = "error",
+    check_images: bool = True,
+    progress: bool = False,
+    allow_outside_root: bool = False,
+) -> CorpusRecords:
+    """The records of every split of ``source``; the arguments mean what they mean for :func:`load_corpus`."""
+    if on_bad not in ("error", "drop"):
+        raise ValueError(f'on_bad must be "error" or "drop", got {on_bad!r}.')
+    if not 0.0 < validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}.")
+    records, meta, name = _read_records(source, image_root, columns)
+    report = validate_records(
+        records, name, check_images=check_images, progress=progress, allow_outside_root=allow_outside_root
+    )
+    dropped = 0
+    if not report.ok:
+        if on_bad == "error":
+            raise CorpusValidationError(report)
+        bad = report.bad_indices
+        dropped = len(bad)
+        logger.warning('%s\nDropped %d of %d images (on_bad="drop").', report.format(), dropped, len(records))
+        records = [r for i, r in enumerate(records) if i not in bad]
+        if not records:
+            raise ValueError(f"{name}: every image was dropped by validation.")
+
+    ids = [r["image_id"] for r in records]
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids) or len(set(ids)) != len(ids):
+        for k, r in enumerate(records):
+            r["image_id"] = k
+
+    by_split: dict[str, list[int]] = {s: [] for s in SPLITS}
+    for k, r in enumerate(records):
+        by_split[r["split"]].append(k)
+    derived, empty = _derive_splits(by_split, validation_fraction, seed)
+    for split, how in derived.items():
+        logger.warning("%s has no %s split: derived it from train: %s.", name, split, how)
+    for split, why in empty.items():
+        logger.warning("%s: the %s split is empty: %s.", name, split, why)
+
+    return CorpusRecords(
+        name=name,
+        meta=meta,
+        splits={split: [records[k] for k in by_split[split]] for split in SPLITS},
+        derived=derived,
+        empty=empty,
+        dropped=dropped,
+        report=report,
+    )
+
+
 def load_corpus(
     source: Any,
     *,
@@ -580,39 +664,18 @@ def load_corpus(
     """
     import datasets
 
-    if on_bad not in ("error", "drop"):
-        raise ValueError(f'on_bad must be "error" or "drop", got {on_bad!r}.')
-    if not 0.0 < validation_fraction < 1.0:
-        raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}.")
-    records, meta, name = _read_records(source, image_root, columns)
-    report = validate_records(
-        records, name, check_images=check_images, progress=progress, allow_outside_root=allow_outside_root
+    read = read_corpus(
+        source,
+        image_root=image_root,
+        columns=columns,
+        seed=seed,
+        validation_fraction=validation_fraction,
+        on_bad=on_bad,
+        check_images=check_images,
+        progress=progress,
+        allow_outside_root=allow_outside_root,
     )
-    dropped = 0
-    if not report.ok:
-        if on_bad == "error":
-            raise CorpusValidationError(report)
-        bad = report.bad_indices
-        dropped = len(bad)
-        logger.warning('%s\nDropped %d of %d images (on_bad="drop").', report.format(), dropped, len(records))
-        records = [r for i, r in enumerate(records) if i not in bad]
-        if not records:
-            raise ValueError(f"{name}: every image was dropped by validation.")
-
-    ids = [r["image_id"] for r in records]
-    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids) or len(set(ids)) != len(ids):
-        for k, r in enumerate(records):
-            r["image_id"] = k
-
-    by_split: dict[str, list[int]] = {s: [] for s in SPLITS}
-    for k, r in enumerate(records):
-        by_split[r["split"]].append(k)
-    derived, empty = _derive_splits(by_split, validation_fraction, seed)
-    for split, how in derived.items():
-        logger.warning("%s has no %s split: derived it from train: %s.", name, split, how)
-    for split, why in empty.items():
-        logger.warning("%s: the %s split is empty: %s.", name, split, why)
-
+    name, meta, derived, empty = read.name, read.meta, read.derived, read.empty
     features = datasets.Features(
         {
             "image": datasets.Image(),
@@ -623,15 +686,15 @@ def load_corpus(
     )
     out = {}
     for split in SPLITS:
-        rows = [records[k] for k in by_split[split]]
+        rows = read.splits[split]
         info = {
             "source": name,
             "format": meta["format"],
             "split": split,
             "derived_from_train": derived.get(split),
             "empty_because": empty.get(split),
-            "dropped_images": dropped,
-            "problems": report.counts(),
+            "dropped_images": read.dropped,
+            "problems": read.report.counts(),
             "image_root": meta.get("image_root"),
         }
         summary = f"{meta['name']} ({meta['format']}), split {split}"
