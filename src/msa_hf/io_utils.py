@@ -28,7 +28,7 @@ import socket
 import stat
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -206,6 +206,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+def atomic_write_file(path: str | os.PathLike, write: Callable[[Path], Any]) -> None:
+    """Write ``path`` with ``write(tmp)``, any writer that takes a file name (Parquet, safetensors), and one rename."""
+    with _staged_file(Path(path)) as tmp:
+        write(tmp)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """:func:`atomic_write_bytes` for UTF-8 text."""
     atomic_write_bytes(path, text.encode("utf-8"))
@@ -320,6 +326,7 @@ __all__ = [
     "atomic_directory",
     "atomic_save_safetensors",
     "atomic_write_bytes",
+    "atomic_write_file",
     "atomic_write_json",
     "atomic_write_text",
     "current_umask",

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..io_utils import atomic_write_json
+from ..io_utils import atomic_write_file, atomic_write_json
 from .corpus import SHARD_MANIFEST, SPLITS, read_corpus
 from .images import read_regular_file
 from .validation import validate_records
@@ -82,9 +82,8 @@ def _write_shard(records: list[dict[str, Any]], source: str, target: str, record
         rows["image_id"].append(int(record["image_id"]))
         rows["file_name"].append(record["file_name"])
         rows["source_path"].append(image.get("path") or "")
-    target_path = Path(target)
-    staged = target_path.with_name(f".{target_path.name}.{os.getpid()}.tmp")
-    datasets.Dataset.from_dict(rows, features=shard_features()).to_parquet(str(staged))
+    shard = datasets.Dataset.from_dict(rows, features=shard_features())
+    atomic_write_file(target, lambda staged: shard.to_parquet(str(staged)))
     problems = [{"file_name": p.file_name, "kind": p.kind, "detail": p.detail} for p in bad.values()]
     result = {
         "rows": len(rows["image_id"]),
@@ -92,8 +91,7 @@ def _write_shard(records: list[dict[str, Any]], source: str, target: str, record
         "max_captions": max(map(len, rows["captions"]), default=0),
         "bad": problems,
     }
-    atomic_write_json(record_path, result)  # the record first: a shard file without one is written again
-    os.replace(staged, target_path)
+    atomic_write_json(record_path, result)  # a shard file without its record is written again
     return result
 
 
