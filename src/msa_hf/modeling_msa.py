@@ -22,12 +22,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import timm
 import torch
 import torch.nn.functional as F
 import transformers
+from timm.models import FeatureDictNet
+from timm.models.efficientnet import EfficientNetFeatures
+from timm.models.mobilenetv3 import MobileNetV3Features
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
@@ -274,27 +277,61 @@ def _fully_frozen_modules(tower: nn.Module) -> list[nn.Module]:
     return modules
 
 
-def _sequential_steps(backbone: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The modules a timm features-only backbone applies one after another, with their names.
+class BackboneStep(NamedTuple):
+    """Modules a timm backbone runs one after another, named as in its ``named_modules``; a scale's map follows a step."""
 
-    Two layouts cover timm's features-only models: ``FeatureListNet`` (a ``ModuleDict`` run in
-    order; ResNet and most others) and EfficientNet's own stem-then-``blocks`` class.
-    """
-    if isinstance(backbone, nn.ModuleDict) and hasattr(backbone, "return_layers"):
-        return list(backbone.items())
-    blocks = getattr(backbone, "blocks", None)
-    if (
-        isinstance(blocks, nn.Sequential)
-        and hasattr(backbone, "conv_stem")
-        and getattr(backbone, "feature_hooks", None) is None
-    ):
-        return [("conv_stem", backbone.conv_stem), ("bn1", backbone.bn1)] + [
-            (f"blocks.{i}", block) for i, block in enumerate(blocks)
-        ]
-    raise ValueError(
-        f"Cannot run {type(backbone).__name__} from an intermediate stage: it is not a sequence of modules. "
+    names: tuple[str, ...]
+    modules: tuple[nn.Module, ...]
+
+
+# The timm features-only classes whose forward runs a sequence of modules and returns maps taken between
+# them, and so can run from a cached map. FeatureDictNet (FeatureListNet's base; ResNet, ConvNeXt, RegNet,
+# BYOBNet, ... built with features_only) runs its items in order and returns those named by
+# `feature_info.module_name()`, with nested names joined by "_" (its docstring says both).
+# EfficientNetFeatures (efficientnet, tf_efficientnet_lite, mobilenetv2, ...) and MobileNetV3Features
+# (mobilenetv3, mobilenetv4, lcnet, ...) run their stem, then the blocks of one nn.Sequential, and
+# return the stem's output and those of chosen blocks.
+SPLITTABLE_FEATURE_CLASSES = (FeatureDictNet, EfficientNetFeatures, MobileNetV3Features)
+
+
+def _unsplittable(backbone_name: str, reason: str) -> ValueError:
+    return ValueError(
+        f"Cannot run the timm backbone {backbone_name!r} from an intermediate stage: {reason}. Stage splitting "
+        "needs a timm features-only model that runs a sequence of modules (FeatureListNet, EfficientNetFeatures or "
+        "MobileNetV3Features: resnet, convnext, efficientnet, tf_efficientnet_lite, mobilenetv3, ... families). "
         "Compute the scales from pixel_values instead (in training: cache_frozen_vision=false)."
     )
+
+
+def backbone_steps(backbone: nn.Module, backbone_name: str) -> list[BackboneStep]:
+    """The steps a timm features-only backbone runs one after another (see ``SPLITTABLE_FEATURE_CLASSES``).
+
+    Only public structure is read: a FeatureDictNet's items, or a stem-then-blocks model's children
+    (its stem, all children before the final ``nn.Sequential``, is one step: the map of a scale
+    taken in the stem is the stem's output) and the blocks of that ``nn.Sequential``.
+    """
+    if not isinstance(backbone, SPLITTABLE_FEATURE_CLASSES):
+        raise _unsplittable(backbone_name, f"timm builds it as {type(backbone).__name__}")
+    if isinstance(backbone, FeatureDictNet):
+        return [BackboneStep((name,), (module,)) for name, module in backbone.items()]
+    *stem, (blocks_name, blocks) = backbone.named_children()
+    if not isinstance(blocks, nn.Sequential):
+        raise _unsplittable(backbone_name, f"its last child {blocks_name!r} is not an nn.Sequential of blocks")
+    return [BackboneStep(tuple(name for name, _ in stem), tuple(module for _, module in stem))] + [
+        BackboneStep((f"{blocks_name}.{i}",), (block,)) for i, block in enumerate(blocks)
+    ]
+
+
+def scale_step_indices(steps: Sequence[BackboneStep], scale_modules: Sequence[str], backbone_name: str) -> list[int]:
+    """The index of the step whose output is each scale's map (``scale_modules``: ``feature_info.module_name()``)."""
+    index = {name: i for i, step in enumerate(steps) for name in step.names}
+    found = []
+    for module in scale_modules:
+        step = next((index[name] for name in (module, module.replace(".", "_")) if name in index), None)
+        if step is None:
+            raise _unsplittable(backbone_name, f"its scale at {module!r} is taken inside a module, not after one")
+        found.append(step)
+    return found
 
 
 def create_timm_backbone(name: str, out_indices: tuple[int, ...]) -> nn.Module:
@@ -364,23 +401,25 @@ class MSATimmVisionTower(nn.Module):
 
         ``hidden_state`` is the unpooled output of scale ``stage`` (``hidden_states[stage - 1]`` of
         `forward`); the remaining stages run on it. This is what lets a trainer cache a frozen
-        lower part of the tower once and still train its upper stages.
+        lower part of the tower once and still train its upper stages. The backbone must be one of
+        ``SPLITTABLE_FEATURE_CLASSES`` (timm's resnet, convnext, regnet, byobnet, efficientnet,
+        tf_efficientnet_lite, mobilenetv2, mobilenetv3, ... built ``features_only``): other towers raise
+        a ``ValueError`` that names the backbone and the fix. timm's ``forward_intermediates`` cannot
+        do this job: it starts from pixels, and features-only models do not have it.
         """
         if not 1 <= stage < len(self.out_indices):
             raise ValueError(
                 f"`stage` must be in 1..{len(self.out_indices) - 1} (the tower has {len(self.out_indices)} scales), got {stage}."
             )
-        steps = _sequential_steps(self.backbone)
-        names = [name for name, _ in steps]
-        scale_steps = [
-            next(n for n in (m, m.replace(".", "_")) if n in names) for m in self.backbone.feature_info.module_name()
-        ]
-        pooling = dict(zip(scale_steps[stage:], self.pooling[stage:]))
+        steps = backbone_steps(self.backbone, self.backbone_name)
+        ends = scale_step_indices(steps, self.backbone.feature_info.module_name(), self.backbone_name)
+        pooling = dict(zip(ends[stage:], self.pooling[stage:]))
         scales, x = [], hidden_state
-        for name, module in steps[names.index(scale_steps[stage - 1]) + 1 :]:
-            x = module(x)
-            if name in pooling:
-                scales.append(_global_pool(x, pooling[name]))
+        for i in range(ends[stage - 1] + 1, ends[-1] + 1):
+            for module in steps[i].modules:
+                x = module(x)
+            if i in pooling:
+                scales.append(_global_pool(x, pooling[i]))
         return scales
 
 

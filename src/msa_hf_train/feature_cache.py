@@ -148,8 +148,9 @@ def _check_stage_resume(model: Any, outputs: Any, frozen_stages: int) -> None:
     for k, (got, expected) in enumerate(zip(resumed, outputs.scale_features[frozen_stages:]), frozen_stages + 1):
         if not torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
             raise RuntimeError(
-                f"{type(model.vision_model.backbone).__name__}: scale {k} computed from the cached map of stage "
-                f"{frozen_stages} differs from the tower's own output; set cache_frozen_vision=false."
+                f"The timm backbone {model.config.vision_backbone!r} ({type(model.vision_model.backbone).__name__}) "
+                f"cannot be split at stage {frozen_stages}: scale {k} computed from the cached map differs from the "
+                "tower's own output, which it should equal; set cache_frozen_vision=false."
             )
 
 
