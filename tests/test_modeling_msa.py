@@ -1,5 +1,6 @@
 """MSAModel: outputs, MSCMAT against the per-pair definition, save/load, gradients, errors."""
 
+import dataclasses
 import inspect
 import math
 import os
@@ -12,7 +13,7 @@ import transformers
 from transformers import AutoConfig, AutoModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from msa_hf import MSCMAT, MSAConfig, MSAModel, MSAOutput
+from msa_hf import MSCMAT, MSAConfig, MSAModel, MSAOutput, MSATrainingInputs
 from msa_hf.losses import csmmc_loss, mscma_loss, triplet_loss
 from msa_hf.modeling_msa import backbone_steps, scale_step_indices
 
@@ -134,6 +135,34 @@ def test_mscmat_at_paper_width_matches_per_pair():
         )
 
 
+def test_forward_takes_clip_s_arguments_and_groups_what_only_a_trainer_passes():
+    """The public signature is CLIP's plus MSA's own outputs; trainer plumbing is one `MSATrainingInputs`."""
+    parameters = list(inspect.signature(MSAModel.forward).parameters)
+    assert parameters == [
+        "self",
+        "input_ids",
+        "attention_mask",
+        "pixel_values",
+        "return_loss",
+        "output_scale_logits",
+        "output_hidden_states",
+        "output_attentions",
+        "return_dict",
+        "token_type_ids",
+        "training_inputs",
+    ]
+    trainer_only = {field.name for field in dataclasses.fields(MSATrainingInputs)}
+    assert trainer_only == {
+        "scale_features",
+        "stage_hidden_state",
+        "image_ids",
+        "text_ids",
+        "image_text_ids",
+        "global_negatives",
+    }
+    assert not trainer_only & set(parameters)
+
+
 def test_same_image_positives_uses_image_ids(tiny_config):
     torch.manual_seed(0)
     config = MSAConfig.from_preset("msa-tiny", same_image_positives=True)
@@ -141,7 +170,7 @@ def test_same_image_positives_uses_image_ids(tiny_config):
     inputs = make_inputs(config, images=4, texts=4)
     ids = torch.tensor([0, 0, 1, 1])
     with torch.no_grad():
-        out = model(**inputs, return_loss=True, image_ids=ids)
+        out = model(**inputs, return_loss=True, training_inputs=MSATrainingInputs(image_ids=ids))
         plain = model(**inputs, return_loss=True)
     torch.testing.assert_close(out.loss_triplet, triplet_loss(out.image_embeds, out.text_embeds, 0.5, ids))
     torch.testing.assert_close(out.loss_mscma, mscma_loss(out.scale_logits, ids))
@@ -442,8 +471,10 @@ def test_forward_from_lower_scales_and_a_stage_map_trains_the_upper_stages(tiny_
     model.zero_grad()
     tower = model.vision_model(pixel_values, output_hidden_states=True)
     resumed = model(
-        scale_features=[s.detach() for s in tower.scale_features[:2]],
-        stage_hidden_state=tower.hidden_states[1].detach(),
+        training_inputs=MSATrainingInputs(
+            scale_features=[s.detach() for s in tower.scale_features[:2]],
+            stage_hidden_state=tower.hidden_states[1].detach(),
+        ),
         **inputs,
         return_loss=True,
     )

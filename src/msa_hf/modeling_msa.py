@@ -105,7 +105,7 @@ class MSAOutput(ModelOutput):
             the unnormalised text embedding, and ``hidden_states`` / ``attentions`` when asked).
         vision_model_output: the image tower's output (``last_hidden_state`` = its deepest
             scale's map or tokens, ``pooler_output`` = the unnormalised image embedding, and
-            ``hidden_states`` / ``attentions`` when asked); ``None`` with ``scale_features``.
+            ``hidden_states`` / ``attentions`` when asked); ``None`` with ``training_inputs.scale_features``.
         loss_terms: every unweighted term by name (``{"triplet": ..., "mscma": ...}``), registered ones
             included (:data:`msa_hf.losses.LOSS_TERMS`); the ``loss_*`` fields above are the built-in ones.
     """
@@ -130,6 +130,39 @@ class MSAOutput(ModelOutput):
             value.to_tuple() if key in ("text_model_output", "vision_model_output") else value
             for key, value in self.items()
         )
+
+
+@dataclass
+class MSATrainingInputs:
+    """What a trainer passes `MSAModel.forward` beside pixels and tokens (its ``training_inputs``).
+
+    Callers that embed, search or classify never need it, so ``forward`` keeps CLIP's arguments;
+    a trainer groups here the cached image-tower features, the ids that make more than pair i a
+    positive, and the scope of the negatives.
+
+    Args:
+        scale_features: the S pooled scale vectors instead of ``pixel_values``, e.g. cached once for
+            a frozen image tower (see `MSAModel.get_scale_features`); or, with
+            ``stage_hidden_state``, only the first ``k``.
+        stage_hidden_state: the unpooled ``B×C_k×H×W`` feature map of scale ``k =
+            len(scale_features)``; the tower's upper stages run on it to give the other scales (a
+            cached frozen lower tower with trained upper stages; timm towers, see
+            `MSATimmVisionTower.forward_from_stage`).
+        image_ids: ``B_t`` ids of each caption's image, used when ``config.same_image_positives`` is on.
+        text_ids: ``B_t`` id of each caption's text, and ``image_text_ids`` the ``B_i×K`` ids of each
+            image's own captions (padded with -1), used when ``config.same_text_positives`` is on.
+        global_negatives: score this process's pairs against the whole global batch of a
+            ``torch.distributed`` run (features gathered with gradient), so N processes with batch
+            B train exactly like one process with batch N·B. Default: on while training under
+            more than one process.
+    """
+
+    scale_features: Sequence[torch.Tensor] | None = None
+    stage_hidden_state: torch.Tensor | None = None
+    image_ids: torch.Tensor | None = None
+    text_ids: torch.Tensor | None = None
+    image_text_ids: torch.Tensor | None = None
+    global_negatives: bool | None = None
 
 
 @dataclass
@@ -945,17 +978,12 @@ class MSAModel(MSAPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         return_loss: bool | None = None,
-        image_ids: torch.Tensor | None = None,
         output_scale_logits: bool | None = None,
-        scale_features: list[torch.Tensor] | None = None,
-        stage_hidden_state: torch.Tensor | None = None,
-        text_ids: torch.Tensor | None = None,
-        image_text_ids: torch.Tensor | None = None,
-        global_negatives: bool | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
         token_type_ids: torch.Tensor | None = None,
+        training_inputs: MSATrainingInputs | None = None,
     ) -> MSAOutput | tuple[Any, ...]:
         """Embed both modalities; with ``return_loss`` also run MSCMAT and the three losses.
 
@@ -965,33 +993,24 @@ class MSAModel(MSAPreTrainedModel):
 
         Args:
             input_ids, attention_mask: tokenised captions (``B_t×N``), e.g. from `MSAProcessor`.
-            token_type_ids: segment ids, passed to the text tower (a BERT tokenizer's zeros
-                change nothing); accepted so tokenizer output can be fed as is.
             pixel_values: ``B_i×3×H×W`` normalised images.
             return_loss: compute the MSA loss; needs ``B_i == B_t`` with pair i positive.
-            image_ids: ``B_t`` ids of each caption's image, used when
-                ``config.same_image_positives`` is on.
             output_scale_logits: return the MSCMAT scores even without the loss.
-            scale_features: the S pooled scale vectors instead of ``pixel_values``, e.g. cached
-                once for a frozen image tower (see `get_scale_features`); or, with
-                ``stage_hidden_state``, only the first ``k``.
-            stage_hidden_state: the unpooled ``B×C_k×H×W`` feature map of scale ``k =
-                len(scale_features)``; the tower's upper stages run on it to give the other
-                scales (a cached frozen lower tower with trained upper stages; timm towers).
-            text_ids: ``B_t`` id of each caption's text, and ``image_text_ids`` the ``B_i×K`` ids
-                of each image's own captions (padded with -1), used when
-                ``config.same_text_positives`` is on.
-            global_negatives: score this process's pairs against the whole global batch of a
-                ``torch.distributed`` run (features gathered with gradient), so N processes
-                with batch B train exactly like one process with batch N·B. Default: on while
-                training under more than one process.
             output_hidden_states, output_attentions: add the towers' hidden states / attention
                 maps to ``text_model_output`` and ``vision_model_output``.
             return_dict: ``False`` returns a tuple (default: ``config.return_dict``).
+            token_type_ids: segment ids, passed to the text tower (a BERT tokenizer's zeros
+                change nothing); accepted so tokenizer output can be fed as is.
+            training_inputs: what only a trainer passes (`MSATrainingInputs`): cached image-tower
+                features instead of ``pixel_values``, the ids of the extra positives, the scope
+                of the negatives.
         """
+        training = training_inputs if training_inputs is not None else MSATrainingInputs()
+        scale_features = training.scale_features
         if pixel_values is None and scale_features is None:
             raise ValueError(
-                "MSAModel.forward needs `pixel_values` or `scale_features` (and `input_ids` for captions)."
+                "MSAModel.forward needs `pixel_values` or `training_inputs.scale_features` (and `input_ids` for "
+                "captions)."
             )
         if input_ids is None and return_loss:
             raise ValueError(
@@ -1002,18 +1021,19 @@ class MSAModel(MSAPreTrainedModel):
             vision_outputs = self._vision_outputs(pixel_values, output_hidden_states, output_attentions)
             scale_features = list(vision_outputs.scale_features)
         else:
-            if stage_hidden_state is not None:
+            scale_features = list(scale_features)
+            if training.stage_hidden_state is not None:
                 if not hasattr(self.vision_model, "forward_from_stage"):
                     raise ValueError(
-                        f"`stage_hidden_state` needs a timm image tower; {type(self.vision_model).__name__} "
-                        "cannot resume from a stage. Pass all S `scale_features` or `pixel_values`."
+                        f"`training_inputs.stage_hidden_state` needs a timm image tower; "
+                        f"{type(self.vision_model).__name__} cannot resume from a stage. Pass all S "
+                        "`training_inputs.scale_features` or `pixel_values`."
                     )
-                scale_features = list(scale_features) + self.vision_model.forward_from_stage(
-                    stage_hidden_state, len(scale_features)
-                )
+                scale_features += self.vision_model.forward_from_stage(training.stage_hidden_state, len(scale_features))
         if len(scale_features) != self.config.num_scales:
             raise ValueError(
-                f"`scale_features` has {len(scale_features)} tensors; this model has {self.config.num_scales} scales."
+                f"`training_inputs.scale_features` has {len(scale_features)} tensors; this model has "
+                f"{self.config.num_scales} scales."
             )
         num_images = scale_features[0].shape[0]
         if return_loss and num_images != input_ids.shape[0]:
@@ -1051,15 +1071,16 @@ class MSAModel(MSAPreTrainedModel):
         loss = scale_logits = None
         loss_terms: dict[str, torch.Tensor] = {}
         if return_loss:
+            global_negatives = training.global_negatives
             if global_negatives is None:
                 global_negatives = self.training and world_size_and_rank()[0] > 1
             same_text = self.config.same_text_positives
             result = MSALoss(self.config)(
                 PairFeatures(image_embeds, text_embeds, scale_features, text_tokens, text_global, token_mask),
                 self._mscmat,
-                image_ids=image_ids if self.config.same_image_positives else None,
-                text_ids=text_ids if same_text else None,
-                image_text_ids=image_text_ids if same_text else None,
+                image_ids=training.image_ids if self.config.same_image_positives else None,
+                text_ids=training.text_ids if same_text else None,
+                image_text_ids=training.image_text_ids if same_text else None,
                 global_negatives=global_negatives,
             )
             loss, loss_terms, scale_logits = result.loss, result.terms, result.scale_logits
@@ -1136,6 +1157,7 @@ __all__ = [
     "MSAForZeroShotImageClassification",
     "MSAPreTrainedModel",
     "MSAOutput",
+    "MSATrainingInputs",
     "MSCMAT",
     "MSATimmVisionTower",
     "MSATransformersVisionTower",

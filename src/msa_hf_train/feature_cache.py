@@ -48,7 +48,7 @@ class CachedVisionFeatures:
     stage_map: torch.Tensor | None = None
 
     def select(self, variant_slots: torch.Tensor, rows: torch.Tensor) -> dict[str, Any]:
-        """The `MSAModel.forward` inputs of a batch: ``scale_features`` (and ``stage_hidden_state``)."""
+        """A batch's fields of `msa_hf.MSATrainingInputs`: ``scale_features`` (and ``stage_hidden_state``)."""
         batch: dict[str, Any] = {"scale_features": [features[variant_slots, rows] for features in self.scales]}
         if self.stage_map is not None:
             batch["stage_hidden_state"] = self.stage_map[variant_slots, rows]

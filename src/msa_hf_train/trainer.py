@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from transformers import BertTokenizer
 
-from msa_hf import PRESETS, MSAConfig, MSAModel, param_groups
+from msa_hf import PRESETS, MSAConfig, MSAModel, MSATrainingInputs, param_groups
 from msa_hf.factory import CreatedModel, create_model_and_processor, is_preset, merge_config_overrides
 from msa_hf.io_utils import atomic_directory, atomic_write_json
 from msa_hf.model_card import (
@@ -318,11 +318,19 @@ def _short_reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {text.splitlines()[0][:300]}" if text else type(error).__name__
 
 
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {
+def model_inputs(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """A collated batch as `MSAModel.forward` keywords on ``device``.
+
+    The fields only a trainer has (cached image-tower features, the positives' ids) go into one
+    `MSATrainingInputs`, by their names; tokens and pixels stay the keywords any caller passes.
+    """
+    moved = {
         key: [t.to(device) for t in value] if isinstance(value, list) else value.to(device)
         for key, value in batch.items()
     }
+    names = [field.name for field in dataclasses.fields(MSATrainingInputs)]
+    training = {name: moved.pop(name) for name in names if name in moved}
+    return {**moved, "training_inputs": MSATrainingInputs(**training)}
 
 
 def _flat_config(recipe: Recipe) -> dict[str, Any]:
@@ -783,7 +791,7 @@ class Trainer:
         """One micro-batch; returns the loss terms (the optimizer steps once per accumulation cycle)."""
         accelerator = self.accelerator
         with accelerator.accumulate(self.model):
-            out = self.model(**_to_device(batch, accelerator.device), return_loss=True)
+            out = self.model(**model_inputs(batch, accelerator.device), return_loss=True)
             terms = loss_record(out)
             if self._any_process(not math.isfinite(terms["loss"])):
                 # On finite inputs the weights gave the non-finite loss, so a checkpoint of them is not good.
@@ -968,6 +976,7 @@ __all__ = [
     "apply_freezing",
     "build_model",
     "check_recipe",
+    "model_inputs",
     "prepare_output_dir",
     "train",
 ]
