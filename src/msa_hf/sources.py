@@ -112,12 +112,18 @@ def path_or_hub_id(expected: str) -> Callable[[str], str]:
     return parse
 
 
-def is_hub_id(name: str) -> bool:
+def is_hub_id(name: str, *, with_owner: bool = False) -> bool:
     """Whether ``name`` reads as a Hub model id rather than a filesystem path.
+
+    ``with_owner`` accepts only ``owner/name``: ids without an owner (``bert-base-uncased``)
+    belong to a few legacy models, never to a repo made today such as an MSA model, and a bare
+    name is more likely a mistyped preset.
 
     ```python
     >>> is_hub_id("user/msa-rsicd"), is_hub_id("./outputs/best"), is_hub_id("/abs/path")
     (True, False, False)
+    >>> is_hub_id("bert-base-uncased"), is_hub_id("bert-base-uncased", with_owner=True)
+    (True, False)
     ```
     """
     from huggingface_hub.errors import HFValidationError
@@ -129,7 +135,7 @@ def is_hub_id(name: str) -> bool:
         validate_repo_id(name)
     except HFValidationError:
         return False
-    return True
+    return "/" in name or not with_owner
 
 
 def resolve_model_source(name_or_path: str | os.PathLike, revision: str | None = None) -> str:

@@ -48,6 +48,7 @@ from msa_hf.retrieval import (
     render_retrieval_examples,
 )
 from msa_hf.retrieval.distributed import processes_use_cpu
+from msa_hf.sources import is_hub_id
 
 from .checkpointing import (
     CheckpointError,
@@ -142,11 +143,13 @@ def check_recipe(recipe: Recipe) -> None:
     """Everything that can be checked without loading data or weights."""
     check_corpus(recipe)
     known = sorted(PRESETS)
-    # Neither a folder, a preset nor a Hub id (owner/name):
-    if not Path(recipe.model).expanduser().is_dir() and recipe.model not in known and "/" not in recipe.model:
+    folder = Path(recipe.model).expanduser().is_dir()
+    if not (folder or is_preset(recipe.model) or is_hub_id(recipe.model, with_owner=True)):
         close = difflib.get_close_matches(recipe.model, known, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}?" if close else f"presets: {known}."
-        raise RecipeError(f"model {recipe.model!r} is neither a saved model folder, a preset nor a Hub id; {hint}")
+        raise RecipeError(
+            f"model {recipe.model!r} is neither a saved model folder, a preset nor a Hub id (owner/name); {hint}"
+        )
     random_towers = recipe.model in PRESETS and not PRESETS[recipe.model].pretrained
     if random_towers and recipe.tokenizer is None and recipe.model not in PRESET_TOKENIZERS:
         raise RecipeError(

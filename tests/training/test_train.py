@@ -264,6 +264,7 @@ def test_a_full_disk_while_saving_best_is_one_line_and_loses_nothing(tiny_recipe
         (["num_epochs=two"], "Recipe key 'num_epochs' must be int, got 'two'"),
         (["corpus=missing/dataset_rsicd.json"], "corpus 'missing/dataset_rsicd.json' does not exist"),
         (["model=msa-effnetlite0-minlm"], "did you mean msa-effnetlite0-minilm"),
+        (["model=./no-such-folder"], "'./no-such-folder' is neither a saved model folder, a preset nor a Hub id"),
         (["lr_scheduler=cosin"], "did you mean cosine"),
         (["corpus_kwargs={n_images: 24, imagesize: 64}"], "corpus_kwargs ['imagesize'] are not options"),
         (["report_to=mlflow"], "report_to 'mlflow' is not supported"),
