@@ -136,7 +136,7 @@ def test_mscmat_at_paper_width_matches_per_pair():
 
 
 def test_forward_takes_clip_s_arguments_and_groups_what_only_a_trainer_passes():
-    """The public signature is CLIP's plus MSA's own outputs; trainer plumbing is one `MSATrainingInputs`."""
+    """The public signature is CLIP's plus MSA's own (outputs, the collator's image ids); trainer plumbing is grouped."""
     parameters = list(inspect.signature(MSAModel.forward).parameters)
     assert parameters == [
         "self",
@@ -144,6 +144,7 @@ def test_forward_takes_clip_s_arguments_and_groups_what_only_a_trainer_passes():
         "attention_mask",
         "pixel_values",
         "return_loss",
+        "image_ids",
         "output_scale_logits",
         "output_hidden_states",
         "output_attentions",
@@ -155,7 +156,6 @@ def test_forward_takes_clip_s_arguments_and_groups_what_only_a_trainer_passes():
     assert trainer_only == {
         "scale_features",
         "stage_hidden_state",
-        "image_ids",
         "text_ids",
         "image_text_ids",
         "global_negatives",
@@ -170,7 +170,7 @@ def test_same_image_positives_uses_image_ids(tiny_config):
     inputs = make_inputs(config, images=4, texts=4)
     ids = torch.tensor([0, 0, 1, 1])
     with torch.no_grad():
-        out = model(**inputs, return_loss=True, training_inputs=MSATrainingInputs(image_ids=ids))
+        out = model(**inputs, return_loss=True, image_ids=ids)
         plain = model(**inputs, return_loss=True)
     torch.testing.assert_close(out.loss_triplet, triplet_loss(out.image_embeds, out.text_embeds, 0.5, ids))
     torch.testing.assert_close(out.loss_mscma, mscma_loss(out.scale_logits, ids))

@@ -40,11 +40,11 @@ def make_batch() -> dict[str, torch.Tensor]:
     }
 
 
-IDS = ("image_ids", "text_ids", "image_text_ids")
+IDS = ("text_ids", "image_text_ids")
 
 
 def with_loss(model, batch, global_negatives=None):
-    """The model's loss on a flat batch: its ids (and the negatives' scope) go in through `MSATrainingInputs`."""
+    """The model's loss on a flat batch: its text ids (and the negatives' scope) go in through `MSATrainingInputs`."""
     inputs = {key: value for key, value in batch.items() if key not in IDS}
     training = MSATrainingInputs(**{key: batch[key] for key in IDS}, global_negatives=global_negatives)
     return model(**inputs, return_loss=True, training_inputs=training)

@@ -136,9 +136,10 @@ class MSAOutput(ModelOutput):
 class MSATrainingInputs:
     """What a trainer passes `MSAModel.forward` beside pixels and tokens (its ``training_inputs``).
 
-    Callers that embed, search or classify never need it, so ``forward`` keeps CLIP's arguments;
-    a trainer groups here the cached image-tower features, the ids that make more than pair i a
-    positive, and the scope of the negatives.
+    Callers that embed, search or classify never need it, so ``forward`` keeps CLIP's arguments
+    (plus ``image_ids``, which `msa_hf.data.MSADataCollator` batches give); a trainer groups here
+    the cached image-tower features, the text ids that make more than pair i a positive, and the
+    scope of the negatives.
 
     Args:
         scale_features: the S pooled scale vectors instead of ``pixel_values``, e.g. cached once for
@@ -148,7 +149,6 @@ class MSATrainingInputs:
             len(scale_features)``; the tower's upper stages run on it to give the other scales (a
             cached frozen lower tower with trained upper stages; timm towers, see
             `MSATimmVisionTower.forward_from_stage`).
-        image_ids: ``B_t`` ids of each caption's image, used when ``config.same_image_positives`` is on.
         text_ids: ``B_t`` id of each caption's text, and ``image_text_ids`` the ``B_i×K`` ids of each
             image's own captions (padded with -1), used when ``config.same_text_positives`` is on.
         global_negatives: score this process's pairs against the whole global batch of a
@@ -159,7 +159,6 @@ class MSATrainingInputs:
 
     scale_features: Sequence[torch.Tensor] | None = None
     stage_hidden_state: torch.Tensor | None = None
-    image_ids: torch.Tensor | None = None
     text_ids: torch.Tensor | None = None
     image_text_ids: torch.Tensor | None = None
     global_negatives: bool | None = None
@@ -978,6 +977,7 @@ class MSAModel(MSAPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         return_loss: bool | None = None,
+        image_ids: torch.Tensor | None = None,
         output_scale_logits: bool | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
@@ -995,6 +995,8 @@ class MSAModel(MSAPreTrainedModel):
             input_ids, attention_mask: tokenised captions (``B_t×N``), e.g. from `MSAProcessor`.
             pixel_values: ``B_i×3×H×W`` normalised images.
             return_loss: compute the MSA loss; needs ``B_i == B_t`` with pair i positive.
+            image_ids: ``B_t`` ids of each caption's image (what `msa_hf.data.MSADataCollator`
+                batches carry), used when ``config.same_image_positives`` is on.
             output_scale_logits: return the MSCMAT scores even without the loss.
             output_hidden_states, output_attentions: add the towers' hidden states / attention
                 maps to ``text_model_output`` and ``vision_model_output``.
@@ -1002,8 +1004,8 @@ class MSAModel(MSAPreTrainedModel):
             token_type_ids: segment ids, passed to the text tower (a BERT tokenizer's zeros
                 change nothing); accepted so tokenizer output can be fed as is.
             training_inputs: what only a trainer passes (`MSATrainingInputs`): cached image-tower
-                features instead of ``pixel_values``, the ids of the extra positives, the scope
-                of the negatives.
+                features instead of ``pixel_values``, the text ids of the extra positives, the
+                scope of the negatives.
         """
         training = training_inputs if training_inputs is not None else MSATrainingInputs()
         scale_features = training.scale_features
@@ -1078,7 +1080,7 @@ class MSAModel(MSAPreTrainedModel):
             result = MSALoss(self.config)(
                 PairFeatures(image_embeds, text_embeds, scale_features, text_tokens, text_global, token_mask),
                 self._mscmat,
-                image_ids=training.image_ids if self.config.same_image_positives else None,
+                image_ids=image_ids if self.config.same_image_positives else None,
                 text_ids=training.text_ids if same_text else None,
                 image_text_ids=training.image_text_ids if same_text else None,
                 global_negatives=global_negatives,

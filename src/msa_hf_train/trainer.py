@@ -324,8 +324,9 @@ def _short_reason(error: BaseException) -> str:
 def model_inputs(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """A collated batch as `MSAModel.forward` keywords on ``device``.
 
-    The fields only a trainer has (cached image-tower features, the positives' ids) go into one
-    `MSATrainingInputs`, by their names; tokens and pixels stay the keywords any caller passes.
+    The fields only a trainer has (cached image-tower features, the text ids of the extra
+    positives) go into one `MSATrainingInputs`, by their names; tokens, pixels and image ids stay
+    the keywords any caller passes.
     """
     moved = {
         key: [t.to(device) for t in value] if isinstance(value, list) else value.to(device)

@@ -28,7 +28,7 @@ def run(args: list[str]) -> int:
 
 
 def test_a_batch_s_trainer_only_fields_reach_the_model_as_training_inputs():
-    """Tokens and pixels stay the keywords any caller passes; ids and cached features travel grouped."""
+    """Tokens, pixels and image ids stay the keywords any caller passes; text ids and cached features travel grouped."""
     batch = {
         "input_ids": torch.ones(2, 4, dtype=torch.long),
         "attention_mask": torch.ones(2, 4, dtype=torch.long),
@@ -39,10 +39,10 @@ def test_a_batch_s_trainer_only_fields_reach_the_model_as_training_inputs():
         "image_text_ids": torch.tensor([[3], [4]]),
     }
     inputs = model_inputs(batch, torch.device("cpu"))
-    assert sorted(inputs) == ["attention_mask", "input_ids", "training_inputs"]
+    assert sorted(inputs) == ["attention_mask", "image_ids", "input_ids", "training_inputs"]
     training = inputs["training_inputs"]
     assert isinstance(training, MSATrainingInputs) and training.global_negatives is None
-    assert training.scale_features[1] is batch["scale_features"][1] and training.image_ids is batch["image_ids"]
+    assert training.scale_features[1] is batch["scale_features"][1] and inputs["image_ids"] is batch["image_ids"]
     assert training.stage_hidden_state is batch["stage_hidden_state"] and training.text_ids is batch["text_ids"]
     assert training.image_text_ids is batch["image_text_ids"]
 
