@@ -41,10 +41,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from msa_hf import MSAModel
+from msa_hf import MSAModel, create_model_and_processor
 from msa_hf.io_utils import atomic_directory
 from msa_hf.pretrained_towers import INSTALL_HINT, offline_preset_available
-from msa_hf.retrieval import ImageIndex, encode_texts, faiss_available, load_model_and_processor, model_fingerprint
+from msa_hf.retrieval import ImageIndex, encode_texts, faiss_available, model_fingerprint
 
 DEFAULT_PRESET = "msa-effnetlite0-minilm"
 BUDGET_MS = 100.0
@@ -63,7 +63,7 @@ def queries(n: int) -> list[str]:
 
 def load_model(source: str | None) -> tuple[Any, Any, str]:
     if source:
-        model, processor = load_model_and_processor(source, device="cpu")
+        model, processor, _ = create_model_and_processor(source)
         return model, processor, source
     if not offline_preset_available(DEFAULT_PRESET):
         raise SystemExit(f"search_speed: the default model needs the offline towers ({INSTALL_HINT}); or pass --model.")

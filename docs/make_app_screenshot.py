@@ -26,7 +26,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the browser driver is test tooling
 from chromium_app import headless_chromium, serve_app
 
-from msa_hf.retrieval import IndexMismatchError, build_index, load_model_and_processor
+from msa_hf import create_model_and_processor
+from msa_hf.retrieval import IndexMismatchError, build_index
 
 ALL_IMAGES_LOADED = (
     "const imgs = document.querySelectorAll('#text-gallery img');"
@@ -36,7 +37,7 @@ ALL_IMAGES_LOADED = (
 
 def ensure_index(model_source: str, images: Path, index: Path) -> None:
     """Build or update the index of ``images`` with the model; rebuild it if it holds another model's embeddings."""
-    model, processor = load_model_and_processor(model_source)
+    model, processor, _ = create_model_and_processor(model_source, device=None)
     try:
         build_index(images, model, processor, index)
     except IndexMismatchError:

@@ -12,6 +12,7 @@ import msa_hf
 from msa_hf import MSAConfig, MSAModel, create_model_and_processor
 from msa_hf.factory import ConfigOverrideError
 from msa_hf.model_card import model_origin
+from msa_hf.sources import resolve_device
 
 TINY_VOCAB = Path(__file__).resolve().parents[1] / "src" / "msa_hf_train" / "tokenizers" / "msa-tiny"
 
@@ -57,6 +58,18 @@ def test_a_pretrained_preset_names_its_towers_as_base_models():
     origin = model_origin("msa-effnetlite0-minilm", MSAConfig.from_preset("msa-tiny"))
     assert origin.base_models == ("timm/tf_efficientnet_lite0.in1k", "sentence-transformers/all-MiniLM-L6-v2")
     assert origin.title_towers == ("tf_efficientnet_lite0", "all-MiniLM-L6-v2")
+
+
+def test_every_model_comes_in_eval_mode_on_the_device_asked(tokenizer, tmp_path):
+    """The commands' --device (None: CUDA when available) and the trainer's CPU default go through one place."""
+    built, processor, _ = create_model_and_processor("msa-tiny", tokenizer=tokenizer)
+    assert not built.training and next(built.parameters()).device == torch.device("cpu")
+    built.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    loaded, _, _ = create_model_and_processor(tmp_path, device=None)
+    assert not loaded.training and next(loaded.parameters()).device.type == resolve_device(None).type
+    with pytest.raises(ValueError, match="`device` 'gpu' is not a torch device"):
+        create_model_and_processor(tmp_path, device="gpu")
 
 
 def test_the_factory_is_exported_lazily():

@@ -27,11 +27,12 @@ from huggingface_hub import constants
 from PIL import Image
 
 import msa_hf
+from msa_hf import create_model_and_processor
 from msa_hf.cli_utils import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
 from msa_hf.hub import FolderCheckError, check_folder, folder_files, main, push_to_hub
 from msa_hf.model_card import Evaluation, build_model_card, write_card
 from msa_hf.retrieval.cli import classify_main, eval_main, index_main, search_main
-from msa_hf.sources import HubError, load_model_and_processor, model_fingerprint, resolve_model_source
+from msa_hf.sources import HubError, model_fingerprint, resolve_model_source
 
 SRC = Path(msa_hf.__file__).resolve().parents[1]
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -376,7 +377,7 @@ def test_hub_id_resolves_from_the_cache_offline(hub_cache):
     snapshot_dir = hub_cache / "models--user--msa-tiny" / "snapshots" / COMMIT
     for revision in (None, "main", "v1", COMMIT):
         assert Path(resolve_model_source("user/msa-tiny", revision)) == snapshot_dir
-    model, _processor = load_model_and_processor("user/msa-tiny", device="cpu", revision="v1")
+    model, _processor, _ = create_model_and_processor("user/msa-tiny", "v1")
     identity = model_fingerprint(model)
     assert identity["name_or_path"] == "user/msa-tiny" and identity["revision"] == COMMIT
 

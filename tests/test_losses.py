@@ -159,7 +159,7 @@ def test_triplet_loss_spares_captions_that_repeat_an_own_caption(embeddings):
 
 
 def test_public_losses_are_the_model_loss_terms_with_same_text_positives():
-    from msa_hf import MSAConfig, MSAModel
+    from msa_hf import MSAConfig, MSAModel, MSATrainingInputs
 
     torch.manual_seed(0)
     config = MSAConfig.from_preset("msa-tiny", same_text_positives=True, same_image_positives=True)
@@ -168,7 +168,7 @@ def test_public_losses_are_the_model_loss_terms_with_same_text_positives():
     ids = {"text_ids": torch.tensor([7, 8, 7, 9]), "image_text_ids": torch.tensor([[7, -1], [8, -1], [7, -1], [9, 8]])}
     image_ids = torch.tensor([0, 1, 2, 2])
     with torch.no_grad():
-        out = model(**batch, return_loss=True, image_ids=image_ids, **ids)
+        out = model(**batch, return_loss=True, image_ids=image_ids, training_inputs=MSATrainingInputs(**ids))
     expected = triplet_loss(out.image_embeds, out.text_embeds, config.triplet_margin, image_ids, **ids)
     torch.testing.assert_close(out.loss_triplet, expected)
     torch.testing.assert_close(out.loss_csmmc, csmmc_loss(out.scale_logits, config.csmmc_temperature))

@@ -9,8 +9,8 @@ import transformers
 from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertModel
 
-from msa_hf import CheckpointMismatchError, MSAConfig, MSAModel
-from msa_hf.sources import ModelLoadError, load_model_and_processor
+from msa_hf import CheckpointMismatchError, MSAConfig, MSAModel, create_model_and_processor
+from msa_hf.sources import ModelLoadError
 
 
 def save_without(model, folder, drop=(), add=None, replace=None):
@@ -119,7 +119,7 @@ def test_a_plain_bert_folder_is_not_an_msa_model(bert_folder):
     with pytest.raises(ValueError, match=r"holds a bert model, not an MSA model; build MSA on it with "):
         MSAModel.from_pretrained(bert_folder)
     with pytest.raises(ModelLoadError) as error:
-        load_model_and_processor(bert_folder, device="cpu")
+        create_model_and_processor(bert_folder)
     message = str(error.value)
     assert "\n" not in message and "not an MSA model" in message and "MSAModel.from_backbones" in message
 

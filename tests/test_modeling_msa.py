@@ -1,18 +1,21 @@
 """MSAModel: outputs, MSCMAT against the per-pair definition, save/load, gradients, errors."""
 
+import dataclasses
 import inspect
 import math
 import os
 
 import pytest
+import timm
 import torch
 import torch.nn.functional as F
 import transformers
 from transformers import AutoConfig, AutoModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from msa_hf import MSCMAT, MSAConfig, MSAModel, MSAOutput
+from msa_hf import MSCMAT, MSAConfig, MSAModel, MSAOutput, MSATrainingInputs
 from msa_hf.losses import csmmc_loss, mscma_loss, triplet_loss
+from msa_hf.modeling_msa import backbone_steps, scale_step_indices
 
 
 def make_inputs(config, images=3, texts=3, seed=0, pad_from=9):
@@ -130,6 +133,34 @@ def test_mscmat_at_paper_width_matches_per_pair():
         torch.testing.assert_close(
             mscmat(scales, tokens, text_global), mscmat_per_pair(mscmat, scales, tokens, text_global), atol=1e-5, rtol=0
         )
+
+
+def test_forward_takes_clip_s_arguments_and_groups_what_only_a_trainer_passes():
+    """The public signature is CLIP's plus MSA's own (outputs, the collator's image ids); trainer plumbing is grouped."""
+    parameters = list(inspect.signature(MSAModel.forward).parameters)
+    assert parameters == [
+        "self",
+        "input_ids",
+        "attention_mask",
+        "pixel_values",
+        "return_loss",
+        "image_ids",
+        "output_scale_logits",
+        "output_hidden_states",
+        "output_attentions",
+        "return_dict",
+        "token_type_ids",
+        "training_inputs",
+    ]
+    trainer_only = {field.name for field in dataclasses.fields(MSATrainingInputs)}
+    assert trainer_only == {
+        "scale_features",
+        "stage_hidden_state",
+        "text_ids",
+        "image_text_ids",
+        "global_negatives",
+    }
+    assert not trainer_only & set(parameters)
 
 
 def test_same_image_positives_uses_image_ids(tiny_config):
@@ -380,17 +411,50 @@ def test_partly_frozen_towers_keep_only_their_frozen_part_in_eval(tiny_config):
     assert not any(m.training for m in model.modules())
 
 
-@pytest.mark.parametrize("backbone", ["test_resnet", "test_efficientnet"])
-@pytest.mark.parametrize("stage", [1, 2, 3])
-def test_the_tower_resumed_from_a_stage_gives_its_own_upper_scales(backbone, stage):
-    model = MSAModel(MSAConfig.from_preset("msa-tiny", vision_backbone=backbone)).eval()
+# One timm family per class MSATimmVisionTower can split (docs/training.md), stem scale (out index 0) included.
+SPLITTABLE_TOWERS = {
+    "resnet": ("test_resnet", (0, 1, 2, 3, 4)),
+    "convnext": ("test_convnext", (0, 1, 2, 3)),
+    "efficientnet": ("test_efficientnet", (0, 1, 2, 3, 4)),
+    "tf_efficientnet_lite": ("tf_efficientnet_lite0", (1, 2, 3, 4)),
+    "mobilenetv3": ("mobilenetv3_small_050", (0, 1, 2, 3, 4)),
+}
+
+
+@pytest.mark.parametrize("family", sorted(SPLITTABLE_TOWERS))
+def test_the_tower_resumed_from_any_stage_gives_its_own_upper_scales(family):
+    backbone, out_indices = SPLITTABLE_TOWERS[family]
+    pooling = ("max", "avg") * 3
+    config = MSAConfig.from_preset(
+        "msa-tiny", vision_backbone=backbone, vision_out_indices=out_indices, vision_pooling=pooling[: len(out_indices)]
+    )
+    torch.manual_seed(0)
+    model = MSAModel(config).eval()
     outputs = model.vision_model(torch.randn(2, 3, 64, 64), output_hidden_states=True)
-    resumed = model.vision_model.forward_from_stage(outputs.hidden_states[stage - 1], stage)
-    assert len(resumed) == 4 - stage
-    for got, expected in zip(resumed, outputs.scale_features[stage:]):
-        torch.testing.assert_close(got, expected, rtol=0, atol=0)
-    with pytest.raises(ValueError, match="`stage` must be in 1..3"):
-        model.vision_model.forward_from_stage(outputs.hidden_states[3], 4)
+    num_scales = len(out_indices)
+    for stage in range(1, num_scales):
+        resumed = model.vision_model.forward_from_stage(outputs.hidden_states[stage - 1], stage)
+        assert len(resumed) == num_scales - stage
+        for got, expected in zip(resumed, outputs.scale_features[stage:]):
+            torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=f"`stage` must be in 1..{num_scales - 1}"):
+        model.vision_model.forward_from_stage(outputs.hidden_states[-1], num_scales)
+
+
+def test_a_tower_that_is_not_a_sequence_of_modules_refuses_to_resume_and_says_the_fix():
+    config = MSAConfig.from_preset("msa-tiny", vision_backbone="test_vit", vision_out_indices=(1, 2, 3, 4))
+    model = MSAModel(config).eval()
+    outputs = model.vision_model(torch.randn(1, 3, 64, 64), output_hidden_states=True)
+    with pytest.raises(ValueError, match=r"'test_vit' .* FeatureGetterNet\..*cache_frozen_vision=false"):
+        model.vision_model.forward_from_stage(outputs.hidden_states[1], 2)
+
+
+def test_a_scale_taken_inside_a_block_is_not_a_split_point():
+    """timm's feature hooks (``feature_location="expansion"``) take maps inside blocks: no step ends there."""
+    backbone = timm.create_model("test_efficientnet", features_only=True, feature_location="expansion")
+    steps = backbone_steps(backbone, "test_efficientnet")
+    with pytest.raises(ValueError, match=r"'test_efficientnet' .* at 'blocks\.0\.0\.bn1' is taken inside a module"):
+        scale_step_indices(steps, backbone.feature_info.module_name(), "test_efficientnet")
 
 
 def test_forward_from_lower_scales_and_a_stage_map_trains_the_upper_stages(tiny_config):
@@ -407,8 +471,10 @@ def test_forward_from_lower_scales_and_a_stage_map_trains_the_upper_stages(tiny_
     model.zero_grad()
     tower = model.vision_model(pixel_values, output_hidden_states=True)
     resumed = model(
-        scale_features=[s.detach() for s in tower.scale_features[:2]],
-        stage_hidden_state=tower.hidden_states[1].detach(),
+        training_inputs=MSATrainingInputs(
+            scale_features=[s.detach() for s in tower.scale_features[:2]],
+            stage_hidden_state=tower.hidden_states[1].detach(),
+        ),
         **inputs,
         return_loss=True,
     )

@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
-from msa_hf import MSAConfig, MSAModel
+from msa_hf import MSAConfig, MSAModel, MSATrainingInputs
 
 BATCH = 3  # per process
 WORLD = 2
@@ -40,8 +40,18 @@ def make_batch() -> dict[str, torch.Tensor]:
     }
 
 
-def loss_and_grads(model, batch, **kwargs):
-    out = model(**batch, return_loss=True, **kwargs)
+IDS = ("text_ids", "image_text_ids")
+
+
+def with_loss(model, batch, global_negatives=None):
+    """The model's loss on a flat batch: its text ids (and the negatives' scope) go in through `MSATrainingInputs`."""
+    inputs = {key: value for key, value in batch.items() if key not in IDS}
+    training = MSATrainingInputs(**{key: batch[key] for key in IDS}, global_negatives=global_negatives)
+    return model(**inputs, return_loss=True, training_inputs=training)
+
+
+def loss_and_grads(model, batch, global_negatives=None):
+    out = with_loss(model, batch, global_negatives)
     out.loss.backward()
     terms = torch.stack([out.loss, out.loss_triplet, out.loss_mscma, out.loss_csmmc, out.loss_contrastive]).detach()
     core = model.module if isinstance(model, DistributedDataParallel) else model
@@ -88,8 +98,6 @@ def test_local_negatives_differ_from_global_ones():
     """Without gathering, each half sees only its own captions: the loss is not the doubled batch's."""
     model = make_model()
     batch = make_batch()
-    whole = model(**batch, return_loss=True).loss
-    halves = [
-        model(**{k: v[i * BATCH : (i + 1) * BATCH] for k, v in batch.items()}, return_loss=True) for i in range(2)
-    ]
+    whole = with_loss(model, batch).loss
+    halves = [with_loss(model, {k: v[i * BATCH : (i + 1) * BATCH] for k, v in batch.items()}) for i in range(2)]
     assert not torch.allclose(whole, torch.stack([h.loss for h in halves]).mean())

@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from msa_hf import MSAConfig, MSAModel
+from msa_hf import MSAConfig, MSAModel, MSATrainingInputs
 
 
 def model_with(**options) -> MSAModel:
@@ -47,10 +47,9 @@ def test_same_text_positives_spare_captions_with_an_image_s_own_text():
     batch = {**inputs(), "return_loss": True}
     text_ids = torch.tensor([0, 1, 0, 2])  # captions 0 and 2 have the same text
     image_text_ids = torch.tensor([[0, 3], [1, -1], [0, -1], [2, 1]])  # image 3 also has text 1 among its captions
-    plain = model_with(contrastive_weight=1.0)(**batch, text_ids=text_ids, image_text_ids=image_text_ids)
-    spared = model_with(same_text_positives=True, contrastive_weight=1.0)(
-        **batch, text_ids=text_ids, image_text_ids=image_text_ids
-    )
+    ids = MSATrainingInputs(text_ids=text_ids, image_text_ids=image_text_ids)
+    plain = model_with(contrastive_weight=1.0)(**batch, training_inputs=ids)
+    spared = model_with(same_text_positives=True, contrastive_weight=1.0)(**batch, training_inputs=ids)
     scores = spared.image_embeds @ spared.text_embeds.t() / 0.05
     positives = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 0], [1, 0, 1, 0], [0, 1, 0, 1]], dtype=torch.bool)
     others = positives & ~torch.eye(4, dtype=torch.bool)

@@ -37,6 +37,17 @@ def test_atomic_renames_happen_only_in_io_utils():
     assert renaming == ["msa_hf/io_utils.py"]
 
 
+def test_only_the_factory_loads_a_saved_model():
+    """Commands and training get models from msa_hf.create_model_and_processor, never the loader beneath it."""
+    loaders = sorted(
+        str(path.relative_to(SRC))
+        for path in SRC.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom) and any(alias.name == "load_pretrained" for alias in node.names)
+    )
+    assert loaders == ["msa_hf/factory.py"]
+
+
 def test_selenium_is_test_tooling_only():
     assert not [path for path in SRC.rglob("*.py") if "selenium" in calls_and_imports(path)[1]]
     pyproject = (REPO / "pyproject.toml").read_text()

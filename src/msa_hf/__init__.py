@@ -23,6 +23,7 @@ _LAZY = {
     "MSAForZeroShotImageClassification": ".modeling_msa",
     "MSAPreTrainedModel": ".modeling_msa",
     "MSAOutput": ".modeling_msa",
+    "MSATrainingInputs": ".modeling_msa",
     "MSCMAT": ".modeling_msa",
     "MSAImageProcessor": ".processing_msa",
     "MSAProcessor": ".processing_msa",

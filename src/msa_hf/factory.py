@@ -1,9 +1,11 @@
 """One factory for an MSA model and its processor, whatever names it: a preset, a saved folder, a Hub id.
 
-Training and the commands ask this module, so a preset with pretrained towers falls back the
-same way when its offline packages are missing, config overrides are merged and checked the
-same way, and the model's origin (its towers and the Hub ids a card lists as ``base_model``) is
-worked out once (:func:`msa_hf.model_card.model_origin`).
+Training and every command (``msa-eval``, ``msa-index``, ``msa-search``, ``msa-classify``,
+``msa-app``, ``msa-push``'s check) ask this module, so a preset with pretrained towers falls back
+the same way when its offline packages are missing, config overrides are merged and checked the
+same way, a folder or Hub id is loaded by the one loader (:func:`msa_hf.sources.load_pretrained`),
+and the model's origin (its towers and the Hub ids a card lists as ``base_model``) is worked out
+once (:func:`msa_hf.model_card.model_origin`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .cli_utils import UsageError
 from .configuration_msa import PRESETS, MSAConfig
@@ -23,7 +25,10 @@ from .model_card import ModelOrigin, model_origin
 from .modeling_msa import MSAModel
 from .pretrained_towers import INSTALL_HINT, offline_preset_available
 from .processing_msa import MSAProcessor
-from .sources import load_pretrained
+from .sources import load_pretrained, resolve_device
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -110,19 +115,28 @@ def create_model_and_processor(
     name_or_path: str | os.PathLike,
     revision: str | None = None,
     *,
+    device: str | torch.device | None = "cpu",
     tokenizer: Any = None,
     **overrides: Any,
 ) -> CreatedModel:
-    """A model (train mode off, on the CPU), its processor and its origin, from a preset, a folder or a Hub id.
+    """A model (eval mode, on ``device``), its processor and its origin, from a preset, a folder or a Hub id.
 
     Args:
         name_or_path: a preset of ``msa_hf.PRESETS`` (pretrained towers: falls back to
             :data:`HUB_FALLBACK_PRESET` when the offline packages are missing; an architecture:
-            random towers), a folder written by ``save_pretrained``, or a Hub id.
+            random towers), a folder written by ``save_pretrained``, or a Hub id (a folder of a
+            preset's name wins over the preset, a preset over a Hub id without owner).
         revision: branch, tag or commit of a Hub id.
+        device: where the model goes: the CPU by default (training moves it itself); ``None``
+            is CUDA when available, what the commands' ``--device`` defaults to.
         tokenizer: the tokenizer of an architecture preset (its random text tower has none).
         overrides: `MSAConfig` arguments; a dict value (``text_config={"hidden_dropout_prob": 0}``)
             changes only the keys it names. Unknown keys raise :class:`ConfigOverrideError`.
+
+    Raises:
+        ConfigOverrideError: a bad override, or an architecture preset without ``tokenizer``.
+        msa_hf.sources.ModelLoadError: a folder or Hub snapshot that holds no MSA model (bad input).
+        msa_hf.sources.HubError: the Hub could not be reached or refused the download.
 
     Example:
 
@@ -133,7 +147,14 @@ def create_model_and_processor(
     ('timm/tf_efficientnet_lite0.in1k', 'sentence-transformers/all-MiniLM-L6-v2')
     ```
     """
-    name = str(name_or_path)
+    target = resolve_device(device)
+    created = _build(str(name_or_path), revision, tokenizer, overrides)
+    created.model.to(target).eval()
+    return created
+
+
+def _build(name: str, revision: str | None, tokenizer: Any, overrides: Mapping[str, Any]) -> CreatedModel:
+    """The model :func:`create_model_and_processor` names, where it was built (the CPU)."""
     top = {key: value for key, value in overrides.items() if not isinstance(value, dict)}
     nested = {key: value for key, value in overrides.items() if isinstance(value, dict)}
     if not is_preset(name):
@@ -152,7 +173,7 @@ def create_model_and_processor(
                     f"config_overrides {nested} change the shape of {preset}'s pretrained towers; only settings "
                     "such as dropout can be overridden there."
                 ) from None
-            model = rebuilt.eval()
+            model = rebuilt
         return CreatedModel(model, processor, model_origin(preset, model.config))
     if tokenizer is None:
         raise ConfigOverrideError(

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cli_utils import EXIT_OK, UsageError, existing_path, run_command
-from .sources import HubError, ModelLoadError, describe_hub_error, load_model_and_processor
+from .sources import HubError, ModelLoadError, describe_hub_error
 
 # huggingface_hub is imported inside the functions that use it: `msa-push --help` answers at once.
 
@@ -240,8 +240,10 @@ def check_folder(folder: str | os.PathLike) -> list[FolderFile]:
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the check's own loading notes are noise; its verdict is the message
+    from .factory import create_model_and_processor  # torch and transformers: loaded for a check, not for --help
+
     try:
-        load_model_and_processor(folder, device="cpu")
+        create_model_and_processor(folder)
     except ModelLoadError as error:
         raise FolderCheckError(f"{folder} would not load from the Hub: {error}") from error
     finally:

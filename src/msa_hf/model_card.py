@@ -249,7 +249,7 @@ def tower_hub_id(name: str) -> str | None:
     if "/" not in name and timm.is_model(name):
         pretrained = timm.models.get_pretrained_cfg(name)
         return getattr(pretrained, "hf_hub_id", None) or None
-    return name if is_hub_id(name) and "/" in name else None
+    return name if is_hub_id(name, with_owner=True) else None
 
 
 def base_model_ids(vision: str, text: str) -> list[str]:

@@ -22,12 +22,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import timm
 import torch
 import torch.nn.functional as F
 import transformers
+from timm.models import FeatureDictNet
+from timm.models.efficientnet import EfficientNetFeatures
+from timm.models.mobilenetv3 import MobileNetV3Features
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
@@ -102,7 +105,7 @@ class MSAOutput(ModelOutput):
             the unnormalised text embedding, and ``hidden_states`` / ``attentions`` when asked).
         vision_model_output: the image tower's output (``last_hidden_state`` = its deepest
             scale's map or tokens, ``pooler_output`` = the unnormalised image embedding, and
-            ``hidden_states`` / ``attentions`` when asked); ``None`` with ``scale_features``.
+            ``hidden_states`` / ``attentions`` when asked); ``None`` with ``training_inputs.scale_features``.
         loss_terms: every unweighted term by name (``{"triplet": ..., "mscma": ...}``), registered ones
             included (:data:`msa_hf.losses.LOSS_TERMS`); the ``loss_*`` fields above are the built-in ones.
     """
@@ -127,6 +130,38 @@ class MSAOutput(ModelOutput):
             value.to_tuple() if key in ("text_model_output", "vision_model_output") else value
             for key, value in self.items()
         )
+
+
+@dataclass
+class MSATrainingInputs:
+    """What a trainer passes `MSAModel.forward` beside pixels and tokens (its ``training_inputs``).
+
+    Callers that embed, search or classify never need it, so ``forward`` keeps CLIP's arguments
+    (plus ``image_ids``, which `msa_hf.data.MSADataCollator` batches give); a trainer groups here
+    the cached image-tower features, the text ids that make more than pair i a positive, and the
+    scope of the negatives.
+
+    Args:
+        scale_features: the S pooled scale vectors instead of ``pixel_values``, e.g. cached once for
+            a frozen image tower (see `MSAModel.get_scale_features`); or, with
+            ``stage_hidden_state``, only the first ``k``.
+        stage_hidden_state: the unpooled ``B×C_k×H×W`` feature map of scale ``k =
+            len(scale_features)``; the tower's upper stages run on it to give the other scales (a
+            cached frozen lower tower with trained upper stages; timm towers, see
+            `MSATimmVisionTower.forward_from_stage`).
+        text_ids: ``B_t`` id of each caption's text, and ``image_text_ids`` the ``B_i×K`` ids of each
+            image's own captions (padded with -1), used when ``config.same_text_positives`` is on.
+        global_negatives: score this process's pairs against the whole global batch of a
+            ``torch.distributed`` run (features gathered with gradient), so N processes with batch
+            B train exactly like one process with batch N·B. Default: on while training under
+            more than one process.
+    """
+
+    scale_features: Sequence[torch.Tensor] | None = None
+    stage_hidden_state: torch.Tensor | None = None
+    text_ids: torch.Tensor | None = None
+    image_text_ids: torch.Tensor | None = None
+    global_negatives: bool | None = None
 
 
 @dataclass
@@ -274,27 +309,61 @@ def _fully_frozen_modules(tower: nn.Module) -> list[nn.Module]:
     return modules
 
 
-def _sequential_steps(backbone: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The modules a timm features-only backbone applies one after another, with their names.
+class BackboneStep(NamedTuple):
+    """Modules a timm backbone runs one after another, named as in its ``named_modules``; a scale's map follows a step."""
 
-    Two layouts cover timm's features-only models: ``FeatureListNet`` (a ``ModuleDict`` run in
-    order; ResNet and most others) and EfficientNet's own stem-then-``blocks`` class.
-    """
-    if isinstance(backbone, nn.ModuleDict) and hasattr(backbone, "return_layers"):
-        return list(backbone.items())
-    blocks = getattr(backbone, "blocks", None)
-    if (
-        isinstance(blocks, nn.Sequential)
-        and hasattr(backbone, "conv_stem")
-        and getattr(backbone, "feature_hooks", None) is None
-    ):
-        return [("conv_stem", backbone.conv_stem), ("bn1", backbone.bn1)] + [
-            (f"blocks.{i}", block) for i, block in enumerate(blocks)
-        ]
-    raise ValueError(
-        f"Cannot run {type(backbone).__name__} from an intermediate stage: it is not a sequence of modules. "
+    names: tuple[str, ...]
+    modules: tuple[nn.Module, ...]
+
+
+# The timm features-only classes whose forward runs a sequence of modules and returns maps taken between
+# them, and so can run from a cached map. FeatureDictNet (FeatureListNet's base; ResNet, ConvNeXt, RegNet,
+# BYOBNet, ... built with features_only) runs its items in order and returns those named by
+# `feature_info.module_name()`, with nested names joined by "_" (its docstring says both).
+# EfficientNetFeatures (efficientnet, tf_efficientnet_lite, mobilenetv2, ...) and MobileNetV3Features
+# (mobilenetv3, mobilenetv4, lcnet, ...) run their stem, then the blocks of one nn.Sequential, and
+# return the stem's output and those of chosen blocks.
+SPLITTABLE_FEATURE_CLASSES = (FeatureDictNet, EfficientNetFeatures, MobileNetV3Features)
+
+
+def _unsplittable(backbone_name: str, reason: str) -> ValueError:
+    return ValueError(
+        f"Cannot run the timm backbone {backbone_name!r} from an intermediate stage: {reason}. Stage splitting "
+        "needs a timm features-only model that runs a sequence of modules (FeatureListNet, EfficientNetFeatures or "
+        "MobileNetV3Features: resnet, convnext, efficientnet, tf_efficientnet_lite, mobilenetv3, ... families). "
         "Compute the scales from pixel_values instead (in training: cache_frozen_vision=false)."
     )
+
+
+def backbone_steps(backbone: nn.Module, backbone_name: str) -> list[BackboneStep]:
+    """The steps a timm features-only backbone runs one after another (see ``SPLITTABLE_FEATURE_CLASSES``).
+
+    Only public structure is read: a FeatureDictNet's items, or a stem-then-blocks model's children
+    (its stem, all children before the final ``nn.Sequential``, is one step: the map of a scale
+    taken in the stem is the stem's output) and the blocks of that ``nn.Sequential``.
+    """
+    if not isinstance(backbone, SPLITTABLE_FEATURE_CLASSES):
+        raise _unsplittable(backbone_name, f"timm builds it as {type(backbone).__name__}")
+    if isinstance(backbone, FeatureDictNet):
+        return [BackboneStep((name,), (module,)) for name, module in backbone.items()]
+    *stem, (blocks_name, blocks) = backbone.named_children()
+    if not isinstance(blocks, nn.Sequential):
+        raise _unsplittable(backbone_name, f"its last child {blocks_name!r} is not an nn.Sequential of blocks")
+    return [BackboneStep(tuple(name for name, _ in stem), tuple(module for _, module in stem))] + [
+        BackboneStep((f"{blocks_name}.{i}",), (block,)) for i, block in enumerate(blocks)
+    ]
+
+
+def scale_step_indices(steps: Sequence[BackboneStep], scale_modules: Sequence[str], backbone_name: str) -> list[int]:
+    """The index of the step whose output is each scale's map (``scale_modules``: ``feature_info.module_name()``)."""
+    index = {name: i for i, step in enumerate(steps) for name in step.names}
+    found = []
+    for module in scale_modules:
+        step = next((index[name] for name in (module, module.replace(".", "_")) if name in index), None)
+        if step is None:
+            raise _unsplittable(backbone_name, f"its scale at {module!r} is taken inside a module, not after one")
+        found.append(step)
+    return found
 
 
 def create_timm_backbone(name: str, out_indices: tuple[int, ...]) -> nn.Module:
@@ -364,23 +433,25 @@ class MSATimmVisionTower(nn.Module):
 
         ``hidden_state`` is the unpooled output of scale ``stage`` (``hidden_states[stage - 1]`` of
         `forward`); the remaining stages run on it. This is what lets a trainer cache a frozen
-        lower part of the tower once and still train its upper stages.
+        lower part of the tower once and still train its upper stages. The backbone must be one of
+        ``SPLITTABLE_FEATURE_CLASSES`` (timm's resnet, convnext, regnet, byobnet, efficientnet,
+        tf_efficientnet_lite, mobilenetv2, mobilenetv3, ... built ``features_only``): other towers raise
+        a ``ValueError`` that names the backbone and the fix. timm's ``forward_intermediates`` cannot
+        do this job: it starts from pixels, and features-only models do not have it.
         """
         if not 1 <= stage < len(self.out_indices):
             raise ValueError(
                 f"`stage` must be in 1..{len(self.out_indices) - 1} (the tower has {len(self.out_indices)} scales), got {stage}."
             )
-        steps = _sequential_steps(self.backbone)
-        names = [name for name, _ in steps]
-        scale_steps = [
-            next(n for n in (m, m.replace(".", "_")) if n in names) for m in self.backbone.feature_info.module_name()
-        ]
-        pooling = dict(zip(scale_steps[stage:], self.pooling[stage:]))
+        steps = backbone_steps(self.backbone, self.backbone_name)
+        ends = scale_step_indices(steps, self.backbone.feature_info.module_name(), self.backbone_name)
+        pooling = dict(zip(ends[stage:], self.pooling[stage:]))
         scales, x = [], hidden_state
-        for name, module in steps[names.index(scale_steps[stage - 1]) + 1 :]:
-            x = module(x)
-            if name in pooling:
-                scales.append(_global_pool(x, pooling[name]))
+        for i in range(ends[stage - 1] + 1, ends[-1] + 1):
+            for module in steps[i].modules:
+                x = module(x)
+            if i in pooling:
+                scales.append(_global_pool(x, pooling[i]))
         return scales
 
 
@@ -908,15 +979,11 @@ class MSAModel(MSAPreTrainedModel):
         return_loss: bool | None = None,
         image_ids: torch.Tensor | None = None,
         output_scale_logits: bool | None = None,
-        scale_features: list[torch.Tensor] | None = None,
-        stage_hidden_state: torch.Tensor | None = None,
-        text_ids: torch.Tensor | None = None,
-        image_text_ids: torch.Tensor | None = None,
-        global_negatives: bool | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
         token_type_ids: torch.Tensor | None = None,
+        training_inputs: MSATrainingInputs | None = None,
     ) -> MSAOutput | tuple[Any, ...]:
         """Embed both modalities; with ``return_loss`` also run MSCMAT and the three losses.
 
@@ -926,33 +993,26 @@ class MSAModel(MSAPreTrainedModel):
 
         Args:
             input_ids, attention_mask: tokenised captions (``B_t×N``), e.g. from `MSAProcessor`.
-            token_type_ids: segment ids, passed to the text tower (a BERT tokenizer's zeros
-                change nothing); accepted so tokenizer output can be fed as is.
             pixel_values: ``B_i×3×H×W`` normalised images.
             return_loss: compute the MSA loss; needs ``B_i == B_t`` with pair i positive.
-            image_ids: ``B_t`` ids of each caption's image, used when
-                ``config.same_image_positives`` is on.
+            image_ids: ``B_t`` ids of each caption's image (what `msa_hf.data.MSADataCollator`
+                batches carry), used when ``config.same_image_positives`` is on.
             output_scale_logits: return the MSCMAT scores even without the loss.
-            scale_features: the S pooled scale vectors instead of ``pixel_values``, e.g. cached
-                once for a frozen image tower (see `get_scale_features`); or, with
-                ``stage_hidden_state``, only the first ``k``.
-            stage_hidden_state: the unpooled ``B×C_k×H×W`` feature map of scale ``k =
-                len(scale_features)``; the tower's upper stages run on it to give the other
-                scales (a cached frozen lower tower with trained upper stages; timm towers).
-            text_ids: ``B_t`` id of each caption's text, and ``image_text_ids`` the ``B_i×K`` ids
-                of each image's own captions (padded with -1), used when
-                ``config.same_text_positives`` is on.
-            global_negatives: score this process's pairs against the whole global batch of a
-                ``torch.distributed`` run (features gathered with gradient), so N processes
-                with batch B train exactly like one process with batch N·B. Default: on while
-                training under more than one process.
             output_hidden_states, output_attentions: add the towers' hidden states / attention
                 maps to ``text_model_output`` and ``vision_model_output``.
             return_dict: ``False`` returns a tuple (default: ``config.return_dict``).
+            token_type_ids: segment ids, passed to the text tower (a BERT tokenizer's zeros
+                change nothing); accepted so tokenizer output can be fed as is.
+            training_inputs: what only a trainer passes (`MSATrainingInputs`): cached image-tower
+                features instead of ``pixel_values``, the text ids of the extra positives, the
+                scope of the negatives.
         """
+        training = training_inputs if training_inputs is not None else MSATrainingInputs()
+        scale_features = training.scale_features
         if pixel_values is None and scale_features is None:
             raise ValueError(
-                "MSAModel.forward needs `pixel_values` or `scale_features` (and `input_ids` for captions)."
+                "MSAModel.forward needs `pixel_values` or `training_inputs.scale_features` (and `input_ids` for "
+                "captions)."
             )
         if input_ids is None and return_loss:
             raise ValueError(
@@ -963,18 +1023,19 @@ class MSAModel(MSAPreTrainedModel):
             vision_outputs = self._vision_outputs(pixel_values, output_hidden_states, output_attentions)
             scale_features = list(vision_outputs.scale_features)
         else:
-            if stage_hidden_state is not None:
+            scale_features = list(scale_features)
+            if training.stage_hidden_state is not None:
                 if not hasattr(self.vision_model, "forward_from_stage"):
                     raise ValueError(
-                        f"`stage_hidden_state` needs a timm image tower; {type(self.vision_model).__name__} "
-                        "cannot resume from a stage. Pass all S `scale_features` or `pixel_values`."
+                        f"`training_inputs.stage_hidden_state` needs a timm image tower; "
+                        f"{type(self.vision_model).__name__} cannot resume from a stage. Pass all S "
+                        "`training_inputs.scale_features` or `pixel_values`."
                     )
-                scale_features = list(scale_features) + self.vision_model.forward_from_stage(
-                    stage_hidden_state, len(scale_features)
-                )
+                scale_features += self.vision_model.forward_from_stage(training.stage_hidden_state, len(scale_features))
         if len(scale_features) != self.config.num_scales:
             raise ValueError(
-                f"`scale_features` has {len(scale_features)} tensors; this model has {self.config.num_scales} scales."
+                f"`training_inputs.scale_features` has {len(scale_features)} tensors; this model has "
+                f"{self.config.num_scales} scales."
             )
         num_images = scale_features[0].shape[0]
         if return_loss and num_images != input_ids.shape[0]:
@@ -1012,6 +1073,7 @@ class MSAModel(MSAPreTrainedModel):
         loss = scale_logits = None
         loss_terms: dict[str, torch.Tensor] = {}
         if return_loss:
+            global_negatives = training.global_negatives
             if global_negatives is None:
                 global_negatives = self.training and world_size_and_rank()[0] > 1
             same_text = self.config.same_text_positives
@@ -1019,8 +1081,8 @@ class MSAModel(MSAPreTrainedModel):
                 PairFeatures(image_embeds, text_embeds, scale_features, text_tokens, text_global, token_mask),
                 self._mscmat,
                 image_ids=image_ids if self.config.same_image_positives else None,
-                text_ids=text_ids if same_text else None,
-                image_text_ids=image_text_ids if same_text else None,
+                text_ids=training.text_ids if same_text else None,
+                image_text_ids=training.image_text_ids if same_text else None,
                 global_negatives=global_negatives,
             )
             loss, loss_terms, scale_logits = result.loss, result.terms, result.scale_logits
@@ -1097,6 +1159,7 @@ __all__ = [
     "MSAForZeroShotImageClassification",
     "MSAPreTrainedModel",
     "MSAOutput",
+    "MSATrainingInputs",
     "MSCMAT",
     "MSATimmVisionTower",
     "MSATransformersVisionTower",

@@ -1,9 +1,10 @@
 """Where a model comes from: a Hub id or a path, its resolution to a local folder, loading, identity.
 
 Every command that takes a model (``msa-eval``, ``msa-index``, ``msa-classify``, ``msa-app``,
-``msa-push``'s check, training) goes through here, so a folder and a Hub id at a revision are
-told apart, downloaded, cached (offline: read from the cache) and loaded the same way
-everywhere, and an index names its model by the same fingerprint.
+``msa-push``'s check, training) loads it through :func:`msa_hf.create_model_and_processor`,
+which loads folders and Hub ids with :func:`load_pretrained` here, so a folder and a Hub id at a
+revision are told apart, downloaded, cached (offline: read from the cache) and loaded the same
+way everywhere, and an index names its model by the same fingerprint.
 
 This module sits below :mod:`msa_hf.hub` (pushing), :mod:`msa_hf.model_card` and
 :mod:`msa_hf.retrieval`: it imports none of them. It is light to import (no torch, no
@@ -111,12 +112,18 @@ def path_or_hub_id(expected: str) -> Callable[[str], str]:
     return parse
 
 
-def is_hub_id(name: str) -> bool:
+def is_hub_id(name: str, *, with_owner: bool = False) -> bool:
     """Whether ``name`` reads as a Hub model id rather than a filesystem path.
+
+    ``with_owner`` accepts only ``owner/name``: ids without an owner (``bert-base-uncased``)
+    belong to a few legacy models, never to a repo made today such as an MSA model, and a bare
+    name is more likely a mistyped preset.
 
     ```python
     >>> is_hub_id("user/msa-rsicd"), is_hub_id("./outputs/best"), is_hub_id("/abs/path")
     (True, False, False)
+    >>> is_hub_id("bert-base-uncased"), is_hub_id("bert-base-uncased", with_owner=True)
+    (True, False)
     ```
     """
     from huggingface_hub.errors import HFValidationError
@@ -128,7 +135,7 @@ def is_hub_id(name: str) -> bool:
         validate_repo_id(name)
     except HFValidationError:
         return False
-    return True
+    return "/" in name or not with_owner
 
 
 def resolve_model_source(name_or_path: str | os.PathLike, revision: str | None = None) -> str:
@@ -255,15 +262,6 @@ def load_pretrained(
     return model, processor
 
 
-def load_model_and_processor(
-    name_or_path: str | os.PathLike, device: str | torch.device | None = None, revision: str | None = None
-) -> tuple[Any, Any]:
-    """:func:`load_pretrained`, on ``device`` (default: CUDA when available) and in eval mode: what commands use."""
-    dev = resolve_device(device)
-    model, processor = load_pretrained(name_or_path, revision)
-    return model.to(dev).eval(), processor
-
-
 def model_fingerprint(model: torch.nn.Module) -> dict[str, Any]:
     """Identity of a model for index manifests: where it came from and exactly which weights.
 
@@ -314,7 +312,6 @@ __all__ = [
     "ModelLoadError",
     "describe_hub_error",
     "is_hub_id",
-    "load_model_and_processor",
     "load_pretrained",
     "looks_like_path",
     "model_fingerprint",

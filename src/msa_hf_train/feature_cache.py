@@ -48,7 +48,7 @@ class CachedVisionFeatures:
     stage_map: torch.Tensor | None = None
 
     def select(self, variant_slots: torch.Tensor, rows: torch.Tensor) -> dict[str, Any]:
-        """The `MSAModel.forward` inputs of a batch: ``scale_features`` (and ``stage_hidden_state``)."""
+        """A batch's fields of `msa_hf.MSATrainingInputs`: ``scale_features`` (and ``stage_hidden_state``)."""
         batch: dict[str, Any] = {"scale_features": [features[variant_slots, rows] for features in self.scales]}
         if self.stage_map is not None:
             batch["stage_hidden_state"] = self.stage_map[variant_slots, rows]
@@ -148,8 +148,9 @@ def _check_stage_resume(model: Any, outputs: Any, frozen_stages: int) -> None:
     for k, (got, expected) in enumerate(zip(resumed, outputs.scale_features[frozen_stages:]), frozen_stages + 1):
         if not torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
             raise RuntimeError(
-                f"{type(model.vision_model.backbone).__name__}: scale {k} computed from the cached map of stage "
-                f"{frozen_stages} differs from the tower's own output; set cache_frozen_vision=false."
+                f"The timm backbone {model.config.vision_backbone!r} ({type(model.vision_model.backbone).__name__}) "
+                f"cannot be split at stage {frozen_stages}: scale {k} computed from the cached map differs from the "
+                "tower's own output, which it should equal; set cache_frozen_vision=false."
             )
 
 

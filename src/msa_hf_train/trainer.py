@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from transformers import BertTokenizer
 
-from msa_hf import PRESETS, MSAConfig, MSAModel, param_groups
+from msa_hf import PRESETS, MSAConfig, MSAModel, MSATrainingInputs, param_groups
 from msa_hf.factory import CreatedModel, create_model_and_processor, is_preset, merge_config_overrides
 from msa_hf.io_utils import atomic_directory, atomic_write_json
 from msa_hf.model_card import (
@@ -48,6 +48,7 @@ from msa_hf.retrieval import (
     render_retrieval_examples,
 )
 from msa_hf.retrieval.distributed import processes_use_cpu
+from msa_hf.sources import is_hub_id
 
 from .checkpointing import (
     CheckpointError,
@@ -142,11 +143,13 @@ def check_recipe(recipe: Recipe) -> None:
     """Everything that can be checked without loading data or weights."""
     check_corpus(recipe)
     known = sorted(PRESETS)
-    # Neither a folder, a preset nor a Hub id (owner/name):
-    if not Path(recipe.model).expanduser().is_dir() and recipe.model not in known and "/" not in recipe.model:
+    folder = Path(recipe.model).expanduser().is_dir()
+    if not (folder or is_preset(recipe.model) or is_hub_id(recipe.model, with_owner=True)):
         close = difflib.get_close_matches(recipe.model, known, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}?" if close else f"presets: {known}."
-        raise RecipeError(f"model {recipe.model!r} is neither a saved model folder, a preset nor a Hub id; {hint}")
+        raise RecipeError(
+            f"model {recipe.model!r} is neither a saved model folder, a preset nor a Hub id (owner/name); {hint}"
+        )
     random_towers = recipe.model in PRESETS and not PRESETS[recipe.model].pretrained
     if random_towers and recipe.tokenizer is None and recipe.model not in PRESET_TOKENIZERS:
         raise RecipeError(
@@ -318,11 +321,20 @@ def _short_reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {text.splitlines()[0][:300]}" if text else type(error).__name__
 
 
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {
+def model_inputs(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """A collated batch as `MSAModel.forward` keywords on ``device``.
+
+    The fields only a trainer has (cached image-tower features, the text ids of the extra
+    positives) go into one `MSATrainingInputs`, by their names; tokens, pixels and image ids stay
+    the keywords any caller passes.
+    """
+    moved = {
         key: [t.to(device) for t in value] if isinstance(value, list) else value.to(device)
         for key, value in batch.items()
     }
+    names = [field.name for field in dataclasses.fields(MSATrainingInputs)]
+    training = {name: moved.pop(name) for name in names if name in moved}
+    return {**moved, "training_inputs": MSATrainingInputs(**training)}
 
 
 def _flat_config(recipe: Recipe) -> dict[str, Any]:
@@ -783,7 +795,7 @@ class Trainer:
         """One micro-batch; returns the loss terms (the optimizer steps once per accumulation cycle)."""
         accelerator = self.accelerator
         with accelerator.accumulate(self.model):
-            out = self.model(**_to_device(batch, accelerator.device), return_loss=True)
+            out = self.model(**model_inputs(batch, accelerator.device), return_loss=True)
             terms = loss_record(out)
             if self._any_process(not math.isfinite(terms["loss"])):
                 # On finite inputs the weights gave the non-finite loss, so a checkpoint of them is not good.
@@ -968,6 +980,7 @@ __all__ = [
     "apply_freezing",
     "build_model",
     "check_recipe",
+    "model_inputs",
     "prepare_output_dir",
     "train",
 ]

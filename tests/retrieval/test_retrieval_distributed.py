@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from msa_hf.retrieval import ImageIndex, build_index, load_model_and_processor
+from msa_hf import create_model_and_processor
+from msa_hf.retrieval import ImageIndex, build_index
 from msa_hf.retrieval.index_ann import AnnSettings
 
 pytest.importorskip("accelerate", reason="multi-process builds use accelerate's PartialState")
@@ -71,7 +72,7 @@ def test_two_process_build_equals_one_process_build(image_folder, make_images, t
     torch.set_num_threads(1)  # as torchrun's processes (OMP_NUM_THREADS=1), so the arithmetic matches
     faiss.omp_set_num_threads(1)
     try:
-        model, processor = load_model_and_processor(tiny_model_dir, device="cpu")
+        model, processor, _ = create_model_and_processor(tiny_model_dir)
         with pytest.warns(UserWarning, match="Skipped 2 files"):
             one = build_index(
                 image_folder,

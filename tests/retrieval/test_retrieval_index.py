@@ -171,9 +171,9 @@ def test_other_model_is_rejected(built, image_folder, tiny_processor, other_mode
 
 
 def test_search_index_function_loads_model_from_manifest(tiny_model_dir, image_folder, tmp_path):
-    from msa_hf.retrieval import load_model_and_processor
+    from msa_hf import create_model_and_processor
 
-    model, processor = load_model_and_processor(tiny_model_dir, device="cpu")
+    model, processor, _ = create_model_and_processor(tiny_model_dir)
     with pytest.warns(UserWarning):
         build_index(image_folder, model, processor, tmp_path / "idx", progress=False)
     hits = search_index(tmp_path / "idx", text="a plane near a runway", k=3)

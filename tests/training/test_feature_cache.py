@@ -74,7 +74,8 @@ def test_a_tower_that_resumes_wrongly_stops_the_caching(tiny_model, tiny_process
     tower = tiny_model.vision_model
     monkeypatch.setattr(tower, "forward_from_stage", lambda hidden, stage: [torch.zeros(len(hidden), 1)] * 2)
     with pytest.raises(
-        RuntimeError, match=r"scale 3 computed from the cached map of stage 2 .*cache_frozen_vision=false"
+        RuntimeError,
+        match=r"'test_resnet' \(FeatureListNet\) cannot be split at stage 2: scale 3 .*cache_frozen_vision=false",
     ):
         _compute(tiny_model, tiny_processor, split, frozen_stages=2)
 

@@ -14,9 +14,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoProcessor
 
-from msa_hf import MSAModel  # also registers the Auto classes
+from msa_hf import MSAModel, MSATrainingInputs  # also registers the Auto classes
 from msa_hf_train import cli
-from msa_hf_train.trainer import Trainer
+from msa_hf_train.trainer import Trainer, model_inputs
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "training" / "train.py"
@@ -25,6 +25,26 @@ DEFAULT_RECIPE = REPO / "training" / "configs" / "default.yaml"
 
 def run(args: list[str]) -> int:
     return cli.main(args, default_recipe=DEFAULT_RECIPE)
+
+
+def test_a_batch_s_trainer_only_fields_reach_the_model_as_training_inputs():
+    """Tokens, pixels and image ids stay the keywords any caller passes; text ids and cached features travel grouped."""
+    batch = {
+        "input_ids": torch.ones(2, 4, dtype=torch.long),
+        "attention_mask": torch.ones(2, 4, dtype=torch.long),
+        "scale_features": [torch.zeros(2, 3), torch.zeros(2, 5)],
+        "stage_hidden_state": torch.zeros(2, 5, 2, 2),
+        "image_ids": torch.tensor([0, 1]),
+        "text_ids": torch.tensor([3, 4]),
+        "image_text_ids": torch.tensor([[3], [4]]),
+    }
+    inputs = model_inputs(batch, torch.device("cpu"))
+    assert sorted(inputs) == ["attention_mask", "image_ids", "input_ids", "training_inputs"]
+    training = inputs["training_inputs"]
+    assert isinstance(training, MSATrainingInputs) and training.global_negatives is None
+    assert training.scale_features[1] is batch["scale_features"][1] and inputs["image_ids"] is batch["image_ids"]
+    assert training.stage_hidden_state is batch["stage_hidden_state"] and training.text_ids is batch["text_ids"]
+    assert training.image_text_ids is batch["image_text_ids"]
 
 
 def test_the_script_trains_selects_on_validation_and_writes_a_loadable_model(tiny_recipe_args, tmp_path):
@@ -244,6 +264,7 @@ def test_a_full_disk_while_saving_best_is_one_line_and_loses_nothing(tiny_recipe
         (["num_epochs=two"], "Recipe key 'num_epochs' must be int, got 'two'"),
         (["corpus=missing/dataset_rsicd.json"], "corpus 'missing/dataset_rsicd.json' does not exist"),
         (["model=msa-effnetlite0-minlm"], "did you mean msa-effnetlite0-minilm"),
+        (["model=./no-such-folder"], "'./no-such-folder' is neither a saved model folder, a preset nor a Hub id"),
         (["lr_scheduler=cosin"], "did you mean cosine"),
         (["corpus_kwargs={n_images: 24, imagesize: 64}"], "corpus_kwargs ['imagesize'] are not options"),
         (["report_to=mlflow"], "report_to 'mlflow' is not supported"),

@@ -74,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         default=env.get(ENV_MODEL),
-        type=path_or_hub_id("a folder written by save_pretrained (model + processor) or a Hub id"),
-        help=f"saved MSA folder or Hub id (env {ENV_MODEL})",
+        type=path_or_hub_id("a folder written by save_pretrained (model + processor), a Hub id or a preset"),
+        help=f"saved MSA folder, Hub id or preset (env {ENV_MODEL})",
     )
     p.add_argument("--index", default=env.get(ENV_INDEX), help=f"index folder from `msa-index build` (env {ENV_INDEX})")
     p.add_argument(
@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _serve(args: argparse.Namespace) -> int:
     if not args.model:
-        raise UsageError(f"--model is required (a saved MSA folder or Hub id), or set {ENV_MODEL}.")
+        raise UsageError(f"--model is required (a saved MSA folder, Hub id or preset), or set {ENV_MODEL}.")
     if not args.index:
         raise UsageError(f"--index is required (a folder written by `msa-index build`), or set {ENV_INDEX}.")
     _check_port_free(args.host, args.port)

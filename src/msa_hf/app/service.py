@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from msa_hf.factory import create_model_and_processor
 from msa_hf.retrieval import (
     ImageIndex,
     ImageIndexError,
@@ -36,7 +37,6 @@ from msa_hf.retrieval import (
     encode_images,
     encode_texts,
     load_image,
-    load_model_and_processor,
     zero_shot_classify,
 )
 from msa_hf.retrieval.classify import DEFAULT_TEMPLATE
@@ -159,7 +159,7 @@ class SearchService:
     ) -> SearchService:
         """Load the model (a folder or Hub id) and the index; a failure becomes a page message, not an exception."""
         try:
-            loaded, processor = load_model_and_processor(model, device=device)
+            loaded, processor, _ = create_model_and_processor(model, device=device)
             error = None
         except (ModelLoadError, ValueError, HubError, OSError) as exc:
             loaded, processor, error = None, None, f"The model could not be loaded: {exc}"

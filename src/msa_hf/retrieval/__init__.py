@@ -31,8 +31,7 @@ _LAZY = {
     "encode_texts": ".encoding",
     "image_features": ".encoding",
     "text_features": ".encoding",
-    # model loading and identity (defined in msa_hf.sources, re-exported for convenience)
-    "load_model_and_processor": "msa_hf.sources",
+    # model identity (defined in msa_hf.sources, re-exported for convenience)
     "model_fingerprint": "msa_hf.sources",
     "ModelLoadError": "msa_hf.sources",
     # image files (defined in msa_hf.data.images, re-exported for convenience)

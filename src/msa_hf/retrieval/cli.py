@@ -39,7 +39,7 @@ TIE_RULE_PROTOCOL = {
 }
 
 
-MODEL_EXPECTED = "a folder written by save_pretrained (model + processor) or a Hub id"
+MODEL_EXPECTED = "a folder written by save_pretrained (model + processor), a Hub id or a preset"
 INDEX_EXPECTED = "an index folder; create one with `msa-index build IMAGE_FOLDER --model M --out INDEX`"
 INDEX_HELP = "index folder written by `msa-index build`"
 
@@ -49,7 +49,7 @@ def _add_common(p: argparse.ArgumentParser, model_required: bool = True) -> None
         "--model",
         required=model_required,
         type=path_or_hub_id(MODEL_EXPECTED),
-        help="saved MSA folder (save_pretrained of model + processor) or Hub id",
+        help="saved MSA folder (save_pretrained of model + processor), Hub id, or a pretrained preset (untrained heads)",
     )
     p.add_argument("--revision", default=None, help="branch, tag or commit of a Hub --model (default: main)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -95,15 +95,16 @@ def _load_split(source: str, split: str, on_bad: str = "error", allow_outside_ro
 
 def _eval(args: argparse.Namespace) -> int:
     from msa_hf.data import corpus_info
+    from msa_hf.factory import create_model_and_processor
     from msa_hf.io_utils import atomic_write_json
-    from msa_hf.sources import load_model_and_processor, model_fingerprint
+    from msa_hf.sources import model_fingerprint
 
     from .evaluation import evaluate_corpus
     from .metrics import format_metrics_table
     from .visualize import render_retrieval_examples
 
     dataset = _load_split(args.corpus, args.split, args.on_bad, args.allow_outside_root)
-    model, processor = load_model_and_processor(args.model, device=args.device, revision=args.revision)
+    model, processor, _ = create_model_and_processor(args.model, args.revision, device=args.device)
     result = evaluate_corpus(
         model,
         processor,
@@ -212,7 +213,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _index_build(args: argparse.Namespace) -> int:
-    from msa_hf.sources import load_model_and_processor
+    from msa_hf.factory import create_model_and_processor
 
     from .distributed import process_group
     from .index_build import build_index
@@ -223,7 +224,7 @@ def _index_build(args: argparse.Namespace) -> int:
         raise ValueError("--overwrite re-encodes everything and --relocate keeps embeddings: give one of them.")
     ann = _ann_settings(args) if args.index_factory is not None else None
     group = process_group()  # one process, or each of an `accelerate launch` / `torchrun` job
-    model, processor = load_model_and_processor(args.model, device=args.device or group.device, revision=args.revision)
+    model, processor, _ = create_model_and_processor(args.model, args.revision, device=args.device or group.device)
     index = build_index(
         args.image_folder,
         model,
@@ -546,7 +547,7 @@ def _read_labels(args: argparse.Namespace) -> list[str] | None:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    from msa_hf.sources import load_model_and_processor
+    from msa_hf.factory import create_model_and_processor
 
     from .classify import DEFAULT_TEMPLATE, classify_folder
 
@@ -554,7 +555,7 @@ def _classify(args: argparse.Namespace) -> int:
         raise NotADirectoryError(f"IMAGE_FOLDER {args.image_folder} is not a folder.")
     labels = _read_labels(args)
     templates = args.template or [DEFAULT_TEMPLATE]
-    model, processor = load_model_and_processor(args.model, device=args.device, revision=args.revision)
+    model, processor, _ = create_model_and_processor(args.model, args.revision, device=args.device)
     result = classify_folder(
         args.image_folder,
         model,

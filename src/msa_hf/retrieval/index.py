@@ -56,7 +56,8 @@ import torch
 from safetensors.torch import load_file
 
 from msa_hf.data.images import SkippedFile, list_image_files
-from msa_hf.sources import load_model_and_processor, model_fingerprint, processor_fingerprint
+from msa_hf.factory import create_model_and_processor
+from msa_hf.sources import model_fingerprint, processor_fingerprint
 
 from .encoding import encode_images, encode_texts
 from .index_ann import ann_path, check_search_params, set_search_params
@@ -650,7 +651,7 @@ def search_index(
                 f"Index {idx.path} was built from an in-memory model and does not record where it lives; "
                 f"pass `model` (--model) explicitly."
             )
-        model, loaded_proc = load_model_and_processor(source, device=device, revision=revision)
+        model, loaded_proc, _ = create_model_and_processor(source, revision, device=device)
         processor = processor or loaded_proc
     elif processor is None:
         raise ValueError("`processor` is required when `model` is a model object.")
