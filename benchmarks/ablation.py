@@ -263,13 +263,20 @@ def _interval(difference: dict[str, float] | None) -> str:
     return f"{difference['mean']:+.2f} [{difference['ci95_low']:+.2f}, {difference['ci95_high']:+.2f}]"
 
 
+def reused_note(runs: list[dict[str, Any]]) -> str:
+    """Why a summary's wall time can undercount: runs finished by an earlier invocation are not timed again."""
+    reused = sum(run.get("reused", False) for run in runs)
+    return f" ({reused} of {len(runs)} runs finished by an earlier invocation, not included)" if reused else ""
+
+
 def markdown(summary: dict[str, dict[str, Any]], runs: list[dict[str, Any]], header: dict[str, Any]) -> str:
     reference = header["reference_arm"]
     lines = [
         f"# Ablation of MSA's losses on {header['corpus']}",
         "",
         f"- Command: `{header['command']}`",
-        f"- Date: {header['date']}; machine: {header['machine']}; wall time {header['minutes']:.1f} min",
+        f"- Date: {header['date']}; machine: {header['machine']}; wall time {header['minutes']:.1f} min"
+        + reused_note(runs),
         f"- Base recipe: `{header['recipe']}` with `{' '.join(header['budget'])}`; seeds {header['seeds']} (paired)",
         f"- Every arm's MSAConfig overrides start from `{json.dumps(header['base_overrides'])}`",
         f"- mR under the `{TIE_RULE}` tie rule (the published protocol's order); differences are paired by seed "

@@ -175,3 +175,9 @@ def test_a_finished_run_of_the_same_command_is_reused_and_any_other_is_run(ablat
     assert not ablation.run_arm("msa", 0, args, {})["reused"] and len(calls) == 2
     args.budget = ["max_steps=5"]
     assert not ablation.finished_run(tmp_path / "msa-seed0", calls[0])
+
+
+def test_a_summary_says_how_many_runs_an_earlier_invocation_timed(ablation):
+    runs = [{"reused": True}, {"reused": False}, {"reused": True}]
+    assert ablation.reused_note(runs) == " (2 of 3 runs finished by an earlier invocation, not included)"
+    assert ablation.reused_note([{"reused": False}]) == ""
