@@ -384,6 +384,8 @@ class ImageIndex:
                     f"{manifest['files'][bad_rows[0]]['path']}), written by an older msa_hf; they would rank "
                     f"arbitrarily. Rebuild it: {rebuild}."
                 )
+            # Not safetensors' loader: 0.8 maps the file copy-on-write (a write silently changes only
+            # this process's copy of a page) and older versions read the whole file.
             mapped = np.memmap(f, dtype=np.float32, mode="r", offset=start, shape=(n, d))
         with warnings.catch_warnings():
             # Read-only on purpose: an in-place write faults (the process stops with SIGSEGV) instead of
