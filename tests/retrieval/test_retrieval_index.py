@@ -330,11 +330,11 @@ def _rewrite_embeddings(index: ImageIndex, data: bytes) -> Path:
 
 
 @needs_proc
-def test_load_maps_the_embeddings_read_only_without_reading_them(built):
+def test_load_maps_the_embeddings_without_reading_them(built):
     loaded = ImageIndex.load(built.path)
     mapping = _mapping_of(loaded.embeddings)
     assert mapping["path"] == str(built.path / "embeddings.safetensors")
-    assert mapping["perms"].startswith("r-")  # not a private writable copy
+    assert mapping["perms"].endswith("p")  # private: writes never reach the file
     assert mapping["rss_kib"] == "0"  # checked by reading the file: no row was paged into the process
     assert loaded.embeddings.dtype == torch.float32 and tuple(loaded.embeddings.shape) == (6, built.embeddings.shape[1])
     torch.testing.assert_close(loaded.embeddings, built.embeddings, rtol=0, atol=0)
@@ -362,20 +362,15 @@ def test_approximate_search_never_reads_the_embedding_rows(image_folder, tiny_mo
     assert _mapping_of(loaded.embeddings)["rss_kib"] == "0"
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks a child to crash")
-def test_writing_into_loaded_embeddings_crashes_rather_than_diverging_silently(built):
-    import faulthandler
-    import signal
-
+def test_writing_into_loaded_embeddings_changes_this_copy_only(built):
+    path = built.path / "embeddings.safetensors"
+    before = path.read_bytes()
     loaded = ImageIndex.load(built.path)
-    pid = os.fork()
-    if pid == 0:  # the child writes into the read-only map, then would exit 0
-        faulthandler.disable()
-        loaded.embeddings[0, 0] = 5.0
-        os._exit(0)
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) in (signal.SIGSEGV, signal.SIGBUS)
-    assert ImageIndex.load(built.path).embeddings[0, 0] == built.embeddings[0, 0]
+    loaded.embeddings[0] = 0.0
+    assert bool((loaded.embeddings[0] == 0).all())
+    del loaded
+    assert path.read_bytes() == before
+    torch.testing.assert_close(ImageIndex.load(built.path).embeddings, built.embeddings, rtol=0, atol=0)
 
 
 def test_corrupt_embeddings_header_is_named(built):

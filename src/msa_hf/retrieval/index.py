@@ -31,7 +31,7 @@ Why this shape:
   compared with its recorded SHA-256; ``verify=True`` (``--verify``) hashes every file.
 
 **Memory does not grow with the archive.** :meth:`ImageIndex.load` memory-maps
-``embeddings.safetensors`` read-only instead of reading it, and checks its checksum and
+``embeddings.safetensors`` (copy-on-write) instead of reading it, and checks its checksum and
 finiteness by reading the file :data:`BLOCK_ROWS` rows at a time (reading the mapped rows
 would bring every page of the file into the process). Search with the approximate index
 never touches the rows; exact search reads them through the map, :data:`BLOCK_ROWS` at a time.
@@ -332,9 +332,9 @@ class ImageIndex:
     def load(cls, path: str | os.PathLike) -> ImageIndex:
         """Load and validate an index folder; errors say how to (re)build it.
 
-        ``embeddings`` is a read-only memory map of ``embeddings.safetensors`` (resident memory
-        stays flat in the number of images; the page cache holds what searches read): writing
-        into it in place crashes the process rather than silently diverging from the file.
+        ``embeddings`` is a copy-on-write memory map of ``embeddings.safetensors``: resident
+        memory stays flat in the number of images (the page cache holds what searches read), and
+        writing into it changes this process's copy, never the file.
         """
         folder = Path(path).expanduser()
         if not folder.exists():
@@ -384,15 +384,10 @@ class ImageIndex:
                     f"{manifest['files'][bad_rows[0]]['path']}), written by an older msa_hf; they would rank "
                     f"arbitrarily. Rebuild it: {rebuild}."
                 )
-            # Not safetensors' loader: 0.8 maps the file copy-on-write (a write silently changes only
-            # this process's copy of a page) and older versions read the whole file.
-            mapped = np.memmap(f, dtype=np.float32, mode="r", offset=start, shape=(n, d))
-        with warnings.catch_warnings():
-            # Read-only on purpose: an in-place write faults (the process stops with SIGSEGV) instead of
-            # silently changing the index in memory; `index.embeddings.clone()` gives a writable copy.
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
-            embeddings = torch.from_numpy(mapped)
-        return cls(folder, manifest, embeddings)
+            # Copy-on-write, as the tensor loaded into RAM used to be: a write changes only this
+            # process's copy of a page, never the file. (Not safetensors' loader: older versions read it.)
+            mapped = np.memmap(f, dtype=np.float32, mode="c", offset=start, shape=(n, d))
+        return cls(folder, manifest, torch.from_numpy(mapped))
 
     # -- properties
     @property
