@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -291,6 +292,162 @@ def test_non_finite_query_and_legacy_index_are_refused(built):
     (built.path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(IncompleteIndexError, match="non-finite embeddings for 1 file.*c.png.*--overwrite"):
         ImageIndex.load(built.path)
+
+
+# ----------------------------------------------------------------------------- memory-mapped embeddings
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/smaps").is_file(), reason="reads Linux's /proc/self/smaps")
+
+
+def _mapping_of(tensor: torch.Tensor) -> dict[str, str]:
+    """The /proc/self/smaps entry of the mapping that holds ``tensor``'s data: its permissions,
+    file and resident kB (``Rss``: the pages this process has touched)."""
+    address, entry = tensor.data_ptr(), None
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5:  # a mapping's header line: range, perms, offset, dev, inode[, path]
+            low, high = (int(a, 16) for a in fields[0].split("-"))
+            entry = (
+                {"perms": fields[1], "path": fields[5] if len(fields) > 5 else ""} if low <= address < high else None
+            )
+        elif entry is not None and fields[0] == "Rss:":
+            entry["rss_kib"] = fields[1]
+            return entry
+    raise AssertionError("the tensor's data is in no mapping")
+
+
+def _rewrite_embeddings(index: ImageIndex, data: bytes) -> Path:
+    """Replace an index's embeddings file with ``data`` and record its checksum in the
+    manifest, so that what loading reports is about the contents, not the checksum."""
+    from msa_hf.retrieval.index import sha256_file
+
+    path = index.path / "embeddings.safetensors"
+    path.write_bytes(data)
+    manifest = json.loads((index.path / "manifest.json").read_text())
+    manifest["embeddings_sha256"] = sha256_file(path)
+    (index.path / "manifest.json").write_text(json.dumps(manifest))
+    return path
+
+
+@needs_proc
+def test_load_maps_the_embeddings_without_reading_them(built):
+    loaded = ImageIndex.load(built.path)
+    mapping = _mapping_of(loaded.embeddings)
+    assert mapping["path"] == str(built.path / "embeddings.safetensors")
+    assert mapping["perms"].endswith("p")  # private: writes never reach the file
+    assert mapping["rss_kib"] == "0"  # checked by reading the file: no row was paged into the process
+    assert loaded.embeddings.dtype == torch.float32 and tuple(loaded.embeddings.shape) == (6, built.embeddings.shape[1])
+    torch.testing.assert_close(loaded.embeddings, built.embeddings, rtol=0, atol=0)
+    loaded.search(loaded.embeddings[0], k=2, check_files=False)  # exact search reads rows through the map
+    assert int(_mapping_of(loaded.embeddings)["rss_kib"]) > 0
+
+
+@needs_proc
+def test_approximate_search_never_reads_the_embedding_rows(image_folder, tiny_model, tiny_processor, tmp_path):
+    pytest.importorskip("faiss")
+    from msa_hf.retrieval.index_ann import AnnSettings
+
+    with pytest.warns(UserWarning, match="Skipped 2 files"):
+        built = build_index(
+            image_folder, tiny_model, tiny_processor, tmp_path / "idx", progress=False, ann=AnnSettings("IVF2,Flat")
+        )
+    loaded = ImageIndex.load(built.path)
+    # Everything msa-search and msa-app do with an index that has an approximate one.
+    assert loaded.search_settings() == "ann" and len(loaded) == 6 and "6 images" in repr(loaded)
+    loaded.check_model(tiny_model)
+    assert not loaded.stale_files().is_stale
+    hits = loaded.search_text("a plane", tiny_model, tiny_processor, k=3)[0]
+    hits += loaded.search_images([image_folder / "a.png"], tiny_model, tiny_processor, k=3)[0]
+    assert len(hits) == 6 and all(h.stale is None for h in hits)
+    assert _mapping_of(loaded.embeddings)["rss_kib"] == "0"
+
+
+def test_writing_into_loaded_embeddings_changes_this_copy_only(built):
+    path = built.path / "embeddings.safetensors"
+    before = path.read_bytes()
+    loaded = ImageIndex.load(built.path)
+    loaded.embeddings[0] = 0.0
+    assert bool((loaded.embeddings[0] == 0).all())
+    del loaded
+    assert path.read_bytes() == before
+    torch.testing.assert_close(ImageIndex.load(built.path).embeddings, built.embeddings, rtol=0, atol=0)
+
+
+def test_corrupt_embeddings_header_is_named(built):
+    from safetensors.torch import save
+
+    good = (built.path / "embeddings.safetensors").read_bytes()
+    d = built.embeddings.shape[1]
+    cases = [
+        (b"\xff" * 8 + good[8:], r"header length 18446744073709551615 does not fit the file's \d+ bytes"),
+        (good[:8] + b"x" + good[9:], r"header is not JSON"),
+        (save({"vectors": built.embeddings}), r"no 'embeddings' tensor, found \['vectors'\]"),
+        (save({"embeddings": built.embeddings.half()}), r"dtype 'F16', expected 'F32' \(float32\)"),
+        (good[:-4], rf"data_offsets \[0, {6 * d * 4}\] do not hold 6x{d} float32 values within its \d+ bytes"),
+        (save({"embeddings": built.embeddings[:5]}), rf"holds \(5, {d}\) but the manifest lists 6 files of dimension"),
+    ]
+    for data, message in cases:
+        path = _rewrite_embeddings(built, data)
+        with pytest.raises(
+            IncompleteIndexError,
+            match=rf"^{re.escape(str(path))} (is not a valid embeddings file \()?{message}.*--overwrite",
+        ):
+            ImageIndex.load(built.path)
+
+
+def test_non_finite_rows_are_found_in_every_block(built, monkeypatch):
+    from safetensors.torch import save
+
+    import msa_hf.retrieval.index as index_mod
+
+    monkeypatch.setattr(index_mod, "BLOCK_ROWS", 2)  # 6 rows: blocks [0, 1], [2, 3], [4, 5]
+    emb = built.embeddings.clone()
+    emb[5, 0] = float("inf")
+    _rewrite_embeddings(built, save({"embeddings": emb}))
+    with pytest.raises(IncompleteIndexError, match=r"non-finite embeddings for 1 file\(s\) \(e.g. tiles/f.tif\)"):
+        ImageIndex.load(built.path)
+    emb[3, 1] = float("nan")
+    _rewrite_embeddings(built, save({"embeddings": emb}))
+    with pytest.raises(IncompleteIndexError, match=r"non-finite embeddings for 2 file\(s\) \(e.g. tiles/d.png\)"):
+        ImageIndex.load(built.path)
+
+
+@pytest.mark.parametrize("block_rows", [1, 3, 4, 16384])
+def test_exact_search_in_blocks_equals_one_sort_of_all_rows(block_rows, monkeypatch, tmp_path):
+    import msa_hf.retrieval.index as index_mod
+
+    monkeypatch.setattr(index_mod, "BLOCK_ROWS", block_rows)
+    # Values exact in float32, so every product is exact; rows 2-6 are equal (a tie across the
+    # blocks of 3 and 4 rows), rows 9 and 10 too.
+    base = torch.tensor([[1.0, 0, 0, 0], [0, 1, 0, 0], [0.5, 0.5, 0.5, 0.5], [0, 0, 0.6, 0.8]])
+    emb = base[torch.tensor([0, 1, 2, 2, 2, 2, 2, 3, 1, 0, 0, 3])]
+    files = [{"path": f"{i:02d}.png"} for i in range(len(emb))]
+    index = ImageIndex(tmp_path, {"files": files, "root": str(tmp_path)}, emb)
+    queries = torch.cat([base, torch.tensor([[0.5, 0.5, 0.5, 0.5], [0.8, 0.6, 0, 0]])])
+    scores = torch.nn.functional.normalize(queries, dim=-1) @ emb.t()
+    for k in (1, 3, 5, 12):
+        expected_s, expected_rows = torch.sort(scores, dim=1, descending=True, stable=True)
+        hits = index.search(queries, k=k, check_files=False)
+        assert [[h.row for h in q] for q in hits] == expected_rows[:, :k].tolist()
+        assert [[h.score for h in q] for q in hits] == expected_s[:, :k].tolist()
+    assert [h.row for h in index.search(base[2], k=5, check_files=False)[0]] == [2, 3, 4, 5, 6]
+    if index_mod.faiss_available():
+        # Which of the rows tied at the k-th score FAISS returns is its own choice; with k = N
+        # every tie is returned, in row order across the blocks.
+        faiss_hits = index.search(queries, k=12, backend="faiss", check_files=False)
+        assert [[h.row for h in q] for q in faiss_hits] == expected_rows.tolist()
+        rng = np.random.default_rng(0)  # and no ties: one FAISS search over all rows, block by block
+        x = torch.nn.functional.normalize(torch.from_numpy(rng.standard_normal((50, 8)).astype(np.float32)), dim=-1)
+        index = ImageIndex(tmp_path, {"files": [{"path": str(i)} for i in range(50)], "root": str(tmp_path)}, x)
+        q = x[:7] + 0.1
+        import faiss
+
+        flat = faiss.IndexFlatIP(8)
+        flat.add(x.numpy())
+        want_s, want_rows = flat.search(torch.nn.functional.normalize(q, dim=-1).numpy(), 10)
+        got = index.search(q, k=10, backend="faiss", check_files=False)
+        assert [[h.row for h in hits] for hits in got] == want_rows.tolist()
+        assert [[h.score for h in hits] for hits in got] == want_s.tolist()
 
 
 # ----------------------------------------------------------------------------- changes the index must notice

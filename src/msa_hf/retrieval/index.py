@@ -30,9 +30,16 @@ Why this shape:
   whose size, mtime or inode change time (ctime) differs from the manifest's is hashed and
   compared with its recorded SHA-256; ``verify=True`` (``--verify``) hashes every file.
 
-Exact search is one matrix product with the normalised embeddings in torch (default), or a
-FAISS ``IndexFlatIP`` (``backend="faiss"``, extra ``index``) which returns the same
-neighbours. Ties are broken by row order (= sorted file path) in both backends. An index built
+**Memory does not grow with the archive.** :meth:`ImageIndex.load` memory-maps
+``embeddings.safetensors`` (copy-on-write) instead of reading it, and checks its checksum and
+finiteness by reading the file :data:`BLOCK_ROWS` rows at a time (reading the mapped rows
+would bring every page of the file into the process). Search with the approximate index
+never touches the rows; exact search reads them through the map, :data:`BLOCK_ROWS` at a time.
+
+Exact search scores the normalised embeddings block by block in torch (default), or with
+FAISS's exact inner-product search (``faiss.knn``, ``backend="faiss"``, extra ``index``) which
+returns the same neighbours. Hits are ordered by score, then row (= sorted file path), in both
+backends; of rows tied exactly at the k-th score, torch returns the first. An index built
 with ``--index-factory`` (:mod:`msa_hf.retrieval.index_ann`) searches its approximate index
 (``backend="ann"``, the default for such an index) with the ``nprobe``/``efSearch`` its
 manifest stores, unless the caller overrides them.
@@ -49,11 +56,10 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from msa_hf.data.images import SkippedFile, list_image_files
 from msa_hf.factory import create_model_and_processor
@@ -63,6 +69,7 @@ from .encoding import encode_images, encode_texts
 from .index_ann import ann_path, check_search_params, set_search_params
 
 __all__ = [
+    "BLOCK_ROWS",
     "INDEX_FORMAT",
     "INDEX_FORMAT_VERSION",
     "ImageIndexError",
@@ -89,6 +96,10 @@ EMBEDDINGS = "embeddings.safetensors"
 PARTIAL = ".partial"
 PLAN = "plan.json"
 LOCK = ".lock"
+BLOCK_ROWS = 16384
+"""Rows that loading checks and exact search scores at a time (24 MiB at D = 384): the
+memory both need beyond the mapped file, whatever the number of images."""
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on the JSON header
 
 
 class ImageIndexError(ValueError):
@@ -217,6 +228,72 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _embeddings_offset(f: BinaryIO, path: Path, n: int, d: int, rebuild: str) -> int:
+    """Byte offset of the ``(n, d)`` float32 ``embeddings`` tensor in the safetensors file ``f``.
+
+    A safetensors file is an 8-byte little-endian header length, a JSON header (per tensor its
+    ``dtype``, ``shape`` and ``data_offsets`` from the end of the header) and the raw data; the
+    header is checked here so that mapping it cannot read past the file or misread its rows.
+    """
+    size = os.fstat(f.fileno()).st_size
+
+    def bad(what: str) -> IncompleteIndexError:
+        return IncompleteIndexError(f"{path} is not a valid embeddings file ({what}); rebuild the index: {rebuild}.")
+
+    f.seek(0)
+    prefix = f.read(8)
+    header_len = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
+    if not 0 < header_len <= min(size - 8, MAX_HEADER_BYTES):
+        raise bad(f"header length {header_len} does not fit the file's {size} bytes")
+    try:
+        header = json.loads(f.read(header_len))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise bad(f"header is not JSON: {exc}") from None
+    entry = header.get("embeddings") if isinstance(header, dict) else None
+    if not isinstance(entry, dict):
+        found = sorted(k for k in header if k != "__metadata__") if isinstance(header, dict) else header
+        raise bad(f"no 'embeddings' tensor, found {found}")
+    if entry.get("dtype") != "F32":
+        raise bad(f"dtype {entry.get('dtype')!r}, expected 'F32' (float32)")
+    shape = tuple(entry["shape"]) if isinstance(entry.get("shape"), list) else entry.get("shape")
+    if shape != (n, d):
+        raise IncompleteIndexError(
+            f"{path} holds {shape} but the manifest lists {n} files of dimension {d}; rebuild the index: {rebuild}."
+        )
+    offsets = entry.get("data_offsets")
+    if (
+        not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets))
+        or not 0 <= offsets[0] <= offsets[1]
+        or offsets[1] - offsets[0] != n * d * 4
+        or 8 + header_len + offsets[1] > size
+    ):
+        raise bad(f"data_offsets {offsets} do not hold {n}x{d} float32 values within its {size} bytes")
+    return 8 + header_len + offsets[0]
+
+
+def _check_embeddings(f: BinaryIO, start: int, n: int, d: int) -> tuple[str, list[int]]:
+    """SHA-256 of the whole file ``f`` and the rows (of the ``(n, d)`` float32 tensor at byte
+    ``start``) holding a NaN or infinity, in one read of :data:`BLOCK_ROWS` rows at a time.
+
+    Read rather than mapped: checking the mapped rows would bring every page of the file into
+    the process's resident memory, which search with an approximate index never needs.
+    """
+    digest = hashlib.sha256()
+    bad_rows: list[int] = []
+    buffer = np.empty((min(n, BLOCK_ROWS), d), dtype=np.float32)
+    f.seek(0)
+    digest.update(f.read(start))
+    for first in range(0, n, BLOCK_ROWS):
+        block = buffer[: min(BLOCK_ROWS, n - first)]
+        if f.readinto(memoryview(block).cast("B")) != block.nbytes:
+            raise IncompleteIndexError(f"{f.name} became shorter while it was read; reload the index.")
+        digest.update(block)
+        bad_rows.extend((first + np.flatnonzero(~np.isfinite(block).all(axis=1))).tolist())
+    for rest in iter(lambda: f.read(1 << 22), b""):
+        digest.update(rest)
+    return digest.hexdigest(), bad_rows
+
+
 def describe_model(identity: dict[str, Any]) -> str:
     """``name (weights sha256 0123456789ab…)`` for messages."""
     name = identity.get("name_or_path") or "<in-memory model>"
@@ -246,7 +323,6 @@ class ImageIndex:
         self.path = Path(path)
         self.manifest = manifest
         self.embeddings = embeddings
-        self._faiss_index: Any = None
         self._ann_index: Any = None
         self._ann_lock = threading.Lock()  # search parameters are set on the shared FAISS index
         self._verified: weakref.WeakSet[torch.nn.Module] = weakref.WeakSet()
@@ -254,7 +330,12 @@ class ImageIndex:
     # -- loading
     @classmethod
     def load(cls, path: str | os.PathLike) -> ImageIndex:
-        """Load and validate an index folder; errors say how to (re)build it."""
+        """Load and validate an index folder; errors say how to (re)build it.
+
+        ``embeddings`` is a copy-on-write memory map of ``embeddings.safetensors``: resident
+        memory stays flat in the number of images (the page cache holds what searches read), and
+        writing into it changes this process's copy, never the file.
+        """
         folder = Path(path).expanduser()
         if not folder.exists():
             raise FileNotFoundError(
@@ -286,28 +367,27 @@ class ImageIndex:
         emb_path = folder / manifest.get("embeddings_file", EMBEDDINGS)
         if not emb_path.is_file():
             raise IncompleteIndexError(f"Index {folder} lacks {emb_path.name}; rebuild it with `msa-index build`.")
-        expected_sha = manifest.get("embeddings_sha256")
-        if expected_sha and sha256_file(emb_path) != expected_sha:
-            raise IncompleteIndexError(
-                f"{emb_path} does not match its manifest (checksum differs): the index is corrupt or was "
-                f"modified; rebuild it with `msa-index build ... --out {folder}`."
-            )
-        embeddings = load_file(str(emb_path))["embeddings"]
         n, d = len(manifest["files"]), int(manifest["embedding_dim"])
-        if tuple(embeddings.shape) != (n, d):
-            raise IncompleteIndexError(
-                f"{emb_path} holds {tuple(embeddings.shape)} but the manifest lists {n} files of dimension {d}; "
-                f"rebuild the index."
-            )
-        finite = torch.isfinite(embeddings).all(dim=1)
-        if not bool(finite.all()):
-            bad = [manifest["files"][i]["path"] for i in (~finite).nonzero().squeeze(1).tolist()]
-            raise IncompleteIndexError(
-                f"Index {folder} holds non-finite embeddings for {len(bad)} file(s) (e.g. {bad[0]}), written by an "
-                f"older msa_hf; they would rank arbitrarily. Rebuild it: "
-                f"`msa-index build {manifest.get('root')} --out {folder} --overwrite`."
-            )
-        return cls(folder, manifest, embeddings.float())
+        rebuild = f"`msa-index build {manifest.get('root')} --out {folder} --overwrite`"
+        with open(emb_path, "rb") as f:  # one open file: the bytes checked are the bytes mapped
+            start = _embeddings_offset(f, emb_path, n, d, rebuild)
+            sha, bad_rows = _check_embeddings(f, start, n, d)
+            expected_sha = manifest.get("embeddings_sha256")
+            if expected_sha and sha != expected_sha:
+                raise IncompleteIndexError(
+                    f"{emb_path} does not match its manifest (checksum differs): the index is corrupt or was "
+                    f"modified; rebuild it with `msa-index build ... --out {folder}`."
+                )
+            if bad_rows:
+                raise IncompleteIndexError(
+                    f"Index {folder} holds non-finite embeddings for {len(bad_rows)} file(s) (e.g. "
+                    f"{manifest['files'][bad_rows[0]]['path']}), written by an older msa_hf; they would rank "
+                    f"arbitrarily. Rebuild it: {rebuild}."
+                )
+            # Copy-on-write, as the tensor loaded into RAM used to be: a write changes only this
+            # process's copy of a page, never the file. (Not safetensors' loader: older versions read it.)
+            mapped = np.memmap(f, dtype=np.float32, mode="c", offset=start, shape=(n, d))
+        return cls(folder, manifest, torch.from_numpy(mapped))
 
     # -- properties
     @property
@@ -476,14 +556,14 @@ class ImageIndex:
             scores, rows = self._search_faiss(q, k)
         else:
             scores, rows = self._search_ann(q, k, nprobe, ef_search)
-        root, files = self.root, self.files
+        root, records = self.root, self.manifest["files"]
         return [
             [
                 SearchHit(
                     rank=r + 1,
                     score=float(s),
-                    path=str(root / files[i]),
-                    relpath=files[i],
+                    path=str(root / records[i]["path"]),
+                    relpath=records[i]["path"],
                     row=int(i),
                     stale=self.file_status(int(i)) if check_files else None,
                 )
@@ -493,28 +573,48 @@ class ImageIndex:
         ]
 
     def _search_torch(self, q: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = q @ self.embeddings.t()  # (Q, N)
-        out_s, out_i = [], []
-        kth = scores.topk(k, dim=1).values[:, -1]
-        for qi in range(scores.shape[0]):
-            # Everything tied with the k-th score is a candidate; a stable sort keeps ties in
-            # row order, so results do not depend on topk's internal order.
-            cand = (scores[qi] >= kth[qi]).nonzero().squeeze(1)
-            vals, order = torch.sort(scores[qi, cand], descending=True, stable=True)
-            out_s.append(vals[:k])
-            out_i.append(cand[order[:k]])
-        return torch.stack(out_s), torch.stack(out_i)
+        """Exact top-``k``, :data:`BLOCK_ROWS` rows at a time: ``Q x (k + BLOCK_ROWS)`` scores in
+        memory, never ``Q x N``. The best so far come first and each block in row order, so a
+        stable sort keeps every tie in row order, as one sort of all ``N`` scores would."""
+        n, nq = len(self), q.shape[0]
+        best_s, best_i = q.new_empty((nq, 0)), torch.empty((nq, 0), dtype=torch.long)
+        for first in range(0, n, BLOCK_ROWS):
+            last = min(n, first + BLOCK_ROWS)
+            scores = torch.cat([best_s, q @ self.embeddings[first:last].t()], dim=1)
+            rows = torch.cat([best_i, torch.arange(first, last).expand(nq, -1)], dim=1)
+            keep = min(k, scores.shape[1])
+            kth = scores.topk(keep, dim=1).values[:, -1]
+            out_s, out_i = [], []
+            for qi in range(nq):
+                # Everything tied with the k-th score is a candidate; a stable sort keeps ties in
+                # row order, so results do not depend on topk's internal order.
+                cand = (scores[qi] >= kth[qi]).nonzero().squeeze(1)
+                vals, order = torch.sort(scores[qi, cand], descending=True, stable=True)
+                out_s.append(vals[:keep])
+                out_i.append(rows[qi, cand[order[:keep]]])
+            best_s, best_i = torch.stack(out_s), torch.stack(out_i)
+        return best_s, best_i
 
     def _search_faiss(self, q: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """FAISS's exact inner-product search (``faiss.knn``) over blocks of the mapped rows,
+        merged by (score, row): an ``IndexFlatIP`` would hold its own copy of all ``N x D``
+        floats. The hits equal one search over all rows, except which of several rows tied
+        exactly at the k-th score make the cut: FAISS leaves that unspecified, in one search as
+        in blocks (the torch backend takes the lowest rows)."""
         try:
             import faiss
         except ImportError as exc:
             raise ImportError("backend='faiss' needs faiss: `pip install msa_hf[index]` (or faiss-cpu).") from exc
-        if self._faiss_index is None:
-            index = faiss.IndexFlatIP(self.embeddings.shape[1])
-            index.add(np.ascontiguousarray(self.embeddings.numpy(), dtype=np.float32))
-            self._faiss_index = index
-        return _row_ordered(*self._faiss_index.search(np.ascontiguousarray(q.numpy(), dtype=np.float32), k))
+        xq = np.ascontiguousarray(q.numpy(), dtype=np.float32)
+        rows = self.embeddings.numpy()
+        scores, found = [], []
+        for first in range(0, len(self), BLOCK_ROWS):
+            block = np.ascontiguousarray(rows[first : first + BLOCK_ROWS], dtype=np.float32)
+            s, i = faiss.knn(xq, block, min(k, len(block)), metric=faiss.METRIC_INNER_PRODUCT)
+            scores.append(s)
+            found.append(i + first)
+        best_s, best_i = _row_ordered(np.concatenate(scores, axis=1), np.concatenate(found, axis=1))
+        return best_s[:, :k], best_i[:, :k]
 
     def _ann(self) -> Any:
         """The approximate index, read on first use and checked against the manifest."""
