@@ -3,7 +3,7 @@
 A checkpoint is ``checkpoints/step-000123/``: everything ``accelerator.save_state`` writes (model,
 optimizer, scheduler, gradient scaler, every process's RNG states) plus ``trainer_state.json``
 (epoch, position in the epoch, best score, history, and the run's identity: what must match for
-a resume to be exact). All processes write into one staging folder; the main process then
+a resume to be exact), and with ``ema_decay`` the averaged weights (``ema_model.safetensors``). All processes write into one staging folder; the main process then
 writes ``checkpoint_complete.json`` (every file's size and SHA-256) and renames the folder into
 place, so a killed save never leaves a checkpoint that looks complete, and a file damaged or
 removed later is found before resuming (:func:`checkpoint_problem`).
@@ -20,6 +20,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_model
+
 from msa_hf.cli_utils import UsageError
 from msa_hf.io_utils import atomic_directory, atomic_write_json
 
@@ -27,6 +31,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)$")
 TRAINER_STATE_NAME = "trainer_state.json"
 COMPLETE_NAME = "checkpoint_complete.json"
+EMA_WEIGHTS_NAME = "ema_model.safetensors"
 
 
 class CheckpointError(UsageError):
@@ -157,8 +162,34 @@ def identity_changes(saved: dict[str, Any], current: dict[str, Any], prefix: str
     return changes
 
 
-def save_checkpoint(accelerator: Any, checkpoints_dir: Path, state: TrainerState, keep_last: int) -> Path:
-    """Save the full training state atomically (all processes call this), then keep only ``keep_last``."""
+def load_ema_weights(folder: Path, ema_model: torch.nn.Module) -> bool:
+    """Load a checkpoint's averaged weights into ``ema_model``; False when the checkpoint has none."""
+    path = folder / EMA_WEIGHTS_NAME
+    if not path.is_file():
+        return False
+    try:
+        load_model(ema_model, path)
+    except (OSError, SafetensorError, RuntimeError) as error:
+        reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"{path} cannot be loaded into this run's model ({reason}); resume from another checkpoint or with the "
+            "recipe it was written with."
+        ) from None
+    return True
+
+
+def save_checkpoint(
+    accelerator: Any,
+    checkpoints_dir: Path,
+    state: TrainerState,
+    keep_last: int,
+    ema_model: torch.nn.Module | None = None,
+) -> Path:
+    """Save the full training state atomically (all processes call this), then keep only ``keep_last``.
+
+    ``ema_model`` (the same on every process) is written by the main process, as safetensors:
+    Accelerate's ``register_for_checkpointing`` would pickle it and load it with ``weights_only=False``.
+    """
     from accelerate.utils import broadcast_object_list
 
     final = checkpoints_dir / checkpoint_name(state.global_step)
@@ -167,6 +198,8 @@ def save_checkpoint(accelerator: Any, checkpoints_dir: Path, state: TrainerState
             broadcast_object_list([str(staging)])
             accelerator.save_state(str(staging))
             state.save(staging)
+            if ema_model is not None:
+                save_model(ema_model, str(staging / EMA_WEIGHTS_NAME))
             accelerator.wait_for_everyone()
             write_completion_marker(staging)
         for old in list_checkpoints(checkpoints_dir)[:-keep_last]:
@@ -182,6 +215,7 @@ def save_checkpoint(accelerator: Any, checkpoints_dir: Path, state: TrainerState
 
 __all__ = [
     "COMPLETE_NAME",
+    "EMA_WEIGHTS_NAME",
     "TRAINER_STATE_NAME",
     "CheckpointError",
     "TrainerState",
@@ -189,6 +223,7 @@ __all__ = [
     "checkpoint_problem",
     "identity_changes",
     "list_checkpoints",
+    "load_ema_weights",
     "resolve_checkpoint",
     "save_checkpoint",
     "write_completion_marker",

@@ -62,6 +62,8 @@ class Recipe:
     lr_scheduler: str = "constant"
     warmup_steps: int = 0
     max_grad_norm: float | None = None
+    # Evaluate and save an exponential moving average of the weights (timm's ModelEmaV3, with its warm-up).
+    ema_decay: float | None = None
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     gradient_checkpointing: bool = False
     channels_last: bool = True
@@ -241,6 +243,7 @@ RANGES: dict[str, tuple[float, bool, float, bool]] = {
     "adam_epsilon": (0, False, math.inf, False),
     "warmup_steps": (0, True, math.inf, False),
     "max_grad_norm": (0, False, math.inf, False),
+    "ema_decay": (0, False, 1, False),
     "keep_last": (1, True, math.inf, False),
     "eval_batch_size": (1, True, math.inf, False),
     "num_workers": (0, True, math.inf, False),

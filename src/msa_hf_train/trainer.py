@@ -56,6 +56,7 @@ from .checkpointing import (
     checkpoint_name,
     identity_changes,
     list_checkpoints,
+    load_ema_weights,
     resolve_checkpoint,
     save_checkpoint,
 )
@@ -497,6 +498,12 @@ class Trainer:
         )
         identity = self.run_identity()
         self.model, self.optimizer, self.scheduler = accelerator.prepare(self.model, optimizer, scheduler)
+        self.ema = None
+        if recipe.ema_decay is not None:
+            from timm.utils import ModelEmaV3
+
+            # timm's warm-up keeps the average short early on: at step t it decays by min(ema_decay, 1 - t ** -2/3).
+            self.ema = ModelEmaV3(self._unwrapped(), decay=recipe.ema_decay, use_warmup=True)
         self.state = TrainerState(identity=identity)
         if recipe.resume_from_checkpoint is not None:
             self.resume(resolve_checkpoint(recipe.resume_from_checkpoint, self.output_dir / "checkpoints"))
@@ -541,6 +548,10 @@ class Trainer:
                 f"{checkpoint} cannot be loaded into this run ({reason}); resume from "
                 "another checkpoint or with the recipe it was written with."
             ) from None
+        if self.ema is not None and not load_ema_weights(checkpoint, self.ema.module):
+            # Only reachable with resume_allow_changes (ema_decay is part of the run's identity).
+            logger.warning("%s holds no averaged weights; the average starts from the resumed weights.", checkpoint)
+            self.ema.set(self._unwrapped())
         identity = self.state.identity
         self.state = saved
         self.state.identity = identity
@@ -619,6 +630,10 @@ class Trainer:
     def _unwrapped(self) -> MSAModel:
         return self.accelerator.unwrap_model(self.model)
 
+    def _selected_weights(self) -> MSAModel:
+        """What validation scores and ``best/`` holds: the moving average with ``ema_decay``, else the weights."""
+        return self.ema.module if self.ema is not None else self._unwrapped()
+
     def evaluate(self, split: str, model: MSAModel | None = None) -> Any:
         """Retrieval on a corpus split with ``msa_hf.retrieval.evaluate_corpus`` (what ``msa-eval`` runs)."""
         model = model or self._unwrapped()
@@ -655,7 +670,7 @@ class Trainer:
     def save_best(self, metrics: dict[str, float]) -> None:
         best_dir = self.output_dir / "best"
         with _disk_errors(best_dir, "the previous best/ and the checkpoints"), atomic_directory(best_dir) as staging:
-            self._unwrapped().save_pretrained(staging)
+            self._selected_weights().save_pretrained(staging)
             self.processor.save_pretrained(staging)
             (staging / RECIPE_FILE).write_text(self.recipe.to_yaml())
             atomic_write_json(
@@ -677,7 +692,7 @@ class Trainer:
         problem = ""
         if self.is_main:
             try:
-                result = self.evaluate("validation")
+                result = self.evaluate("validation", self._selected_weights())
             except ValueError as error:  # evaluate_corpus refuses a non-finite embedding
                 if "non-finite" not in str(error):
                     raise
@@ -737,7 +752,8 @@ class Trainer:
             self.state.stream_positions = gather_object([self.stream_position])
         checkpoints = self.output_dir / "checkpoints"
         with _disk_errors(checkpoints / checkpoint_name(self.state.global_step), "the previous checkpoints"):
-            return save_checkpoint(self.accelerator, checkpoints, self.state, self.recipe.keep_last)
+            ema_model = self.ema.module if self.ema is not None else None
+            return save_checkpoint(self.accelerator, checkpoints, self.state, self.recipe.keep_last, ema_model)
 
     def _last_good(self, before: int) -> str:
         """The sentence naming the newest checkpoint before step ``before`` with finite weights and validation."""
@@ -832,6 +848,8 @@ class Trainer:
                     if len(micro) < accum:
                         continue
                     state.global_step += 1
+                    if self.ema is not None:
+                        self.ema.update(self._unwrapped(), step=state.global_step)
                     step_terms = {name: sum(m[name] for m in micro) / accum for name in micro[0]}
                     micro = []
                     window.append(step_terms)

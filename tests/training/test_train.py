@@ -16,6 +16,7 @@ from transformers import AutoModel, AutoProcessor
 
 from msa_hf import MSAModel, MSATrainingInputs  # also registers the Auto classes
 from msa_hf_train import cli
+from msa_hf_train.checkpointing import EMA_WEIGHTS_NAME
 from msa_hf_train.trainer import Trainer, model_inputs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -141,6 +142,57 @@ def test_same_seed_same_run_and_an_interrupted_run_resumes_exactly(tiny_recipe_a
     best_c, test_c, evaluations_c = _final_state(tmp_path / "c")
     assert test_c == test_a and evaluations_c == evaluations_a
     assert all(torch.equal(best_c[k], best_a[k]) for k in best_a)
+
+
+def test_ema_decay_selects_and_saves_the_moving_average_of_the_weights(tiny_recipe_args, tmp_path):
+    decay = 0.8
+    assert (
+        run(
+            tiny_recipe_args("ema", f"ema_decay={decay}", "max_steps=5", "eval_every=2", "save_every=1", "keep_last=10")
+        )
+        == 0
+    )
+    out = tmp_path / "ema"
+    checkpoints = sorted((out / "checkpoints").iterdir())
+    assert len(checkpoints) == 5
+    raw = {int(c.name.removeprefix("step-")): load_file(c / "model.safetensors") for c in checkpoints}
+    ema = {int(c.name.removeprefix("step-")): load_file(c / EMA_WEIGHTS_NAME) for c in checkpoints}
+    steps = sorted(raw)
+    assert all(torch.equal(ema[1][name], raw[1][name]) for name in raw[1])  # the first step copies the weights
+    moved = False
+    for previous, step in zip(steps, steps[1:]):
+        # timm ModelEmaV3 with warm-up: ema_t = d_t * ema_(t-1) + (1 - d_t) * weights_t, d_t = min(decay, 1 - t^-2/3).
+        d = min(decay, 1 - step ** (-2 / 3))
+        for name, weights in raw[step].items():
+            if weights.is_floating_point():
+                expected = d * ema[previous][name] + (1 - d) * weights
+                assert torch.allclose(ema[step][name], expected, atol=1e-6), (step, name)
+                moved |= not torch.equal(ema[step][name], weights)
+    assert moved  # the average is not the weights themselves
+    best_step = json.loads((out / "best" / "metrics.json").read_text())["step"]
+    best = load_file(out / "best" / "model.safetensors")
+    assert all(torch.equal(best[name], ema[best_step][name]) for name in best)
+
+
+def test_an_interrupted_ema_run_resumes_exactly(tiny_recipe_args, tmp_path, monkeypatch):
+    options = ("ema_decay=0.9", "save_every=4")
+    assert run(tiny_recipe_args("a", *options)) == 0
+    train_step = Trainer.train_step
+
+    def interrupting_step(self, batch):
+        terms = train_step(self, batch)
+        if self.state.global_step == 5 and self.state.batches_done == 5:
+            signal.raise_signal(signal.SIGINT)
+        return terms
+
+    monkeypatch.setattr(Trainer, "train_step", interrupting_step)
+    assert run(tiny_recipe_args("b", *options)) == 128 + signal.SIGINT
+    monkeypatch.setattr(Trainer, "train_step", train_step)
+    assert run(tiny_recipe_args("b", *options, "resume_from_checkpoint=latest")) == 0
+    best_a, test_a, evaluations_a = _final_state(tmp_path / "a")
+    best_b, test_b, evaluations_b = _final_state(tmp_path / "b")
+    assert test_a == test_b and evaluations_a == evaluations_b
+    assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)
 
 
 @pytest.mark.parametrize("frozen_stages", ["all", "2"], ids=["whole-tower", "stages-1-2"])
@@ -275,6 +327,7 @@ def test_a_full_disk_while_saving_best_is_one_line_and_loses_nothing(tiny_recipe
         ),
         (["max_grad_norm=-1"], "'max_grad_norm' must be a finite number in (0, inf) or null, got -1"),
         (["weight_decay=-5"], "'weight_decay' must be a finite number in [0, inf), got -5"),
+        (["ema_decay=1"], "'ema_decay' must be a finite number in (0, 1) or null, got 1"),
         (["learning_rate=.nan"], "'learning_rate' must be a finite number in (0, inf), got nan"),
         (["learning_rate=.inf"], "'learning_rate' must be a finite number in (0, inf), got inf"),
     ],
