@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -160,7 +161,7 @@ def test_ema_decay_selects_and_saves_the_moving_average_of_the_weights(tiny_reci
     steps = sorted(raw)
     assert all(torch.equal(ema[1][name], raw[1][name]) for name in raw[1])  # the first step copies the weights
     moved = False
-    for previous, step in zip(steps, steps[1:]):
+    for previous, step in itertools.pairwise(steps):
         # timm ModelEmaV3 with warm-up: ema_t = d_t * ema_(t-1) + (1 - d_t) * weights_t, d_t = min(decay, 1 - t^-2/3).
         d = min(decay, 1 - step ** (-2 / 3))
         for name, weights in raw[step].items():
