@@ -699,6 +699,7 @@ class Trainer:
                 problem = str(error)
             if not problem and not torch.isfinite(torch.as_tensor(result.text_embeds)).all():
                 problem = "non-finite caption embeddings"
+            without_ema = self._score_without_ema() if self.ema is not None and not problem else None
         if self._any_process(bool(problem)):
             raise TrainingDiverged(
                 f"Validation at step {self.state.global_step} failed ({problem or 'on the main process'}): the model's "
@@ -715,10 +716,15 @@ class Trainer:
                 "split": "validation",
                 "metrics": metrics,
                 "metrics_by_tie_rule": {rule: by_rule[rule] for rule in ("expected", "argsort")},
+                **({"metrics_without_ema": without_ema} if without_ema is not None else {}),
             }
             self.state.evaluations.append(record)
             append_jsonl(self.output_dir / "metrics.jsonl", record)
             self.accelerator.log({f"validation/{k}": v for k, v in metrics.items()}, step=self.state.global_step)
+            if without_ema is not None:
+                self.accelerator.log(
+                    {f"validation_without_ema/{k}": v for k, v in without_ema.items()}, step=self.state.global_step
+                )
             improved = self.state.best_metric is None or metrics[SELECTION_METRIC] > self.state.best_metric
             if improved:
                 self.state.best_metric = metrics[SELECTION_METRIC]
@@ -735,6 +741,16 @@ class Trainer:
                 " - new best" if improved else "",
             )
         self.accelerator.wait_for_everyone()
+
+    def _score_without_ema(self) -> dict[str, float]:
+        """Validation of the weights themselves beside their average, so a run shows what the average gave.
+
+        Under a forked RNG: evaluating draws from it (a DataLoader's seed), and this extra
+        evaluation must not change the training that follows.
+        """
+        cuda = [self.accelerator.device] if self.accelerator.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            return self.evaluate("validation").metrics
 
     def save(self) -> Path:
         """A checkpoint of the current step; weights that are not finite are never saved."""
