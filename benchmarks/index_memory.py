@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from run_info import git_commit
 
 DIM = 384
 K = 10
@@ -243,13 +244,6 @@ def _markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "unknown"
-
-
 def _child(args: argparse.Namespace, *extra: str) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--index-dir", str(args.index_dir), "--n", str(args.n)]
     cmd += ["--factory", args.factory, "--seed", str(args.seed), *extra]
@@ -302,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         "exact_rows_equal": by["eager"]["rows"] == by["exact"]["rows"] == by["exact_faiss"]["rows"],
         "steps": steps,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "commit": _commit(),
+        "commit": git_commit(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
         "load_average_start": [round(x, 2) for x in load_start],
         "load_average_end": [round(x, 2) for x in os.getloadavg()],

@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from run_info import git_commit
 
 from msa_hf.retrieval.index_ann import (
     add_embeddings,
@@ -278,17 +279,10 @@ def _markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "unknown"
-
-
 def _write(out: Path, report: dict[str, Any], start: float, load_start: tuple[float, float, float]) -> None:
     report.update(
         date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        commit=_commit(),
+        commit=git_commit(),
         machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
         load_average_start=[round(x, 2) for x in load_start],
         load_average_end=[round(x, 2) for x in os.getloadavg()],

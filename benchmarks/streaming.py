@@ -39,7 +39,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from run_info import REPO, git_commit
+
 CAPTIONS = 5
 WORDS = ["plane", "ship", "river", "farmland", "forest", "road", "car", "tank", "harbour", "building", "bridge"]
 COLOURS = ["red", "green", "white", "grey", "dark", "bright", "small", "large"]
@@ -225,11 +226,10 @@ def main() -> None:
     if not args.keep:
         shutil.rmtree(workdir)
     rss = [r["peak_rss_mib"] for r in rows]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO)
     result = {
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": commit.stdout.strip(),
+        "commit": git_commit(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
         "load_average_1_5_15min": {
             "start": [round(x, 2) for x in load_at_start],

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,20 @@ def _final_state(out: Path) -> tuple[dict, dict, list]:
     return best, test, evaluations
 
 
+def _sigint_after_step_5(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """Make runs raise a real SIGINT after step 5, mid first epoch; returns what undoes it."""
+    train_step = Trainer.train_step
+
+    def interrupting_step(self, batch):
+        terms = train_step(self, batch)
+        if self.state.global_step == 5 and self.state.batches_done == 5:
+            signal.raise_signal(signal.SIGINT)
+        return terms
+
+    monkeypatch.setattr(Trainer, "train_step", interrupting_step)
+    return lambda: monkeypatch.setattr(Trainer, "train_step", train_step)
+
+
 def test_same_seed_same_run_and_an_interrupted_run_resumes_exactly(tiny_recipe_args, tmp_path, monkeypatch):
     # Trainable image tower, augmentation, dropout, warmup + cosine: every source of randomness is in play.
     options = ("augment=dihedral", "lr_scheduler=cosine", "warmup_steps=3", "save_every=4")
@@ -126,18 +141,10 @@ def test_same_seed_same_run_and_an_interrupted_run_resumes_exactly(tiny_recipe_a
     assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)
 
     # Interrupt with a real SIGINT in the middle of the first epoch, then resume from the saved state.
-    train_step = Trainer.train_step
-
-    def interrupting_step(self, batch):
-        terms = train_step(self, batch)
-        if self.state.global_step == 5 and self.state.batches_done == 5:
-            signal.raise_signal(signal.SIGINT)
-        return terms
-
-    monkeypatch.setattr(Trainer, "train_step", interrupting_step)
+    restore = _sigint_after_step_5(monkeypatch)
     assert run(tiny_recipe_args("c", *options)) == 128 + signal.SIGINT
     assert not (tmp_path / "c" / "test_metrics.json").exists()
-    monkeypatch.setattr(Trainer, "train_step", train_step)
+    restore()
     assert run(tiny_recipe_args("c", *options)) == 2  # an unfinished run is not restarted silently
     assert run(tiny_recipe_args("c", *options, "resume_from_checkpoint=latest")) == 0
     best_c, test_c, evaluations_c = _final_state(tmp_path / "c")
@@ -179,17 +186,9 @@ def test_ema_decay_selects_and_saves_the_moving_average_of_the_weights(tiny_reci
 def test_an_interrupted_ema_run_resumes_exactly(tiny_recipe_args, tmp_path, monkeypatch):
     options = ("ema_decay=0.9", "save_every=4")
     assert run(tiny_recipe_args("a", *options)) == 0
-    train_step = Trainer.train_step
-
-    def interrupting_step(self, batch):
-        terms = train_step(self, batch)
-        if self.state.global_step == 5 and self.state.batches_done == 5:
-            signal.raise_signal(signal.SIGINT)
-        return terms
-
-    monkeypatch.setattr(Trainer, "train_step", interrupting_step)
+    restore = _sigint_after_step_5(monkeypatch)
     assert run(tiny_recipe_args("b", *options)) == 128 + signal.SIGINT
-    monkeypatch.setattr(Trainer, "train_step", train_step)
+    restore()
     assert run(tiny_recipe_args("b", *options, "resume_from_checkpoint=latest")) == 0
     best_a, test_a, evaluations_a = _final_state(tmp_path / "a")
     best_b, test_b, evaluations_b = _final_state(tmp_path / "b")
