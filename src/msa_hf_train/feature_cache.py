@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,8 +54,9 @@ class CachedVisionFeatures:
         return batch
 
 
-def _image_identity(split: Any) -> list[Any]:
-    """Each image's file, size and modification time (or a digest of its bytes when stored inline)."""
+def _image_identity(split: Any) -> list[str]:
+    """A SHA-256 of each image's bytes, in order: the content, not where or when the file was
+    written, so a corpus copied, moved or re-extracted keeps its cache entries."""
     import datasets
 
     raw = split.cast_column("image", datasets.Image(decode=False))["image"]
@@ -65,8 +65,7 @@ def _image_identity(split: Any) -> list[Any]:
         if value.get("bytes") is not None:
             identity.append(hashlib.sha256(value["bytes"]).hexdigest())
         else:
-            stat = os.stat(value["path"])
-            identity.append([os.path.abspath(value["path"]), stat.st_size, stat.st_mtime_ns])
+            identity.append(hashlib.sha256(Path(value["path"]).read_bytes()).hexdigest())
     return identity
 
 

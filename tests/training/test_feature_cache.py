@@ -92,3 +92,31 @@ def test_each_frozen_part_is_its_own_entry_and_is_read_back(tiny_model, tiny_pro
     assert len(read.scales) == 2
     assert all(torch.equal(a, b) for a, b in zip(read.scales, written.scales))
     assert torch.equal(read.stage_map, written.stage_map)
+
+
+def _split_from_files(folder, images) -> datasets.Dataset:
+    folder.mkdir()
+    paths = []
+    for i, image in enumerate(images):
+        image.save(folder / f"{i}.bmp")
+        paths.append(str(folder / f"{i}.bmp"))
+    return datasets.Dataset.from_dict({"image": paths}, features=datasets.Features({"image": datasets.Image()}))
+
+
+def test_the_key_follows_the_image_bytes_not_the_files_place_or_time(tiny_model, tiny_processor, split, tmp_path):
+    images = split["image"]
+    original = _split_from_files(tmp_path / "original", images)
+    copied = _split_from_files(tmp_path / "copied", images)  # written later: other paths and mtimes
+    changed_images = list(images)
+    pixels = np.array(changed_images[3])
+    pixels[0, 0, 0] ^= 1
+    changed_images[3] = Image.fromarray(pixels)
+    changed = _split_from_files(tmp_path / "changed", changed_images)
+    sizes = {(tmp_path / folder / "3.bmp").stat().st_size for folder in ("original", "changed")}
+    assert len(sizes) == 1  # BMP is uncompressed: only the bytes tell the two apart
+
+    def key(s):
+        return feature_cache_key(tiny_model, tiny_processor, s, VARIANTS, 2)
+
+    assert key(original) == key(copied)
+    assert key(changed) != key(original)
