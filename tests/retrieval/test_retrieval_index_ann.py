@@ -46,6 +46,18 @@ def test_exact_search_in_chunks_matches_a_full_sort():
     np.testing.assert_allclose(scores, np.take_along_axis(full, expected, 1), rtol=1e-5)
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 7, 40])
+def test_exact_search_keeps_the_lowest_rows_tied_at_the_cut(chunk):
+    rng = np.random.default_rng(0)
+    distinct = rng.integers(-3, 4, (4, 8)).astype(np.float32)  # small integers: every product is exact
+    x = distinct[rng.integers(0, 4, 40)]  # 40 rows, 4 distinct: every score is tied many times over
+    q = rng.integers(-3, 4, (5, 8)).astype(np.float32)
+    for k in (1, 6, 13, 40):
+        _, rows = exact_search(x, q, k, chunk=chunk)
+        expected = np.argsort(-(q @ x.T), axis=1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(rows, expected)
+
+
 def test_ivf_recall_is_measured_against_exact_search():
     x = clustered(2000)
     full = build_ann(x, AnnSettings("IVF16,Flat", nprobe=16, recall_queries=100))

@@ -210,7 +210,8 @@ def exact_search(
     """Exact top-``k`` (scores, rows) of ``queries`` over ``embeddings`` by inner product, one
     chunk of rows at a time (memory: one chunk plus ``Q x (k + chunk)`` scores). ``exclude[i]``
     is a row query ``i`` may not return (itself, when queries are drawn from the index); rows
-    are -1 where fewer than ``k`` remain."""
+    are -1 where fewer than ``k`` remain. Among rows tied at the ``k``-th score the lowest are
+    kept, as a stable sort of all rows would (and as ``ImageIndex`` search does)."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     nq, n = len(queries), len(embeddings)
     best_s = np.full((nq, 0), -np.inf, dtype=np.float32)
@@ -223,12 +224,26 @@ def exact_search(
             scores[np.nonzero(own)[0], exclude[own] - start] = -np.inf
         cand_s = np.concatenate([best_s, scores], axis=1)
         cand_i = np.concatenate([best_i, np.broadcast_to(np.arange(start, stop), scores.shape)], axis=1)
-        keep = min(k, cand_s.shape[1])
-        top = np.argpartition(-cand_s, keep - 1, axis=1)[:, :keep]
-        best_s, best_i = np.take_along_axis(cand_s, top, 1), np.take_along_axis(cand_i, top, 1)
+        best_s, best_i = _lowest_rows_of_top(cand_s, cand_i, min(k, cand_s.shape[1]))
     order = np.lexsort((best_i, -best_s), axis=-1)
     best_s, best_i = np.take_along_axis(best_s, order, -1), np.take_along_axis(best_i, order, -1)
     return best_s, np.where(np.isneginf(best_s), -1, best_i)  # an excluded row is no neighbour
+
+
+def _lowest_rows_of_top(scores: np.ndarray, rows: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each line's ``keep`` highest scores, taking the lowest rows among those tied at the cut.
+
+    ``rows`` must ascend along each line; the kept entries come back in that (row) order, so the
+    next chunk's candidates ascend too. A partition finds the cut score; ties are then resolved by
+    position instead of by the partition's unspecified order, without sorting every candidate.
+    """
+    cut = -np.partition(-scores, keep - 1, axis=1)[:, keep - 1 : keep]
+    above = scores > cut
+    at_cut = scores == cut
+    room = keep - above.sum(axis=1, keepdims=True)
+    chosen = above | (at_cut & (np.cumsum(at_cut, axis=1) <= room))
+    cols = np.nonzero(chosen)[1].reshape(len(scores), keep)  # exactly `keep` per line, in row order
+    return np.take_along_axis(scores, cols, 1), np.take_along_axis(rows, cols, 1)
 
 
 def recall_at_k(approx: np.ndarray, exact: np.ndarray, k: int = RECALL_K) -> float:
