@@ -43,6 +43,8 @@ from msa_hf.model_card import (
 )
 from msa_hf.pretrained_towers import load_tokenizer
 from msa_hf.retrieval import (
+    TIE_RULES,
+    EvaluationResult,
     evaluate_corpus,
     format_metrics_table,
     render_retrieval_examples,
@@ -320,6 +322,12 @@ def _short_reason(error: BaseException) -> str:
         return "it is a pickle holding more than tensors, which is not loaded since that could run code"
     text = str(error).strip()
     return f"{type(error).__name__}: {text.splitlines()[0][:300]}" if text else type(error).__name__
+
+
+def _other_tie_rules(result: EvaluationResult) -> dict[str, dict[str, float]]:
+    """The metrics under the tie rules other than ``metrics``' own (ties against the model)."""
+    by_rule = result.metrics_by_tie_rule()
+    return {rule: by_rule[rule] for rule in TIE_RULES if rule != "pessimistic"}
 
 
 def model_inputs(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -634,7 +642,7 @@ class Trainer:
         """What validation scores and ``best/`` holds: the moving average with ``ema_decay``, else the weights."""
         return self.ema.module if self.ema is not None else self._unwrapped()
 
-    def evaluate(self, split: str, model: MSAModel | None = None) -> Any:
+    def evaluate(self, split: str, model: MSAModel | None = None) -> EvaluationResult:
         """Retrieval on a corpus split with ``msa_hf.retrieval.evaluate_corpus`` (what ``msa-eval`` runs)."""
         model = model or self._unwrapped()
         was_training = model.training
@@ -709,21 +717,23 @@ class Trainer:
             )
         if self.is_main:
             metrics = result.metrics
-            by_rule = result.metrics_by_tie_rule()
             record = {
                 "step": self.state.global_step,
                 "epoch": self._epoch_position(),
                 "split": "validation",
                 "metrics": metrics,
-                "metrics_by_tie_rule": {rule: by_rule[rule] for rule in ("expected", "argsort")},
-                **({"metrics_without_ema": without_ema} if without_ema is not None else {}),
+                "metrics_by_tie_rule": _other_tie_rules(result),
             }
+            if without_ema is not None:
+                record["metrics_without_ema"] = without_ema.metrics
+                record["metrics_without_ema_by_tie_rule"] = _other_tie_rules(without_ema)
             self.state.evaluations.append(record)
             append_jsonl(self.output_dir / "metrics.jsonl", record)
             self.accelerator.log({f"validation/{k}": v for k, v in metrics.items()}, step=self.state.global_step)
             if without_ema is not None:
                 self.accelerator.log(
-                    {f"validation_without_ema/{k}": v for k, v in without_ema.items()}, step=self.state.global_step
+                    {f"validation_without_ema/{k}": v for k, v in without_ema.metrics.items()},
+                    step=self.state.global_step,
                 )
             improved = self.state.best_metric is None or metrics[SELECTION_METRIC] > self.state.best_metric
             if improved:
@@ -742,7 +752,7 @@ class Trainer:
             )
         self.accelerator.wait_for_everyone()
 
-    def _score_without_ema(self) -> dict[str, float]:
+    def _score_without_ema(self) -> EvaluationResult:
         """Validation of the weights themselves beside their average, so a run shows what the average gave.
 
         Under a forked RNG: evaluating draws from it (a DataLoader's seed), and this extra
@@ -750,7 +760,7 @@ class Trainer:
         """
         cuda = [self.accelerator.device] if self.accelerator.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
-            return self.evaluate("validation").metrics
+            return self.evaluate("validation")
 
     def save(self) -> Path:
         """A checkpoint of the current step; weights that are not finite are never saved."""

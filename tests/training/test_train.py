@@ -161,6 +161,8 @@ def test_ema_decay_selects_and_saves_the_moving_average_of_the_weights(tiny_reci
     plain = [json.loads(line) for line in (tmp_path / "plain" / "metrics.jsonl").read_text().splitlines()]
     evaluations = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [e["metrics_without_ema"] for e in evaluations] == [e["metrics"] for e in plain]
+    assert [e["metrics_without_ema_by_tie_rule"] for e in evaluations] == [e["metrics_by_tie_rule"] for e in plain]
+    assert sorted(evaluations[0]["metrics_without_ema_by_tie_rule"]) == ["argsort", "expected"]
     assert evaluations[0]["metrics"] == evaluations[0]["metrics_without_ema"]  # step 1: the average is the weights
     checkpoints = sorted((out / "checkpoints").iterdir())
     assert len(checkpoints) == 5
