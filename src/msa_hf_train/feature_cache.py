@@ -25,6 +25,7 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from msa_hf.io_utils import atomic_save_safetensors
+from msa_hf.retrieval.index import sha256_file
 from msa_hf.sources import model_fingerprint
 
 from .data import apply_variant, image_batches
@@ -65,7 +66,7 @@ def _image_identity(split: Any) -> list[str]:
         if value.get("bytes") is not None:
             identity.append(hashlib.sha256(value["bytes"]).hexdigest())
         else:
-            identity.append(hashlib.sha256(Path(value["path"]).read_bytes()).hexdigest())
+            identity.append(sha256_file(Path(value["path"])))
     return identity
 
 

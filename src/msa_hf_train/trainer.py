@@ -919,8 +919,8 @@ class Trainer:
             self._set_memory_format(model)
             result = self.evaluate("test", model)
             test_metrics = result.metrics
-            by_rule = result.metrics_by_tie_rule()
-            expected_ties, argsort_ties = by_rule["expected"], by_rule["argsort"]
+            other_rules = _other_tie_rules(result)
+            expected_ties, argsort_ties = other_rules["expected"], other_rules["argsort"]
             images = self.corpus["test"].select_columns(["image"])
             render_retrieval_examples(
                 result.image_embeds,
