@@ -67,6 +67,13 @@ def test_defaults_are_the_paper():
     assert config.mscmat_mask_padding is False and config.same_image_positives is False
 
 
+def test_unknown_image_averaging_views_are_refused_with_the_choices():
+    with pytest.raises(
+        ValueError, match=r"`image_averaging_views` must be one of \['dihedral', 'flips'\], got 'rotations'"
+    ):
+        MSAConfig(image_averaging_views="rotations")
+
+
 def test_bad_text_config_and_pooling():
     with pytest.raises(ValueError, match="needs a `model_type`"):
         MSAConfig(text_config={"hidden_size": 32})

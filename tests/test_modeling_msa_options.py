@@ -1,9 +1,9 @@
-"""Options that depart from the paper: mean text pooling, the contrastive term, same-text positives, flip averaging."""
+"""Options that depart from the paper: mean text pooling, the contrastive term, same-text positives, view averaging."""
 
 import torch
 import torch.nn.functional as F
 
-from msa_hf import MSAConfig, MSAModel, MSATrainingInputs
+from msa_hf import IMAGE_VIEW_GROUPS, MSAConfig, MSAModel, MSATrainingInputs, image_view
 
 
 def model_with(**options) -> MSAModel:
@@ -75,5 +75,29 @@ def test_flip_averaging_is_the_mean_over_the_four_flips_at_inference_only():
         torch.testing.assert_close(averaged.get_image_features(pixel_values).pooler_output, expected)
     batch = inputs()
     torch.testing.assert_close(averaged(**batch).image_embeds, F.normalize(expected, dim=-1))
+    averaged.train()
+    torch.testing.assert_close(averaged.embed_images(pixel_values), plain.train().embed_images(pixel_values))
+
+
+def test_image_views_are_the_eight_symmetries_of_the_square_numbered_turn_then_mirror():
+    image = torch.arange(2 * 3 * 3, dtype=torch.float32).view(2, 3, 3)
+    views = [image_view(image, v) for v in range(8)]
+    assert len({tuple(view.flatten().tolist()) for view in views}) == 8
+    assert torch.equal(views[0], image) and torch.equal(views[1], torch.rot90(image, 1, dims=(-2, -1)))
+    assert torch.equal(views[4], image.flip(-1)) and torch.equal(views[5], views[1].flip(-1))
+    flips = {tuple(view.flatten().tolist()) for view in (image, image.flip(-1), image.flip(-2), image.flip((-2, -1)))}
+    assert {tuple(views[v].flatten().tolist()) for v in IMAGE_VIEW_GROUPS["flips"]} == flips
+
+
+def test_dihedral_averaging_is_the_mean_over_all_eight_views_at_inference_only():
+    pixel_values = inputs()["pixel_values"]
+    plain = model_with()
+    averaged = model_with(image_flip_averaging=True, image_averaging_views="dihedral")
+    expected = torch.stack([plain.embed_images(image_view(pixel_values, v)) for v in range(8)]).mean(0)
+    torch.testing.assert_close(averaged.embed_images(pixel_values), expected)
+    turned = torch.rot90(pixel_values, 1, dims=(-2, -1))
+    torch.testing.assert_close(averaged.embed_images(turned), expected)  # invariant to a quarter turn
+    flips_only = model_with(image_flip_averaging=True)
+    assert not torch.allclose(flips_only.embed_images(turned), flips_only.embed_images(pixel_values))
     averaged.train()
     torch.testing.assert_close(averaged.embed_images(pixel_values), plain.train().embed_images(pixel_values))

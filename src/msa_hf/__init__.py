@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "MSAConfig": ".configuration_msa",
+    "IMAGE_VIEW_GROUPS": ".configuration_msa",
     "PRESETS": ".configuration_msa",
     "Preset": ".configuration_msa",
     "CheckpointMismatchError": ".loading_msa",
@@ -25,6 +26,7 @@ _LAZY = {
     "MSAOutput": ".modeling_msa",
     "MSATrainingInputs": ".modeling_msa",
     "MSCMAT": ".modeling_msa",
+    "image_view": ".modeling_msa",
     "MSAImageProcessor": ".processing_msa",
     "MSAProcessor": ".processing_msa",
     "to_float_rgb": ".processing_msa",

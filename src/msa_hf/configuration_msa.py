@@ -28,6 +28,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CNN_POOLING = ("max", "avg")
 TOKEN_POOLING = ("cls", "mean")
 TEXT_POOLING = ("cls", "pooler", "mean")
+# Groups of views of an aerial image, which has no canonical orientation. View v turns the image by
+# 90°·(v % 4), then mirrors it left-right if v >= 4 (the dihedral group of the square); "flips" is
+# its subgroup of the identity, the 180° turn (= double flip) and the two mirror images.
+IMAGE_VIEW_GROUPS = {"flips": (0, 2, 4, 6), "dihedral": tuple(range(8))}
 
 # bert-base-uncased's shape: the paper's text tower.
 BERT_BASE_TEXT_CONFIG: dict[str, Any] = {
@@ -219,10 +223,12 @@ class MSAConfig(_BaseConfig):
             positives as the triplet loss). ``0`` (faithful) = off. Not part of MSA: a stable,
             dense training signal that helps fresh heads on small corpora.
         image_flip_averaging: at inference (``model.eval()``), the image embedding is the mean of
-            the embeddings of the image and its horizontal, vertical and double flip, the group
-            the ``flips`` training augmentation draws from: aerial scenes have no canonical
-            orientation. Costs 4 image-tower passes per image; training is unaffected. ``False``
-            (faithful) = one pass.
+            the embeddings of the image's views named by ``image_averaging_views``: aerial scenes
+            have no canonical orientation. Training is unaffected. ``False`` (faithful) = one pass.
+        image_averaging_views: the views ``image_flip_averaging`` averages, a key of
+            ``IMAGE_VIEW_GROUPS``: ``"flips"`` (the image and its horizontal, vertical and double
+            flip; 4 image-tower passes, the group the ``flips`` training augmentation draws from) or
+            ``"dihedral"`` (all 8 rotations and mirror images; 8 passes, the ``dihedral`` one).
 
     Example:
 
@@ -263,6 +269,7 @@ class MSAConfig(_BaseConfig):
         contrastive_temperature: float = 0.05,
         mscmat_scales: Sequence[int] | None = None,
         image_flip_averaging: bool = False,
+        image_averaging_views: str = "flips",
         **kwargs: Any,
     ) -> None:
         self.vision_backbone = vision_backbone
@@ -297,6 +304,7 @@ class MSAConfig(_BaseConfig):
         self.contrastive_temperature = float(contrastive_temperature)
         self.mscmat_scales = None if mscmat_scales is None else [int(k) for k in mscmat_scales]
         self.image_flip_averaging = bool(image_flip_averaging)
+        self.image_averaging_views = str(image_averaging_views)
         super().__init__(**kwargs)
         self._validate()
 
@@ -335,6 +343,10 @@ class MSAConfig(_BaseConfig):
                     f"`mscmat_scales` {self.mscmat_scales} must be distinct indices into the {num_scales} scales "
                     f"(0..{num_scales - 1}, or negative from the deepest), e.g. [-1] for the deepest only."
                 )
+        if self.image_averaging_views not in IMAGE_VIEW_GROUPS:
+            raise ValueError(
+                f"`image_averaging_views` must be one of {sorted(IMAGE_VIEW_GROUPS)}, got {self.image_averaging_views!r}."
+            )
         if self.csmmc_temperature <= 0:
             raise ValueError(f"`csmmc_temperature` must be > 0, got {self.csmmc_temperature}.")
         if not self.triplet_weight >= 0:
@@ -400,4 +412,12 @@ def check_model_type(config_dict: dict[str, Any], source: str | Path) -> None:
         )
 
 
-__all__ = ["MSAConfig", "PRESETS", "Preset", "check_model_type", "default_mscmat_heads", "get_preset"]
+__all__ = [
+    "IMAGE_VIEW_GROUPS",
+    "MSAConfig",
+    "PRESETS",
+    "Preset",
+    "check_model_type",
+    "default_mscmat_heads",
+    "get_preset",
+]

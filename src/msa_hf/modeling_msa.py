@@ -36,7 +36,7 @@ from transformers import AutoModel, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
-from .configuration_msa import MSAConfig
+from .configuration_msa import IMAGE_VIEW_GROUPS, MSAConfig
 from .loading_msa import check_loading_info, quiet_transformers_loading
 from .losses import MSALoss, PairFeatures, world_size_and_rank
 from .pretrained_towers import from_backbones, from_preset
@@ -72,8 +72,6 @@ KEYS_FROM_TRANSFORMERS_5 = {
 }
 # Cosines times this are the zero-shot classification logits (msa-classify's default scale, CLIP's value).
 ZERO_SHOT_LOGIT_SCALE = 100.0
-# The flips `image_flip_averaging` adds to the image itself: horizontal, vertical, both (= a 180° turn).
-FLIP_DIMS = ((-1,), (-2,), (-2, -1))
 # The model classes a saved folder names for transformers' Auto classes (Hub remote code): the
 # dual encoder, and the same weights behind the zero-shot-image-classification pipeline.
 MODEL_AUTO_MAP = {
@@ -181,6 +179,25 @@ class MSAVisionTowerOutput(ModelOutput):
     last_hidden_state: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+def image_view(pixel_values: torch.Tensor, view: int) -> torch.Tensor:
+    """View ``view`` (0-7) of ``C×H×W`` images (or a batch): turned by ``90°·(view % 4)``, then mirrored
+    left-right if ``view >= 4``. Numbering of ``IMAGE_VIEW_GROUPS``, the ``augment`` option and the
+    feature cache's variants.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from msa_hf.modeling_msa import image_view
+    >>> image = torch.arange(4.0).reshape(1, 2, 2)
+    >>> torch.equal(image_view(image, 2), image.flip((-2, -1))), torch.equal(image_view(image, 4), image.flip(-1))
+    (True, True)
+    ```
+    """
+    turned = torch.rot90(pixel_values, view % 4, dims=(-2, -1))
+    return turned.flip(-1) if view >= 4 else turned
 
 
 def _global_pool(features: torch.Tensor, mode: str) -> torch.Tensor:
@@ -849,13 +866,14 @@ class MSAModel(MSAPreTrainedModel):
         return self._image_embedding(self.get_scale_features(pixel_values), pixel_values)
 
     def _image_embedding(self, scale_features: Sequence[torch.Tensor], pixel_values: torch.Tensor) -> torch.Tensor:
-        """``v`` from the scale vectors of ``pixel_values``; averaged over flips when the config asks (in eval)."""
+        """``v`` from the scale vectors of ``pixel_values``; averaged over views when the config asks (in eval)."""
         embeds = self.image_projection(list(scale_features))
         if not self.config.image_flip_averaging or self.training:
             return embeds
-        for dims in FLIP_DIMS:
-            embeds = embeds + self.image_projection(self.get_scale_features(pixel_values.flip(dims)))
-        return embeds / (len(FLIP_DIMS) + 1)
+        views = IMAGE_VIEW_GROUPS[self.config.image_averaging_views]
+        for view in views[1:]:  # view 0 is the image itself, embedded above
+            embeds = embeds + self.image_projection(self.get_scale_features(image_view(pixel_values, view)))
+        return embeds / len(views)
 
     def embed_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Global text embeddings ``t`` (``B×D``): the [CLS] state (or pooler output), unnormalised; a tensor."""
@@ -1153,6 +1171,7 @@ class MSAForZeroShotImageClassification(MSAModel):
 
 __all__ = [
     "KEYS_FROM_TRANSFORMERS_5",
+    "image_view",
     "MODEL_AUTO_MAP",
     "ZERO_SHOT_LOGIT_SCALE",
     "MSAModel",

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from msa_hf import IMAGE_VIEW_GROUPS, image_view
 from msa_hf.data import CorpusValidationError, ensure_synth_corpus, evaluation_view, load_corpus, training_view
 from msa_hf.data.views import decode_image
 from msa_hf.model_card import dataset_display_name
@@ -31,8 +32,8 @@ if TYPE_CHECKING:
 
 SYNTH_CORPUS = "rs-synth"
 SYNTH_DEFAULTS = {"n_images": 1000, "seed": 0, "image_size": 224}
-# The dihedral group of the square: variant v = rotate by 90°·(v % 4), then mirror if v >= 4.
-AUGMENTATIONS = {"none": (0,), "flips": (0, 2, 4, 6), "dihedral": tuple(range(8))}
+# The image views each `augment` setting draws from (msa_hf.IMAGE_VIEW_GROUPS numbers them).
+AUGMENTATIONS = {"none": (0,), **IMAGE_VIEW_GROUPS}
 
 
 def default_cache_dir() -> Path:
@@ -228,12 +229,6 @@ class EpochBatchSampler(torch.utils.data.Sampler):
             yield [(self.epoch, index) for index in order[start : start + self.batch_size]]
 
 
-def apply_variant(pixel_values: torch.Tensor, variant: int) -> torch.Tensor:
-    """Rotate ``C×H×W`` (or a batch) by ``90°·(variant % 4)``, then mirror left-right if ``variant >= 4``."""
-    turned = torch.rot90(pixel_values, variant % 4, dims=(-2, -1))
-    return turned.flip(-1) if variant >= 4 else turned
-
-
 class TrainingCollator:
     """Tokenise captions and attach images (augmented) or cached image-tower features, plus the ids the losses use."""
 
@@ -251,7 +246,7 @@ class TrainingCollator:
             size = self.processor.image_processor.image_size
             images = [decode_image(item["image"], size) for item in items]
             pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
-            batch["pixel_values"] = torch.stack([apply_variant(p, v) for p, v in zip(pixels, variants)])
+            batch["pixel_values"] = torch.stack([image_view(p, v) for p, v in zip(pixels, variants)])
         else:
             slots = torch.tensor([self.variant_slot[v] for v in variants])
             batch.update(self.cached_features.select(slots, rows))
@@ -272,7 +267,6 @@ __all__ = [
     "EpochBatchSampler",
     "TrainingCollator",
     "TrainingPairs",
-    "apply_variant",
     "augmentation_variant",
     "check_corpus",
     "corpus_fingerprint",

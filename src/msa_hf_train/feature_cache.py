@@ -24,11 +24,12 @@ import torch
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+from msa_hf import image_view
 from msa_hf.io_utils import atomic_save_safetensors
 from msa_hf.retrieval.index import sha256_file
 from msa_hf.sources import model_fingerprint
 
-from .data import apply_variant, image_batches
+from .data import image_batches
 
 logger = logging.getLogger(__name__)
 CACHE_FORMAT = 1
@@ -123,7 +124,7 @@ def compute_scale_features(
             for batch in loader:
                 pixel_values = batch["pixel_values"].to(device)
                 for slot, variant in enumerate(variants):
-                    outputs = model.vision_model(apply_variant(pixel_values, variant), output_hidden_states=not whole)
+                    outputs = model.vision_model(image_view(pixel_values, variant), output_hidden_states=not whole)
                     kept = list(outputs.scale_features[:keep])
                     if not whole:
                         kept.append(outputs.hidden_states[frozen_stages - 1])

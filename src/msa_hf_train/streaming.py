@@ -25,12 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from msa_hf import image_view
 from msa_hf.cli_utils import UsageError
 from msa_hf.data.images import ImageLoadError
 from msa_hf.data.shard import shard_files
 from msa_hf.data.views import decode_image
 
-from .data import AUGMENTATIONS, apply_variant, augmentation_variant, normalise_caption
+from .data import AUGMENTATIONS, augmentation_variant, normalise_caption
 from .recipe import Recipe, RecipeError
 
 logger = logging.getLogger("msa_hf_train")
@@ -149,7 +150,7 @@ class _Decoder:
         image = decode_image(row["image"], self.processor.image_processor.image_size)
         pixels = self.processor(images=[image], return_tensors="pt")["pixel_values"][0]
         variant = augmentation_variant(self.variants, self.seed, self.epoch, f"{row['image_id']}/{caption}")
-        return apply_variant(pixels, variant)
+        return image_view(pixels, variant)
 
 
 class _Block(torch.utils.data.Dataset):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from msa_hf_train.data import apply_variant
+from msa_hf import image_view
 from msa_hf_train.feature_cache import compute_scale_features, feature_cache_key, load_or_compute_scale_features
 
 VARIANTS = (0, 5)
@@ -55,7 +55,7 @@ def test_a_partial_entry_holds_the_lower_scales_and_the_map_the_upper_stages_rea
     pixels = _pixels(tiny_processor, split)
     with torch.no_grad():
         for slot, variant in enumerate(VARIANTS):
-            outputs = tiny_model.vision_model(apply_variant(pixels, variant), output_hidden_states=True)
+            outputs = tiny_model.vision_model(image_view(pixels, variant), output_hidden_states=True)
             for k in range(2):
                 torch.testing.assert_close(cached.scales[k][slot], outputs.scale_features[k], rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(cached.stage_map[slot], outputs.hidden_states[1], rtol=1e-5, atol=1e-6)
